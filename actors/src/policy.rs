@@ -1,0 +1,278 @@
+//! The policy evaluator: owns the compiled policy set and its hot reload.
+//!
+//! Invariants:
+//! - Reads never wait: the current `PolicySet` is published through an `ArcSwap`, so every
+//!   request evaluates against an immutable snapshot on its own thread. Evaluation is pure CPU
+//!   work of a few hundred nanoseconds; funnelling it through one mailbox would serialise every
+//!   call in the process for no gain. Writes (reloads) are messages to the actor, one at a time.
+//! - A reload that fails (bad YAML, unknown action, duplicate name, bad condition) keeps the old
+//!   set and is reported in `last_reload`; the process never runs without a valid set.
+//! - The file watcher thread only forwards debounced events as `Reload` messages; all loading
+//!   happens in the actor, off the request path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use mesh7_config::{PolicySet, load};
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+
+use crate::clock::Clock;
+
+/// How long the watcher waits for a burst of file events to settle.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Re-read the configuration file and `policy_dir` and swap the policy set if valid.
+#[derive(Debug, Message)]
+#[rtype(result = "ReloadStatus")]
+pub struct Reload;
+
+/// Outcome of the last reload, shown by `/health` as `last_reload`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadStatus {
+    pub time: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy evaluator unavailable: {0}")]
+    Unavailable(#[from] MailboxError),
+    #[error("cannot watch {path}: {message}")]
+    Watch { path: String, message: String },
+}
+
+/// Cloneable handle to the policy evaluator.
+#[derive(Clone)]
+pub struct Policy {
+    current: Arc<ArcSwap<PolicySet>>,
+    last_reload: Arc<ArcSwap<Option<ReloadStatus>>>,
+    reload: Recipient<Reload>,
+}
+
+impl Policy {
+    /// Starts the evaluator with an already compiled set. `config_path` is re-read on reload.
+    pub fn start(config_path: PathBuf, initial: PolicySet, clock: Clock) -> Policy {
+        let current = Arc::new(ArcSwap::from_pointee(initial));
+        let last_reload = Arc::new(ArcSwap::from_pointee(None));
+        let actor = PolicyActor {
+            config_path,
+            current: current.clone(),
+            last_reload: last_reload.clone(),
+            clock,
+        };
+        let addr = actor.start();
+        Policy {
+            current,
+            last_reload,
+            reload: addr.recipient(),
+        }
+    }
+
+    /// The snapshot to evaluate against. Cheap: one atomic load and a reference count.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Reloads now and returns the outcome.
+    pub async fn reload(&self) -> Result<ReloadStatus, PolicyError> {
+        Ok(self.reload.send(Reload).await?)
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.last_reload.load().as_ref().clone()
+    }
+
+    /// Watches the configuration file's directory and `policy_dir` (if any) and reloads after
+    /// each debounced change of the config file or of a `*.yaml` / `*.yml` file in `policy_dir`.
+    /// The returned guard stops watching when dropped.
+    pub fn watch(
+        &self,
+        config_path: &Path,
+        policy_dir: Option<&Path>,
+    ) -> Result<WatchGuard, PolicyError> {
+        let config_file = canonical(config_path);
+        let config_dir = config_file
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let policy_dir = policy_dir.map(canonical);
+        let reload = self.reload.clone();
+        let filter_dir = policy_dir.clone();
+        let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
+            let Ok(events) = res else { return };
+            let relevant = events
+                .iter()
+                .any(|e| is_relevant(&e.path, &config_file, filter_dir.as_deref()));
+            if relevant {
+                // A tiny control message; a full mailbox must not drop it, and the watcher
+                // thread must not block on the actor, so do_send is the right tool here.
+                reload.do_send(Reload);
+            }
+        })
+        .map_err(|e| watch_error(&config_dir, &e))?;
+        debouncer
+            .watcher()
+            .watch(&config_dir, RecursiveMode::NonRecursive)
+            .map_err(|e| watch_error(&config_dir, &e))?;
+        if let Some(dir) = &policy_dir
+            && dir.is_dir()
+            && dir != &config_dir
+        {
+            debouncer
+                .watcher()
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|e| watch_error(dir, &e))?;
+        }
+        Ok(WatchGuard {
+            _debouncer: debouncer,
+        })
+    }
+}
+
+/// Keeps the file watcher alive.
+pub struct WatchGuard {
+    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+}
+
+fn watch_error(path: &Path, e: &dyn std::fmt::Display) -> PolicyError {
+    PolicyError::Watch {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn is_relevant(path: &Path, config_file: &Path, policy_dir: Option<&Path>) -> bool {
+    let path = canonical(path);
+    if path == config_file || path.file_name() == config_file.file_name() {
+        return true;
+    }
+    let is_yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e == "yaml" || e == "yml");
+    is_yaml && policy_dir.is_some_and(|d| path.parent() == Some(d))
+}
+
+struct PolicyActor {
+    config_path: PathBuf,
+    current: Arc<ArcSwap<PolicySet>>,
+    last_reload: Arc<ArcSwap<Option<ReloadStatus>>>,
+    clock: Clock,
+}
+
+impl Actor for PolicyActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Reloads are rare; a short mailbox is plenty and keeps a storm of events bounded.
+        ctx.set_mailbox_capacity(16);
+    }
+}
+
+impl Handler<Reload> for PolicyActor {
+    type Result = MessageResult<Reload>;
+
+    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
+        let status = match compile_from(&self.config_path) {
+            Ok(set) => {
+                tracing::info!(rules = set.rule_count(), "policies reloaded");
+                self.current.store(Arc::new(set));
+                ReloadStatus {
+                    time: crate::trace::format_timestamp(self.clock.wall()),
+                    ok: true,
+                    error: None,
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "policy reload failed; keeping the previous policies");
+                ReloadStatus {
+                    time: crate::trace::format_timestamp(self.clock.wall()),
+                    ok: false,
+                    error: Some(error),
+                }
+            }
+        };
+        self.last_reload.store(Arc::new(Some(status.clone())));
+        MessageResult(status)
+    }
+}
+
+/// Loads the configuration file (with its `policy_dir`) and compiles its policies.
+/// Loading reads a few small files; it runs on the actor's own thread, never a request's.
+fn compile_from(path: &Path) -> Result<PolicySet, String> {
+    let loaded = load(path).map_err(|e| e.to_string().trim_end().to_owned())?;
+    PolicySet::compile(&loaded.config.policies).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_config_and_policy_yaml_files_trigger_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("mesh7.yaml");
+        std::fs::write(&cfg, "").unwrap();
+        let pdir = dir.path().join("policies.d");
+        std::fs::create_dir(&pdir).unwrap();
+        let cfg = canonical(&cfg);
+        let pdir = canonical(&pdir);
+        assert!(is_relevant(&cfg, &cfg, Some(&pdir)));
+        assert!(is_relevant(&pdir.join("a.yaml"), &cfg, Some(&pdir)));
+        assert!(is_relevant(&pdir.join("a.yml"), &cfg, Some(&pdir)));
+        assert!(!is_relevant(&pdir.join("a.txt"), &cfg, Some(&pdir)));
+        assert!(!is_relevant(&dir.path().join("other.yaml"), &cfg, Some(&pdir)));
+    }
+
+    #[actix::test]
+    async fn invalid_reload_keeps_the_previous_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("mesh7.yaml");
+        std::fs::write(
+            &cfg,
+            "policies:\n  - name: p\n    agent: \"*\"\n    rules:\n      - tools: [\"t\"]\n        action: allow\n",
+        )
+        .unwrap();
+        let loaded = load(&cfg).unwrap();
+        let set = PolicySet::compile(&loaded.config.policies).unwrap();
+        let policy = Policy::start(cfg.clone(), set, Clock::System);
+        let args = serde_json::json!({});
+        assert_eq!(
+            policy.current().evaluate("a", "t", &args).action,
+            mesh7_config::Action::Allow
+        );
+
+        std::fs::write(&cfg, "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: alow\n").unwrap();
+        let status = policy.reload().await.unwrap();
+        assert!(!status.ok);
+        assert!(status.error.unwrap().contains("alow"));
+        assert_eq!(
+            policy.current().evaluate("a", "t", &args).action,
+            mesh7_config::Action::Allow
+        );
+
+        std::fs::write(&cfg, "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: deny\n").unwrap();
+        let status = policy.reload().await.unwrap();
+        assert!(status.ok, "{status:?}");
+        assert_eq!(
+            policy.current().evaluate("a", "t", &args).action,
+            mesh7_config::Action::Deny
+        );
+        assert_eq!(policy.last_reload(), Some(status));
+    }
+}

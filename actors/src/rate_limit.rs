@@ -1,0 +1,367 @@
+//! Per-agent rate limiting (`rate_limit` of a policy) and loop detection, behind the `RateLimit`
+//! handle.
+//!
+//! Invariants:
+//! - Checks run in flux7's order: lifetime budget (`max_total`), sliding minute
+//!   (`max_per_minute`), loop detection. The first failure wins; a refused call is never recorded.
+//! - Counters are keyed by agent, shared by all of its tools and policies.
+//! - Loop detection applies to every call when enabled, whether or not the policy has a
+//!   `rate_limit`.
+//! - Memory is bounded whatever the call rate: at most `max_agents` recent windows (the least
+//!   recently seen agent is evicted), each holding at most 61 one-second buckets and a capped loop
+//!   history. Lifetime totals live apart and are never evicted, so `max_total` never resets; at
+//!   most `max_tracked_totals` of them exist and a new agent beyond that is refused (fail closed).
+//! - All time comes from the injected `Clock`.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler, MailboxError, Message, Recipient};
+use lru::LruCache;
+use mesh7_config::{LoopDetectionConfig, RateLimitConfig, RateLimiterConfig};
+
+use crate::clock::Clock;
+
+/// Loop entries kept per agent (flux7 kept 50); raised to `max_repeats` when that is larger so a
+/// loop can always be seen.
+const LOOP_HISTORY: usize = 50;
+/// Length of the sliding window of `max_per_minute`, in whole seconds.
+const MINUTE_SECS: u64 = 60;
+
+/// Loop detection settings, from the `loop_detection` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopSettings {
+    pub enabled: bool,
+    /// Identical calls allowed inside the window; the next one is refused.
+    pub max_repeats: u32,
+    pub window: Duration,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_repeats: 3,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LoopSettings {
+    pub fn from_config(config: &LoopDetectionConfig) -> Result<LoopSettings, String> {
+        let window = mesh7_config::duration::parse(&config.window)
+            .map_err(|e| format!("loop_detection.window: invalid duration {:?}: {e}", config.window))?;
+        Ok(LoopSettings {
+            enabled: config.enabled,
+            max_repeats: config.max_repeats,
+            window,
+        })
+    }
+}
+
+/// Asks to make one call: checks the limits and, when `record` is true and every check passes,
+/// counts the call.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), Limited>")]
+pub struct Acquire {
+    pub agent: Arc<str>,
+    pub tool: Arc<str>,
+    /// `fingerprint(&args)` of the call's arguments.
+    pub fingerprint: u64,
+    /// The `rate_limit` of the policy that governs the call, if it has one.
+    pub limits: Option<RateLimitConfig>,
+    /// False to check without counting.
+    pub record: bool,
+}
+
+/// Why a call was refused. The texts are flux7's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Limited {
+    #[error("rate_limit: agent \"{agent}\" exceeded total budget ({max_total} calls)")]
+    TotalBudget { agent: Arc<str>, max_total: u64 },
+    #[error("rate_limit: agent \"{agent}\" exceeded {max} calls/min")]
+    PerMinute { agent: Arc<str>, max: u64 },
+    #[error(
+        "loop_detected: agent \"{agent}\" called {tool} with same params {count} times in {window_secs}s"
+    )]
+    Loop {
+        agent: Arc<str>,
+        tool: Arc<str>,
+        count: u32,
+        window_secs: u64,
+    },
+    #[error("rate_limit: limiter is tracking too many agents (fail closed)")]
+    Capacity,
+}
+
+impl Limited {
+    pub fn is_loop(&self) -> bool {
+        matches!(self, Limited::Loop { .. })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error(transparent)]
+    Limited(Limited),
+    #[error("rate limiter unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<MailboxError> for RateLimitError {
+    fn from(e: MailboxError) -> Self {
+        RateLimitError::Unavailable(e.to_string())
+    }
+}
+
+/// A hash of the arguments that ignores object key order, so `{"a":1,"b":2}` and
+/// `{"b":2,"a":1}` are the same call. Stable within a process.
+pub fn fingerprint(args: &serde_json::Value) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    hash_canonical(args, &mut hasher);
+    hasher.finish()
+}
+
+fn hash_canonical(value: &serde_json::Value, h: &mut DefaultHasher) {
+    use serde_json::Value;
+    // A tag per variant and lengths before contents keep distinct structures from colliding
+    // by concatenation.
+    match value {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => (2u8, n.to_string()).hash(h),
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            for item in items {
+                hash_canonical(item, h);
+            }
+        }
+        Value::Object(map) => {
+            (5u8, map.len()).hash(h);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            for key in keys {
+                key.hash(h);
+                hash_canonical(&map[key.as_str()], h);
+            }
+        }
+    }
+}
+
+/// The cloneable handle of the rate limiter.
+#[derive(Clone)]
+pub struct RateLimit {
+    acquire: Recipient<Acquire>,
+}
+
+impl RateLimit {
+    /// Starts the limiter on the current arbiter; call it inside a running actix System.
+    pub fn start(
+        limiter: &RateLimiterConfig,
+        loops: LoopSettings,
+        clock: Clock,
+        mailbox: usize,
+    ) -> RateLimit {
+        let core = Limiter::new(limiter, loops, clock.now());
+        let addr = RateLimitActor {
+            core,
+            clock,
+            mailbox,
+        }
+        .start();
+        RateLimit {
+            acquire: addr.recipient(),
+        }
+    }
+
+    /// `Unavailable` means the limiter could not answer; the caller must refuse the call.
+    pub async fn acquire(&self, req: Acquire) -> Result<(), RateLimitError> {
+        self.acquire.send(req).await?.map_err(RateLimitError::Limited)
+    }
+}
+
+struct RateLimitActor {
+    core: Limiter,
+    clock: Clock,
+    mailbox: usize,
+}
+
+impl Actor for RateLimitActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox.max(1));
+    }
+}
+
+impl Handler<Acquire> for RateLimitActor {
+    type Result = Result<(), Limited>;
+
+    fn handle(&mut self, msg: Acquire, _: &mut Self::Context) -> Self::Result {
+        self.core.acquire(&msg, self.clock.now())
+    }
+}
+
+/// The pure core: all counters, no actix.
+struct Limiter {
+    /// Origin of the one-second buckets.
+    epoch: Instant,
+    recent: LruCache<Arc<str>, Recent>,
+    totals: HashMap<Arc<str>, u64>,
+    max_totals: usize,
+    loops: LoopSettings,
+    loop_history: usize,
+}
+
+/// An agent's recent calls: what the minute window and the loop window need, nothing older.
+#[derive(Default)]
+struct Recent {
+    /// (second since epoch, calls recorded in that second), oldest first.
+    minute: VecDeque<(u64, u64)>,
+    loops: VecDeque<LoopEntry>,
+}
+
+struct LoopEntry {
+    at: Instant,
+    tool: Arc<str>,
+    fingerprint: u64,
+}
+
+impl Limiter {
+    fn new(config: &RateLimiterConfig, loops: LoopSettings, epoch: Instant) -> Limiter {
+        let max_agents = NonZeroUsize::new(config.max_agents).unwrap_or(NonZeroUsize::MIN);
+        let repeats = usize::try_from(loops.max_repeats).unwrap_or(usize::MAX);
+        Limiter {
+            epoch,
+            recent: LruCache::new(max_agents),
+            totals: HashMap::new(),
+            max_totals: config.max_tracked_totals,
+            loops,
+            loop_history: LOOP_HISTORY.max(repeats),
+        }
+    }
+
+    fn acquire(&mut self, req: &Acquire, now: Instant) -> Result<(), Limited> {
+        let limits = req.limits.unwrap_or_default();
+        self.check_total(&req.agent, limits.max_total)?;
+
+        let second = now.saturating_duration_since(self.epoch).as_secs();
+        let (last_minute, repeats) = match self.recent.get_mut(&req.agent) {
+            Some(recent) => {
+                recent.prune(second, now, self.loops.window);
+                (
+                    recent.calls_in_minute(),
+                    recent.repeats(&req.tool, req.fingerprint),
+                )
+            }
+            None => (0, 0),
+        };
+        if limits.max_per_minute > 0 && last_minute >= limits.max_per_minute {
+            return Err(Limited::PerMinute {
+                agent: req.agent.clone(),
+                max: limits.max_per_minute,
+            });
+        }
+        if self.loops.enabled && repeats >= self.loops.max_repeats {
+            return Err(Limited::Loop {
+                agent: req.agent.clone(),
+                tool: req.tool.clone(),
+                count: repeats,
+                window_secs: self.loops.window.as_secs(),
+            });
+        }
+
+        if req.record {
+            self.record(req, limits, second, now);
+        }
+        Ok(())
+    }
+
+    fn check_total(&self, agent: &Arc<str>, max_total: u64) -> Result<(), Limited> {
+        if max_total == 0 {
+            return Ok(());
+        }
+        match self.totals.get(agent) {
+            Some(&used) if used >= max_total => Err(Limited::TotalBudget {
+                agent: agent.clone(),
+                max_total,
+            }),
+            Some(_) => Ok(()),
+            None if self.totals.len() >= self.max_totals => Err(Limited::Capacity),
+            None => Ok(()),
+        }
+    }
+
+    fn record(&mut self, req: &Acquire, limits: RateLimitConfig, second: u64, now: Instant) {
+        let recent = self
+            .recent
+            .get_or_insert_mut(req.agent.clone(), Recent::default);
+        match recent.minute.back_mut() {
+            Some((s, calls)) if *s == second => *calls += 1,
+            _ => recent.minute.push_back((second, 1)),
+        }
+        if self.loops.enabled {
+            recent.loops.push_back(LoopEntry {
+                at: now,
+                tool: req.tool.clone(),
+                fingerprint: req.fingerprint,
+            });
+            while recent.loops.len() > self.loop_history {
+                recent.loops.pop_front();
+            }
+        }
+        // An agent already counted keeps counting under every policy; a new entry is made only
+        // when a budget needs it, so agents without `max_total` cost nothing here.
+        if let Some(used) = self.totals.get_mut(&req.agent) {
+            *used += 1;
+        } else if limits.max_total > 0 {
+            self.totals.insert(req.agent.clone(), 1);
+        }
+    }
+}
+
+impl Recent {
+    fn prune(&mut self, second: u64, now: Instant, loop_window: Duration) {
+        // A bucket leaves once every call in it is at least a minute old, i.e. between 60 and
+        // 61 s after its first call: the count errs on the side of refusing.
+        while self
+            .minute
+            .front()
+            .is_some_and(|&(s, _)| s + MINUTE_SECS < second)
+        {
+            self.minute.pop_front();
+        }
+        while self
+            .loops
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) >= loop_window)
+        {
+            self.loops.pop_front();
+        }
+    }
+
+    fn calls_in_minute(&self) -> u64 {
+        self.minute.iter().map(|&(_, calls)| calls).sum()
+    }
+
+    fn repeats(&self, tool: &str, fingerprint: u64) -> u32 {
+        let n = self
+            .loops
+            .iter()
+            .filter(|e| e.fingerprint == fingerprint && &*e.tool == tool)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        self.minute.len() + self.loops.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

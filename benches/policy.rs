@@ -1,0 +1,2 @@
+//! Policy evaluation benchmark.
+fn main() {}

@@ -1,0 +1,1 @@
+//! `${VAR}` and `${VAR:-default}` expansion.

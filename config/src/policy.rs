@@ -1,0 +1,343 @@
+//! The compiled policy set and its evaluation: first match wins, fail closed.
+//!
+//! Policies are stably sorted by the specificity of their agent pattern (exact, then globs, then
+//! exactly `*`; ties keep load order). Evaluation is, by definition:
+//!
+//! ```text
+//! for policy in sorted policies whose agent glob matches the agent:
+//!     for rule in policy.rules:
+//!         if some tool pattern equals or globs the tool, and the condition (if any) holds:
+//!             return (rule.action, policy)
+//! return (deny, "default")
+//! ```
+//!
+//! Every rule gets a position in that order, and the answer is the lowest position whose agent,
+//! tools and condition all match. To find it without scanning every rule, rules are indexed:
+//! agent patterns, deduplicated, point to groups (one per distinct agent pattern), and each
+//! group indexes its rules by tool pattern — literal patterns in a hash map, globs in a trie
+//! keyed by their literal prefix. Each index entry keeps its positions in ascending order, so
+//! the lowest matching position of an entry is the first one whose condition holds.
+//! Evaluation allocates nothing; the reason text is built only when asked for.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::condition::Condition;
+use crate::glob::Glob;
+use crate::schema::{Action, PolicyConfig, RateLimitConfig};
+
+/// The rule name of the fail-closed decision.
+const DEFAULT_RULE: &str = "default";
+
+/// What evaluation decided, borrowing from the policy set.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    pub action: Action,
+    policy: Option<&'a PolicyConfig>,
+}
+
+impl<'a> Decision<'a> {
+    /// The fail-closed decision: no rule matched.
+    pub fn default_deny() -> Decision<'a> {
+        Decision {
+            action: Action::Deny,
+            policy: None,
+        }
+    }
+
+    /// The matched policy's name, or `"default"`.
+    pub fn rule(&self) -> &'a str {
+        self.policy.map_or(DEFAULT_RULE, |p| p.name.as_str())
+    }
+
+    pub fn policy(&self) -> Option<&'a PolicyConfig> {
+        self.policy
+    }
+
+    /// No rule matched.
+    pub fn is_default(&self) -> bool {
+        self.policy.is_none()
+    }
+
+    /// The matched policy's rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimitConfig> {
+        self.policy.and_then(|p| p.rate_limit)
+    }
+
+    /// `policy=<policy> tool=<tool> action=<action>`, or `no matching policy — fail closed`.
+    pub fn reason(&self, tool: &str) -> String {
+        match self.policy {
+            Some(p) => format!("policy={} tool={tool} action={}", p.name, self.action),
+            None => "no matching policy \u{2014} fail closed".to_owned(),
+        }
+    }
+}
+
+/// A problem in one policy, found at compile time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// Index in the slice given to [`PolicySet::compile`] (load order).
+    pub policy_index: usize,
+    /// Path inside the policy, e.g. `rules[0].condition.all[1].value`.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "policies[{}].{}: {}",
+            self.policy_index, self.path, self.message
+        )
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// The compiled set of policies. Immutable; share it behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    /// In evaluation order.
+    policies: Vec<PolicyConfig>,
+    /// Every rule, by position in evaluation order.
+    rules: Vec<CompiledRule>,
+    /// Agent pattern → the index in `groups` of the rules of the policies with that pattern.
+    agents: GlobIndex,
+    /// Per distinct agent pattern: tool pattern → rule positions.
+    groups: Vec<GlobIndex>,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    policy: usize,
+    action: Action,
+    condition: Option<Condition>,
+}
+
+impl PolicySet {
+    /// A set that denies everything.
+    pub fn empty() -> PolicySet {
+        PolicySet::default()
+    }
+
+    /// Validates and compiles; returns every error found (not only the first).
+    pub fn compile(policies: &[PolicyConfig]) -> Result<PolicySet, Vec<PolicyError>> {
+        let mut errors = Vec::new();
+        let mut conditions: Vec<Vec<Option<Condition>>> = Vec::with_capacity(policies.len());
+        for (policy_index, policy) in policies.iter().enumerate() {
+            let mut compiled = Vec::with_capacity(policy.rules.len());
+            for (i, rule) in policy.rules.iter().enumerate() {
+                let condition = rule.condition.as_ref().and_then(|c| {
+                    Condition::compile(c)
+                        .map_err(|errs| {
+                            let base = format!("rules[{i}].condition");
+                            errors.extend(errs.into_iter().map(|e| PolicyError {
+                                policy_index,
+                                path: if e.path.is_empty() {
+                                    base.clone()
+                                } else {
+                                    format!("{base}.{}", e.path)
+                                },
+                                message: e.message,
+                            }));
+                        })
+                        .ok()
+                });
+                compiled.push(condition);
+            }
+            conditions.push(compiled);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let agent_globs: Vec<Glob> = policies.iter().map(|p| Glob::new(&p.agent)).collect();
+        let mut order: Vec<usize> = (0..policies.len()).collect();
+        // A stable sort: ties keep load order.
+        order.sort_by_key(|&i| std::cmp::Reverse(agent_globs[i].specificity()));
+
+        let mut set = PolicySet::default();
+        let mut agents = GlobIndexBuilder::default();
+        let mut groups: Vec<GlobIndexBuilder> = Vec::new();
+        let mut group_of_agent: HashMap<&str, usize> = HashMap::new();
+        for (sorted_index, &i) in order.iter().enumerate() {
+            let policy = &policies[i];
+            let group = *group_of_agent
+                .entry(policy.agent.as_str())
+                .or_insert_with(|| {
+                    let glob = &agent_globs[i];
+                    if glob.is_literal() {
+                        agents.insert_exact(glob.as_str(), groups.len());
+                    } else if glob.is_valid() {
+                        agents.insert_glob(glob, groups.len());
+                    }
+                    groups.push(GlobIndexBuilder::default());
+                    groups.len() - 1
+                });
+            let rule_conditions = std::mem::take(&mut conditions[i]);
+            for (rule, condition) in policy.rules.iter().zip(rule_conditions) {
+                let position = set.rules.len();
+                for tool in &rule.tools {
+                    // Literal equality is checked before globbing, so even a malformed pattern
+                    // matches a tool of exactly its name.
+                    groups[group].insert_exact(tool, position);
+                    let glob = Glob::new(tool);
+                    if glob.is_valid() && !glob.is_literal() {
+                        groups[group].insert_glob(&glob, position);
+                    }
+                }
+                set.rules.push(CompiledRule {
+                    policy: sorted_index,
+                    action: rule.action,
+                    condition,
+                });
+            }
+            set.policies.push(policy.clone());
+        }
+        set.agents = agents.build();
+        set.groups = groups.into_iter().map(GlobIndexBuilder::build).collect();
+        Ok(set)
+    }
+
+    /// First match across all matching policies in specificity order; fails closed with rule
+    /// `"default"`.
+    pub fn evaluate<'a>(&'a self, agent: &str, tool: &str, args: &Value) -> Decision<'a> {
+        let mut best = usize::MAX;
+        self.agents.visit(agent, |groups| {
+            for &group in groups {
+                self.groups[group].visit(tool, |positions| {
+                    for &position in positions {
+                        if position >= best {
+                            break;
+                        }
+                        if self.rules[position].condition_holds(args) {
+                            best = position;
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        match self.rules.get(best) {
+            Some(rule) => Decision {
+                action: rule.action,
+                policy: Some(&self.policies[rule.policy]),
+            },
+            None => Decision::default_deny(),
+        }
+    }
+
+    /// Policies in evaluation (sorted) order — what `GET /policies` returns.
+    pub fn policies(&self) -> &[PolicyConfig] {
+        &self.policies
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+}
+
+impl CompiledRule {
+    fn condition_holds(&self, args: &Value) -> bool {
+        self.condition.as_ref().is_none_or(|c| c.holds(args))
+    }
+}
+
+/// Patterns → ascending lists of ids. A name finds the ids of every pattern it matches: exact
+/// names by hash, globs by walking a trie of literal prefixes and trying only the globs whose
+/// prefix starts the name.
+#[derive(Debug, Default)]
+struct GlobIndex {
+    exact: HashMap<Box<str>, Vec<usize>>,
+    /// Node 0 is the root (the empty prefix).
+    trie: Vec<TrieNode>,
+}
+
+#[derive(Debug, Default)]
+struct TrieNode {
+    /// Sorted by byte.
+    children: Vec<(u8, usize)>,
+    /// Globs whose literal prefix ends at this node.
+    globs: Vec<(Glob, Vec<usize>)>,
+}
+
+impl GlobIndex {
+    /// Calls `found` with the ids of each pattern that matches `name` (a pattern inserted both
+    /// ways may be reported twice).
+    fn visit(&self, name: &str, mut found: impl FnMut(&[usize])) {
+        if let Some(ids) = self.exact.get(name) {
+            found(ids);
+        }
+        let mut node = 0;
+        let mut rest = name.as_bytes();
+        while let Some(current) = self.trie.get(node) {
+            for (glob, ids) in &current.globs {
+                if glob.matches(name) {
+                    found(ids);
+                }
+            }
+            let Some((&byte, tail)) = rest.split_first() else {
+                break;
+            };
+            match current.children.binary_search_by_key(&byte, |&(b, _)| b) {
+                Ok(i) => node = current.children[i].1,
+                Err(_) => break,
+            }
+            rest = tail;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct GlobIndexBuilder {
+    index: GlobIndex,
+    /// Pattern → (trie node, index in its `globs`), to share one entry per distinct glob.
+    globs: HashMap<String, (usize, usize)>,
+}
+
+impl GlobIndexBuilder {
+    /// Ids must be inserted in ascending order.
+    fn insert_exact(&mut self, name: &str, id: usize) {
+        let ids = self.index.exact.entry(name.into()).or_default();
+        push_id(ids, id);
+    }
+
+    fn insert_glob(&mut self, glob: &Glob, id: usize) {
+        if let Some(&(node, slot)) = self.globs.get(glob.as_str()) {
+            push_id(&mut self.index.trie[node].globs[slot].1, id);
+            return;
+        }
+        let trie = &mut self.index.trie;
+        if trie.is_empty() {
+            trie.push(TrieNode::default());
+        }
+        let mut node = 0;
+        for &byte in glob.literal_prefix().as_bytes() {
+            node = match trie[node].children.binary_search_by_key(&byte, |&(b, _)| b) {
+                Ok(i) => trie[node].children[i].1,
+                Err(i) => {
+                    let child = trie.len();
+                    trie.push(TrieNode::default());
+                    trie[node].children.insert(i, (byte, child));
+                    child
+                }
+            };
+        }
+        let slot = trie[node].globs.len();
+        trie[node].globs.push((glob.clone(), vec![id]));
+        self.globs.insert(glob.as_str().to_owned(), (node, slot));
+    }
+
+    fn build(self) -> GlobIndex {
+        self.index
+    }
+}
+
+/// Keeps a list strictly ascending: a rule naming two patterns of one entry counts once.
+fn push_id(ids: &mut Vec<usize>, id: usize) {
+    if ids.last() != Some(&id) {
+        ids.push(id);
+    }
+}

@@ -1,0 +1,139 @@
+//! Open and control-plane routes: `/health`, `/version`, `/policies`, `/traces`, `/sessions`,
+//! `/sessions/{id}`, `/metrics`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use mesh7_actors::trace::TraceQuery;
+use serde_json::json;
+
+use super::{ApiError, ApiState, json_response, parse_limit, query_map, require_control_plane};
+use crate::error::PipelineError;
+
+/// The most entries one query returns, whatever `limit` asks.
+const MAX_LIMIT: usize = 10_000;
+
+pub(super) async fn health(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let p = &state.pipeline;
+    let stats = p.trace().stats().await.map_err(PipelineError::from)?;
+    let mut body = json!({
+        "status": "ok",
+        "tools": p.registry().len(),
+        "traces": stats,
+        "version": state.version.version,
+    });
+    if let Some(reload) = p.policy().last_reload() {
+        body["last_reload"] = json!(reload);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(super) async fn version(state: web::Data<ApiState>) -> HttpResponse {
+    let v = state.version;
+    json_response(
+        StatusCode::OK,
+        &json!({ "version": v.version, "commit": v.commit, "date": v.date }),
+    )
+}
+
+pub(super) async fn policies(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let set = state.pipeline.policy().current();
+    Ok(json_response(StatusCode::OK, &json!(set.policies())))
+}
+
+/// `GET /traces?agent=&tool=&session=&limit=` (limit default 100).
+pub(super) async fn traces(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let mut q = query_map(&req)?;
+    let query = TraceQuery {
+        agent: q.remove("agent").filter(|s| !s.is_empty()),
+        tool: q.remove("tool").filter(|s| !s.is_empty()),
+        session: q.remove("session").filter(|s| !s.is_empty()),
+        limit: parse_limit(q.get("limit").map(String::as_str), 100, MAX_LIMIT)?,
+    };
+    let entries = state
+        .pipeline
+        .trace()
+        .query(query)
+        .await
+        .map_err(PipelineError::from)?;
+    Ok(json_response(StatusCode::OK, &json!(entries)))
+}
+
+/// `GET /sessions?limit=` (default 50).
+pub(super) async fn sessions(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let q = query_map(&req)?;
+    let limit = parse_limit(q.get("limit").map(String::as_str), 50, MAX_LIMIT)?;
+    let sessions = state
+        .pipeline
+        .trace()
+        .sessions(limit)
+        .await
+        .map_err(PipelineError::from)?;
+    Ok(json_response(StatusCode::OK, &json!(sessions)))
+}
+
+/// `GET /sessions/{id}?limit=` (default 200): that session's entries, most recent first.
+pub(super) async fn session(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let id = id.into_inner();
+    if id.is_empty() {
+        return Err(ApiError::bad_request("session id required"));
+    }
+    let q = query_map(&req)?;
+    let query = TraceQuery {
+        session: Some(id),
+        limit: parse_limit(q.get("limit").map(String::as_str), 200, MAX_LIMIT)?,
+        ..TraceQuery::default()
+    };
+    let entries = state
+        .pipeline
+        .trace()
+        .query(query)
+        .await
+        .map_err(PipelineError::from)?;
+    Ok(json_response(StatusCode::OK, &json!(entries)))
+}
+
+pub(super) async fn metrics(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let p = &state.pipeline;
+    let reload_ok = p.policy().last_reload().map_or(1, |r| u64::from(r.ok));
+    let text = p.metrics().render(&[
+        ("mesh7_tools", "Tools in the registry.", p.registry().len() as u64),
+        (
+            "mesh7_policy_rules",
+            "Rules in the active policy set.",
+            p.policy().current().rule_count() as u64,
+        ),
+        (
+            "mesh7_policy_last_reload_ok",
+            "1 when the last policy reload succeeded (or none happened).",
+            reload_ok,
+        ),
+    ]);
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        ))
+        .body(text))
+}

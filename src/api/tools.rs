@@ -1,0 +1,233 @@
+//! Data-plane routes: `POST /tool/{name}`, `POST /decide`, `GET /tools`, `GET /mcp-servers`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, ApiState, body, header_str, json_response};
+use crate::error::PipelineError;
+use crate::pipeline::{Governed, Ingress, Mode, NO_APPROVAL_STORE, RequestContext, ToolCall, Verdict};
+
+/// `POST /tool/{name}`: body `{"params": {...}}`, or the bare arguments object.
+pub(super) async fn call_tool(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(&req, payload, state.limits).await?;
+    let Some(args) = parse_tool_body(&bytes) else {
+        return Ok(tool_error(StatusCode::BAD_REQUEST, "", "invalid JSON body"));
+    };
+    let ctx = request_context(&req, Ingress::Http, None);
+    let call = ToolCall {
+        tool: name.into_inner(),
+        args,
+    };
+    match state.pipeline.handle(ctx, call, Mode::Execute).await {
+        Ok(governed) => Ok(tool_response(&governed)),
+        Err(e) => Ok(pipeline_error(&e)),
+    }
+}
+
+/// `POST /decide`: `{"agent"?, "tool", "arguments"?}` → the decision, nothing executed.
+pub(super) async fn decide(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let bytes = body::read(&req, payload, state.limits).await?;
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Err(ApiError::bad_request("invalid JSON body"));
+    };
+    let tool = match body.remove("tool") {
+        Some(Value::String(t)) if !t.is_empty() => t,
+        _ => return Err(ApiError::bad_request("tool field required")),
+    };
+    let agent = match body.remove("agent") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(a)) => Some(a),
+        Some(_) => return Err(ApiError::bad_request("agent must be a string")),
+    };
+    let args = match body.remove("arguments") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(ApiError::bad_request("arguments must be an object")),
+    };
+    let ctx = request_context(&req, Ingress::Decide, agent);
+    let g = state
+        .pipeline
+        .handle(ctx, ToolCall { tool, args }, Mode::DecideOnly)
+        .await?;
+    let (status, action, rule, reason) = match &g.verdict {
+        Verdict::RateLimited { message, .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "deny",
+            "rate_limited",
+            message.clone(),
+        ),
+        Verdict::Denied => (StatusCode::FORBIDDEN, "deny", g.rule.as_str(), g.reason.clone()),
+        _ => (StatusCode::OK, g.action.as_str(), g.rule.as_str(), g.reason.clone()),
+    };
+    // flux7 prints these keys in alphabetical order.
+    Ok(json_response(
+        status,
+        &json!({
+            "action": action,
+            "agent": g.agent,
+            "reason": reason,
+            "rule": rule,
+            "tool": g.tool,
+            "trace_id": g.trace_id,
+        }),
+    ))
+}
+
+/// `GET /tools`.
+pub(super) async fn list_tools(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_data_plane(&state, &req)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Array(state.pipeline.registry().describe()),
+    ))
+}
+
+/// `GET /mcp-servers`: upstream MCP servers and their status.
+pub(super) async fn mcp_servers(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_data_plane(&state, &req)?;
+    Ok(json_response(StatusCode::OK, &json!([])))
+}
+
+/// `require_authentication` on the read-only data-plane routes.
+fn require_data_plane(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
+    let auth = state.pipeline.auth();
+    if auth.requires_authentication()
+        && auth
+            .identify(header_str(req, header::AUTHORIZATION.as_str()))
+            .is_anonymous()
+    {
+        return Err(PipelineError::AuthenticationRequired.into());
+    }
+    Ok(())
+}
+
+/// The arguments of a `/tool` body: `params` when it is an object, else the whole object
+/// (what the flux7 Python SDK sends). An empty body means no arguments. `None` = not JSON.
+fn parse_tool_body(bytes: &[u8]) -> Option<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Some(Value::Object(Map::new()));
+    }
+    match serde_json::from_slice::<Value>(bytes).ok()? {
+        Value::Object(mut obj) => match obj.remove("params") {
+            Some(p @ Value::Object(_)) => Some(p),
+            Some(Value::Null) => Some(Value::Object(Map::new())),
+            Some(other) => {
+                obj.insert("params".to_owned(), other);
+                Some(Value::Object(obj))
+            }
+            None => Some(Value::Object(obj)),
+        },
+        _ => None,
+    }
+}
+
+fn request_context(req: &HttpRequest, ingress: Ingress, on_behalf_of: Option<String>) -> RequestContext {
+    RequestContext {
+        ingress,
+        authorization: header_str(req, header::AUTHORIZATION.as_str()).map(str::to_owned),
+        on_behalf_of,
+        session_id: header_str(req, "x-session-id").unwrap_or("").to_owned(),
+        trace_id: incoming_trace_id(req),
+    }
+}
+
+/// `Traceparent` (its 32-hex trace id) wins over `X-Trace-Id` (32 hex).
+fn incoming_trace_id(req: &HttpRequest) -> Option<String> {
+    let is_trace_id = |s: &str| {
+        s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+    };
+    if let Some(tp) = header_str(req, "traceparent")
+        && let Some(id) = tp.split('-').nth(1)
+        && is_trace_id(id)
+    {
+        return Some(id.to_ascii_lowercase());
+    }
+    header_str(req, "x-trace-id")
+        .filter(|id| is_trace_id(id))
+        .map(str::to_ascii_lowercase)
+}
+
+/// flux7's ToolCallResponse for a governed call.
+fn tool_response(g: &Governed) -> HttpResponse {
+    let (status, result, error) = match &g.verdict {
+        Verdict::Allowed { result } => (StatusCode::OK, result.clone(), None),
+        Verdict::Failed { error } => (error.code().status, None, Some(error.to_string())),
+        Verdict::Denied => (StatusCode::FORBIDDEN, None, Some(g.reason.clone())),
+        Verdict::ApprovalRequired => {
+            (StatusCode::FORBIDDEN, None, Some(NO_APPROVAL_STORE.to_owned()))
+        }
+        Verdict::RateLimited { message, .. } => {
+            (StatusCode::TOO_MANY_REQUESTS, None, Some(message.clone()))
+        }
+    };
+    let mut body = Map::new();
+    if let Some(r) = result {
+        body.insert("result".to_owned(), r);
+    }
+    body.insert("trace_id".to_owned(), json!(g.trace_id));
+    body.insert("policy".to_owned(), json!(g.verdict.policy_label()));
+    body.insert("latency_ms".to_owned(), json!(g.latency_ms));
+    if let Some(e) = error {
+        body.insert("error".to_owned(), json!(e));
+    }
+    let mut resp = json_response(status, &Value::Object(body));
+    if let Ok(v) = HeaderValue::from_str(&g.trace_id) {
+        resp.headers_mut().insert(header::HeaderName::from_static("x-trace-id"), v);
+    }
+    resp
+}
+
+/// A call that never reached a verdict.
+fn pipeline_error(e: &PipelineError) -> HttpResponse {
+    match e {
+        PipelineError::UnknownTool(_) | PipelineError::InvalidRequest(_) => {
+            tool_error(e.code().status, "", &e.to_string())
+        }
+        other => actix_web::ResponseError::error_response(&ApiError::from(other.clone())),
+    }
+}
+
+fn tool_error(status: StatusCode, trace_id: &str, error: &str) -> HttpResponse {
+    json_response(
+        status,
+        &json!({ "trace_id": trace_id, "policy": "error", "latency_ms": 0, "error": error }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_body_accepts_wrapped_and_bare_arguments() {
+        let table: [(&str, Option<Value>); 7] = [
+            (r#"{"params":{"a":1}}"#, Some(json!({"a":1}))),
+            (r#"{"a":1}"#, Some(json!({"a":1}))),
+            (r#"{"params":"x","b":2}"#, Some(json!({"params":"x","b":2}))),
+            (r#"{"params":null}"#, Some(json!({}))),
+            ("", Some(json!({}))),
+            ("[1,2]", None),
+            ("{not json", None),
+        ];
+        for (input, expected) in table {
+            assert_eq!(parse_tool_body(input.as_bytes()), expected, "{input}");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Wiring: start every actor, build the `Pipeline`, serve the HTTP API, shut down cleanly.
+//!
+//! One constructor (`App::build`) is shared by the binary and the tests. All actors are started
+//! here, outside the `HttpServer::new` closure, so every worker shares the same ones.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::{App as HttpApp, HttpServer, web};
+use anyhow::{Context as _, bail};
+use mesh7_actors::cli::{Cli, CliCatalog};
+use mesh7_actors::clock::Clock;
+use mesh7_actors::policy::{Policy, WatchGuard};
+use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
+use mesh7_actors::trace::{Trace, TraceSettings};
+use mesh7_config::{LoadedConfig, PolicySet, duration};
+
+use crate::api::{self, ApiState, BodyLimits};
+use crate::identity::Authenticator;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::registry::Registry;
+
+/// Where to listen, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub config_path: PathBuf,
+    /// `--port N` (N > 0) overrides the configured port.
+    pub port: Option<u16>,
+    /// `--listen ADDR:PORT` overrides both (port 0 picks a free port).
+    pub listen: Option<SocketAddr>,
+}
+
+/// A running set of actors and the pipeline over them.
+pub struct App {
+    pub pipeline: Pipeline,
+    pub state: ApiState,
+    pub listen: SocketAddr,
+    pub client_timeout: std::time::Duration,
+    _watch: Option<WatchGuard>,
+}
+
+impl App {
+    /// Starts every actor for a loaded configuration. Must run inside an actix `System`.
+    pub fn build(loaded: &LoadedConfig, opts: &ServeOptions) -> anyhow::Result<App> {
+        let cfg = &loaded.config;
+        refuse_unavailable_features(cfg)?;
+        warn_unused_sections(cfg);
+
+        let clock = Clock::System;
+        let mailbox = cfg.server.mailbox_capacity;
+        let policies = PolicySet::compile(&cfg.policies).map_err(|errors| {
+            anyhow::anyhow!(
+                "{}",
+                errors
+                    .iter()
+                    .map(|e| format!("policies[{}].{}: {}", e.policy_index, e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?;
+        let policy = Policy::start(loaded.config_path.clone(), policies, clock.clone());
+        let watch = match policy.watch(&loaded.config_path, loaded.policy_dir.as_deref()) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                tracing::warn!(error = %e, "policy hot reload disabled");
+                None
+            }
+        };
+
+        let window = duration::parse(&cfg.loop_detection.window)
+            .map_err(|e| anyhow::anyhow!("loop_detection.window: {e}"))?;
+        let rate_limit = RateLimit::start(
+            &cfg.rate_limiter,
+            LoopSettings {
+                enabled: cfg.loop_detection.enabled,
+                max_repeats: cfg.loop_detection.max_repeats,
+                window,
+            },
+            clock.clone(),
+            mailbox,
+        );
+        let trace = Trace::start(
+            TraceSettings {
+                ring_size: cfg.trace.ring_size,
+                file: cfg.trace_file.as_ref().map(PathBuf::from),
+                max_file_bytes: cfg.trace.max_file_bytes,
+                mailbox,
+            },
+            clock,
+        )
+        .context("trace_file")?;
+        let catalog = CliCatalog::from_config(&cfg.cli_tools)
+            .map_err(|e| anyhow::anyhow!("cli_tools: {e}"))?;
+        let registry = Arc::new(Registry::new(catalog));
+        let cli = Cli::start(mailbox);
+
+        let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok());
+        let pipeline = Pipeline::new(
+            auth,
+            registry,
+            policy,
+            rate_limit,
+            cli,
+            trace,
+            Arc::new(Metrics::default()),
+        );
+        let client_timeout = duration::parse(&cfg.server.client_timeout)
+            .map_err(|e| anyhow::anyhow!("server.client_timeout: {e}"))?;
+        let state = ApiState {
+            pipeline: pipeline.clone(),
+            limits: BodyLimits {
+                max_bytes: cfg.server.max_body_bytes,
+                timeout: client_timeout,
+            },
+            version: &crate::VERSION,
+        };
+        Ok(App {
+            pipeline,
+            state,
+            listen: listen_addr(cfg, opts)?,
+            client_timeout,
+            _watch: watch,
+        })
+    }
+
+    /// Serves HTTP until SIGINT/SIGTERM, then flushes every trace written so far.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let server = HttpServer::new(move || {
+            HttpApp::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(api::configure)
+        })
+        .client_request_timeout(self.client_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        .shutdown_timeout(10)
+        .bind(self.listen)
+        .with_context(|| format!("cannot listen on {}", self.listen))?;
+        for addr in server.addrs() {
+            announce(addr);
+        }
+        server.run().await.context("http server")?;
+        tracing::info!("shutting down: flushing traces");
+        self.pipeline
+            .trace()
+            .flush()
+            .await
+            .context("flushing traces")?;
+        Ok(())
+    }
+}
+
+/// The line tests and operators wait for. On stderr: stdout belongs to MCP in `--mcp` mode.
+#[allow(clippy::print_stderr)]
+fn announce(addr: SocketAddr) {
+    eprintln!("mesh7 listening on http://{addr}");
+}
+
+fn listen_addr(cfg: &mesh7_config::Config, opts: &ServeOptions) -> anyhow::Result<SocketAddr> {
+    if let Some(addr) = opts.listen {
+        return Ok(addr);
+    }
+    let ip: IpAddr = cfg
+        .server
+        .bind
+        .parse()
+        .with_context(|| format!("server.bind: invalid address \"{}\"", cfg.server.bind))?;
+    let port = opts
+        .port
+        .filter(|p| *p > 0)
+        .or(cfg.port.filter(|p| *p > 0))
+        .unwrap_or(9090);
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Settings whose absence of support would silently weaken governance stop the start-up.
+fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()> {
+    if cfg.auth.jwt.is_some() {
+        bail!("auth.jwt: JWT authentication is not available in this version; remove the section");
+    }
+    if cfg.tls.as_ref().is_some_and(|t| !t.cert_file.is_empty() || !t.key_file.is_empty()) {
+        bail!("tls: in-process TLS is not available in this version; terminate TLS in front of mesh7");
+    }
+    Ok(())
+}
+
+/// Sections that parse but whose subsystem is not in this version: said once, at start-up.
+fn warn_unused_sections(cfg: &mesh7_config::Config) {
+    let unused = [
+        ("mcp_servers", !cfg.mcp_servers.is_empty()),
+        ("openapi", !cfg.openapi.is_empty()),
+        ("storage_path", cfg.storage_path.is_some()),
+        ("memory", cfg.memory.is_some()),
+        ("otel_endpoint", cfg.otel_endpoint.is_some()),
+        ("approval.notify_url", cfg.approval.notify_url.is_some()),
+    ];
+    for (key, set) in unused {
+        if set {
+            tracing::warn!(key, "configured but not used by this version: its tools or features are absent");
+        }
+    }
+}

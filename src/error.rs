@@ -1,0 +1,96 @@
+//! The one error table: every failure a caller can see, with its stable code, HTTP status and
+//! JSON-RPC code in a single exhaustive `match`.
+//!
+//! A denial, an approval requirement or a rate limit is a governance *outcome* (see
+//! `pipeline::Verdict`), not an error: errors are what stops the pipeline from reaching a verdict
+//! or from carrying one out.
+
+use actix_web::http::StatusCode;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipelineError {
+    /// The credentials were present but not acceptable.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// `require_authentication` is on and the caller is anonymous.
+    #[error("authentication required")]
+    AuthenticationRequired,
+    /// The caller may not do this (e.g. `/decide` for another agent without operator rights).
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("unknown tool: {0}")]
+    UnknownTool(String),
+    /// The request is malformed (bad JSON, bad argument shape, bad CLI subcommand...).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The tool ran but failed, or the backend answered with an error.
+    #[error("{0}")]
+    Forward(String),
+    /// The backend did not answer in time.
+    #[error("{0}")]
+    ForwardTimeout(String),
+    /// A subsystem could not take the request (mailbox full or closed). Fail closed, retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The row of the table for one error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode {
+    pub code: &'static str,
+    pub status: StatusCode,
+    pub jsonrpc: i64,
+}
+
+impl PipelineError {
+    pub fn code(&self) -> ErrorCode {
+        let (code, status, jsonrpc) = match self {
+            PipelineError::Unauthenticated(_) => {
+                ("unauthenticated", StatusCode::UNAUTHORIZED, -32600)
+            }
+            PipelineError::AuthenticationRequired => {
+                ("authentication_required", StatusCode::UNAUTHORIZED, -32600)
+            }
+            PipelineError::Forbidden(_) => ("forbidden", StatusCode::FORBIDDEN, -32600),
+            PipelineError::UnknownTool(_) => ("unknown_tool", StatusCode::NOT_FOUND, -32602),
+            PipelineError::InvalidRequest(_) => {
+                ("invalid_request", StatusCode::BAD_REQUEST, -32602)
+            }
+            PipelineError::Forward(_) => ("backend_error", StatusCode::BAD_GATEWAY, -32603),
+            PipelineError::ForwardTimeout(_) => {
+                ("backend_timeout", StatusCode::GATEWAY_TIMEOUT, -32603)
+            }
+            PipelineError::Unavailable(_) => {
+                ("unavailable", StatusCode::SERVICE_UNAVAILABLE, -32603)
+            }
+        };
+        ErrorCode {
+            code,
+            status,
+            jsonrpc,
+        }
+    }
+}
+
+impl From<mesh7_actors::rate_limit::RateLimitError> for PipelineError {
+    fn from(e: mesh7_actors::rate_limit::RateLimitError) -> Self {
+        PipelineError::Unavailable(e.to_string())
+    }
+}
+
+impl From<mesh7_actors::trace::TraceError> for PipelineError {
+    fn from(e: mesh7_actors::trace::TraceError) -> Self {
+        PipelineError::Unavailable(e.to_string())
+    }
+}
+
+impl From<mesh7_actors::cli::CliError> for PipelineError {
+    fn from(e: mesh7_actors::cli::CliError) -> Self {
+        use mesh7_actors::cli::CliError;
+        match e {
+            CliError::Timeout { .. } => PipelineError::ForwardTimeout(e.to_string()),
+            CliError::Unavailable(_) => PipelineError::Unavailable(e.to_string()),
+            other => PipelineError::Forward(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The `mesh7` binary: `serve` (the daemon), `validate`, `--version`.
+//!
+//! Bare `mesh7 [--config F]` runs the daemon, as flux7 does.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mesh7::app::{App, ServeOptions};
+use tracing_subscriber::EnvFilter;
+
+/// A guardrail between AI agents and their tools: every tool call passes through policy
+/// (allow / deny / human_approval), rate limits and loop detection, and is traced.
+#[derive(Debug, Parser)]
+#[command(name = "mesh7", disable_version_flag = true, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Print the version and exit.
+    #[arg(long, short = 'V')]
+    version: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP daemon.
+    Serve(ServeArgs),
+    /// Check a configuration file: prints `ok`, or every error found and exits 1.
+    Validate {
+        /// Configuration file.
+        #[arg(long, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file (YAML).
+    #[arg(long, default_value = "config.yaml")]
+    config: PathBuf,
+    /// Listen port; overrides `port` in the configuration.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Listen address and port, e.g. 127.0.0.1:0 (a free port, printed at start-up).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    if cli.version {
+        let v = &mesh7::VERSION;
+        return out(&format!("mesh7 {} ({}) built {}", v.version, v.commit, v.date));
+    }
+    match cli.command {
+        Some(Command::Validate { config }) => validate(&config),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("MESH7_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match mesh7_config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                err(&format!("warning: {w}"));
+            }
+            out("ok")
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                err(&e.to_string());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let loaded = match mesh7_config::load(&args.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            err(&format!("load config {}:", args.config.display()));
+            for e in &errors.0 {
+                err(&format!("  {e}"));
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let opts = ServeOptions {
+        config_path: args.config,
+        port: args.port,
+        listen: args.listen,
+    };
+    let result = actix_web::rt::System::new().block_on(async move {
+        let app = App::build(&loaded, &opts)?;
+        app.serve().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            err(&format!("mesh7: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn out(line: &str) -> ExitCode {
+    let _ = writeln!(std::io::stdout(), "{line}");
+    ExitCode::SUCCESS
+}
+
+fn err(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
