@@ -137,17 +137,7 @@ fn malformed_patterns_never_match_and_are_invalid() {
 #[test]
 fn well_formed_patterns_are_valid() {
     for pattern in [
-        "*",
-        "",
-        "abc",
-        "a*b?c",
-        "[a-z]",
-        "[^a]",
-        "[!a]",
-        "a\\*",
-        "[\\]]",
-        "{a,b}",
-        "**",
+        "*", "", "abc", "a*b?c", "[a-z]", "[^a]", "[!a]", "a\\*", "[\\]]", "{a,b}", "**",
     ] {
         assert!(Glob::new(pattern).is_valid(), "{pattern:?} is well formed");
     }

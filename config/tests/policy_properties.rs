@@ -1,0 +1,257 @@
+//! Properties of evaluation over random policy sets: fail closed when no rule can match, a deny
+//! rule never widens what is allowed, and the indexed evaluator agrees with a naive one that
+//! follows the spec's loop line by line.
+
+use mesh7_config::condition::Condition;
+use mesh7_config::glob::{self, Glob};
+use mesh7_config::{Action, ConditionConfig, Operator, PolicyConfig, PolicySet, RuleConfig};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+/// The spec's evaluation loop, with no index: sort, then scan every policy and rule.
+fn naive_evaluate(
+    policies: &[PolicyConfig],
+    agent: &str,
+    tool: &str,
+    args: &Value,
+) -> (Action, Option<String>) {
+    let mut sorted: Vec<&PolicyConfig> = policies.iter().collect();
+    sorted.sort_by_key(|p| std::cmp::Reverse(Glob::new(&p.agent).specificity()));
+    for policy in sorted {
+        if !glob::matches(&policy.agent, agent) {
+            continue;
+        }
+        for rule in &policy.rules {
+            if !rule
+                .tools
+                .iter()
+                .any(|t| t == tool || glob::matches(t, tool))
+            {
+                continue;
+            }
+            if let Some(c) = &rule.condition {
+                let condition = Condition::compile(c).expect("generated conditions are valid");
+                if !condition.holds(args) {
+                    continue;
+                }
+            }
+            return (rule.action, Some(policy.name.clone()));
+        }
+    }
+    (Action::Deny, None)
+}
+
+fn indexed_evaluate(
+    set: &PolicySet,
+    agent: &str,
+    tool: &str,
+    args: &Value,
+) -> (Action, Option<String>) {
+    let decision = set.evaluate(agent, tool, args);
+    (decision.action, decision.policy().map(|p| p.name.clone()))
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        Just(Action::Allow),
+        Just(Action::Deny),
+        Just(Action::HumanApproval)
+    ]
+}
+
+fn agent_pattern() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_owned()),
+        Just("a*".to_owned()),
+        Just("*b".to_owned()),
+        Just("a?".to_owned()),
+        Just("[ab]b".to_owned()),
+        Just("a/*".to_owned()),
+        Just("a[".to_owned()),
+        "[ab*?/]{0,3}",
+    ]
+}
+
+fn agent() -> impl Strategy<Value = String> {
+    "[ab/\\[]{0,3}"
+}
+
+/// Tool patterns over a small alphabet so that literals, globs, prefixes, malformed patterns
+/// and exactly `*` collide often.
+fn tool_pattern() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_owned()),
+        Just("x.*".to_owned()),
+        Just("*.y*".to_owned()),
+        Just("x.y".to_owned()),
+        Just("x[".to_owned()),
+        "[xy.]{0,4}",
+        "[xy.*?]{0,4}",
+        "[xy.*?\\[\\]^\\\\-]{0,4}",
+    ]
+}
+
+fn tool() -> impl Strategy<Value = String> {
+    prop_oneof!["[xy.]{0,4}", Just("x[".to_owned()), "[xy.*\\[]{0,4}"]
+}
+
+fn condition() -> impl Strategy<Value = Option<ConditionConfig>> {
+    let leaf = (
+        prop_oneof![Just("n"), Just("params.n"), Just("m")],
+        prop_oneof![
+            Just(Operator::Lt),
+            Just(Operator::Ge),
+            Just(Operator::Eq),
+            Just(Operator::Ne),
+            Just(Operator::Exists),
+        ],
+        0i64..4,
+    )
+        .prop_map(|(field, operator, value)| ConditionConfig {
+            field: Some(field.to_owned()),
+            operator: Some(operator),
+            value: (operator != Operator::Exists).then(|| json!(value)),
+            ..ConditionConfig::default()
+        });
+    let node = leaf.prop_recursive(2, 6, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 1..3).prop_map(|all| ConditionConfig {
+                all: Some(all),
+                ..ConditionConfig::default()
+            }),
+            prop::collection::vec(inner.clone(), 1..3).prop_map(|any| ConditionConfig {
+                any: Some(any),
+                ..ConditionConfig::default()
+            }),
+            inner.prop_map(|not| ConditionConfig {
+                not: Some(Box::new(not)),
+                ..ConditionConfig::default()
+            }),
+        ]
+    });
+    prop::option::weighted(0.3, node)
+}
+
+fn rule_with(patterns: impl Strategy<Value = String>) -> impl Strategy<Value = RuleConfig> {
+    (prop::collection::vec(patterns, 0..3), action(), condition()).prop_map(
+        |(tools, action, condition)| RuleConfig {
+            tools,
+            action,
+            condition,
+        },
+    )
+}
+
+fn policy_set_with(
+    patterns: impl Strategy<Value = String>,
+) -> impl Strategy<Value = Vec<PolicyConfig>> {
+    prop::collection::vec(
+        (
+            agent_pattern(),
+            prop::collection::vec(rule_with(patterns), 0..5),
+        ),
+        0..8,
+    )
+    .prop_map(|policies| {
+        policies
+            .into_iter()
+            .enumerate()
+            .map(|(i, (agent, rules))| PolicyConfig {
+                name: format!("p{i}"),
+                agent,
+                rate_limit: None,
+                rules,
+            })
+            .collect()
+    })
+}
+
+fn args() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({})),
+        (0i64..4).prop_map(|n| json!({ "n": n })),
+        (0i64..4).prop_map(|n| json!({ "params": {"n": n}, "m": n })),
+        Just(json!({"n": "2"})),
+        Just(json!({"n": null})),
+    ]
+}
+
+fn queries() -> impl Strategy<Value = Vec<(String, String, Value)>> {
+    prop::collection::vec((agent(), tool(), args()), 1..16)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn indexed_evaluation_equals_naive_evaluation(
+        policies in policy_set_with(tool_pattern()),
+        queries in queries(),
+    ) {
+        let set = PolicySet::compile(&policies).expect("generated policies are valid");
+        for (agent, tool, args) in &queries {
+            prop_assert_eq!(
+                indexed_evaluate(&set, agent, tool, args),
+                naive_evaluate(&policies, agent, tool, args),
+                "agent={:?} tool={:?} args={}", agent, tool, args
+            );
+        }
+    }
+
+    #[test]
+    fn no_rule_for_the_tool_means_deny_default(
+        policies in policy_set_with("s[xy.*?\\[]{0,4}"),
+        queries in prop::collection::vec((agent(), "o[xy.]{0,4}", args()), 1..16),
+    ) {
+        let set = PolicySet::compile(&policies).expect("generated policies are valid");
+        for (agent, tool, args) in &queries {
+            let decision = set.evaluate(agent, tool, args);
+            prop_assert_eq!(decision.action, Action::Deny);
+            prop_assert_eq!(decision.rule(), "default");
+            prop_assert!(decision.is_default());
+        }
+    }
+
+    #[test]
+    fn inserting_a_deny_rule_never_allows_more(
+        policies in policy_set_with(tool_pattern()),
+        deny in rule_with(tool_pattern()),
+        at in any::<prop::sample::Index>(),
+        queries in queries(),
+    ) {
+        prop_assume!(!policies.is_empty());
+        let deny = RuleConfig { action: Action::Deny, ..deny };
+        // Prefer a spot just before an allow rule; any spot otherwise.
+        let allow_spots: Vec<(usize, usize)> = policies
+            .iter()
+            .enumerate()
+            .flat_map(|(p, policy)| {
+                policy.rules.iter().enumerate()
+                    .filter(|(_, r)| r.action == Action::Allow)
+                    .map(move |(r, _)| (p, r))
+            })
+            .collect();
+        let (p, r) = if allow_spots.is_empty() {
+            let p = at.index(policies.len());
+            (p, at.index(policies[p].rules.len() + 1))
+        } else {
+            *at.get(&allow_spots)
+        };
+        let mut stricter = policies.clone();
+        stricter[p].rules.insert(r, deny);
+
+        let before = PolicySet::compile(&policies).expect("generated policies are valid");
+        let after = PolicySet::compile(&stricter).expect("generated policies are valid");
+        for (agent, tool, args) in &queries {
+            let old = before.evaluate(agent, tool, args).action;
+            let new = after.evaluate(agent, tool, args).action;
+            prop_assert!(
+                new == old || new == Action::Deny,
+                "agent={:?} tool={:?} args={} was {:?}, now {:?}", agent, tool, args, old, new
+            );
+            if new == Action::Allow {
+                prop_assert_eq!(old, Action::Allow);
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Test harness: the real `mesh7` binary on 127.0.0.1 with a free port, from inline YAML.
+#![allow(dead_code, unreachable_pub, clippy::disallowed_types)] // each test file uses part of it; tests drive real processes synchronously
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mesh7");
+
+/// A running daemon. Killed (SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub stderr: mpsc::Receiver<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Daemon {
+    /// Writes `yaml` to `<tmp>/mesh7.yaml` (with `{dir}` replaced by the temp dir) and starts
+    /// `mesh7 serve` on it.
+    pub fn start(yaml: &str) -> Daemon {
+        Self::start_with(yaml, &[], |_| {})
+    }
+
+    /// Like `start`, with extra environment and a hook to create files before start-up.
+    pub fn start_with(yaml: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        prepare(dir.path());
+        let config = write_config(dir.path(), yaml);
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("MESH7_LOG", "info")
+            .env_remove("MESH_ADMIN_TOKEN")
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mesh7");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("mesh7 listening on ") {
+                        break url.trim().to_owned();
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!("mesh7 did not start; stderr:\n{}", seen.join("\n")),
+            }
+        };
+        Daemon {
+            child,
+            url,
+            dir,
+            stderr: rx,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn get(&self, path: &str, auth: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        into_json(req.send().expect("GET"))
+    }
+
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().expect("GET");
+        (resp.status().as_u16(), resp.text().expect("text"))
+    }
+
+    pub fn post(&self, path: &str, auth: Option<&str>, body: &str) -> (u16, Value) {
+        self.post_with(path, &[("Authorization", auth.unwrap_or(""))], body)
+    }
+
+    pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("Content-Type", "application/json")
+            .body(body.to_owned());
+        for (k, v) in headers {
+            if !v.is_empty() {
+                req = req.header(*k, *v);
+            }
+        }
+        into_json(req.send().expect("POST"))
+    }
+
+    /// `POST /tool/{name}` as `agent:<agent>` with `{"params": args}`.
+    pub fn call(&self, agent: &str, tool: &str, args: Value) -> (u16, Value) {
+        let auth = format!("Bearer agent:{agent}");
+        self.post(
+            &format!("/tool/{tool}"),
+            Some(&auth),
+            &serde_json::json!({ "params": args }).to_string(),
+        )
+    }
+
+    /// `POST /decide` as `agent:<agent>`.
+    pub fn decide(&self, agent: &str, tool: &str, args: Value) -> (u16, Value) {
+        let auth = format!("Bearer agent:{agent}");
+        self.post(
+            "/decide",
+            Some(&auth),
+            &serde_json::json!({ "tool": tool, "arguments": args }).to_string(),
+        )
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid")),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "mesh7 did not exit after SIGTERM");
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let config = dir.join("mesh7.yaml");
+    let text = yaml.replace("{dir}", &dir.display().to_string());
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+fn into_json(resp: reqwest::blocking::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().expect("body");
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("response is not JSON ({e}): {text:?}"));
+    (status, value)
+}
+
+/// Polls `check` until it returns Some or `within` passes; returns the value and the time taken.
+pub fn wait_for<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some((v, start.elapsed()));
+        }
+        if start.elapsed() > within {
+            return None;
+        }
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+}
+
+/// Runs the binary with arguments, returning (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("MESH_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mesh7");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
