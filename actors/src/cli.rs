@@ -209,43 +209,50 @@ impl CliCatalog {
         args: &Value,
     ) -> Result<CliInvocation, CliError> {
         let words: Vec<String> = match tool.kind {
+            CliKind::CatchAll => return self.resolve_catch_all(tool, args),
             CliKind::Bare => Vec::new(),
             CliKind::Command => tool.command.iter().cloned().collect(),
-            CliKind::CatchAll => {
-                let command = match args.get("command") {
-                    Some(Value::String(c)) => c,
-                    Some(_) => {
-                        return Err(CliError::InvalidCommand(
-                            "\"command\" must be a string".to_owned(),
-                        ));
-                    }
-                    None => {
-                        return Err(CliError::InvalidCommand(
-                            "\"command\" is required".to_owned(),
-                        ));
-                    }
-                };
-                check_word(command)?;
-                // A declared command keeps its own settings when reached through the catch-all.
-                let target = self
-                    .groups
-                    .iter()
-                    .find(|g| g.cli == tool.cli)
-                    .and_then(|g| g.commands.get(command))
-                    .unwrap_or(tool);
-                return Ok(CliInvocation {
-                    tool: target.clone(),
-                    effective_name: format!("{}.{command}", tool.cli),
-                    subcommand: vec![command.clone()],
-                    args: args.clone(),
-                });
-            }
         };
         check_command_matches(args, &words, &tool.name)?;
         Ok(CliInvocation {
             tool: tool.clone(),
             effective_name: tool.name.clone(),
             subcommand: words,
+            args: args.clone(),
+        })
+    }
+
+    /// `<cli>.__dispatch`: the subcommand, and so the evaluated name, come from `command`.
+    fn resolve_catch_all(
+        &self,
+        catch_all: &Arc<CliTool>,
+        args: &Value,
+    ) -> Result<CliInvocation, CliError> {
+        let command = match args.get("command") {
+            Some(Value::String(c)) => c,
+            Some(_) => {
+                return Err(CliError::InvalidCommand(
+                    "\"command\" must be a string".to_owned(),
+                ));
+            }
+            None => {
+                return Err(CliError::InvalidCommand(
+                    "\"command\" is required".to_owned(),
+                ));
+            }
+        };
+        check_word(command)?;
+        // A declared command keeps its own settings when reached through the catch-all.
+        let tool = self
+            .groups
+            .iter()
+            .find(|g| g.cli == catch_all.cli)
+            .and_then(|g| g.commands.get(command))
+            .unwrap_or(catch_all);
+        Ok(CliInvocation {
+            tool: tool.clone(),
+            effective_name: format!("{}.{command}", catch_all.cli),
+            subcommand: vec![command.clone()],
             args: args.clone(),
         })
     }
@@ -357,8 +364,9 @@ fn build_group(
                 "cli_tools[{i}] ({n}): strict has no meaning in bare mode"
             ));
         }
-        let timeout = parse_timeout(bare)
-            .map_err(|(t, e)| format!("cli_tools[{i}] ({n}): bare has invalid timeout {t:?}: {e}"))?;
+        let timeout = parse_timeout(bare).map_err(|(t, e)| {
+            format!("cli_tools[{i}] ({n}): bare has invalid timeout {t:?}: {e}")
+        })?;
         let tool = CliTool {
             allowed_args: bare.allowed_args.clone(),
             timeout,
@@ -651,7 +659,11 @@ impl Handler<Execute> for CliActor {
 }
 
 /// Spawns the binary in its own process group and collects its capped output.
-async fn run(tool: &CliTool, argv: &[String], stdin: Option<String>) -> Result<CliOutput, CliError> {
+async fn run(
+    tool: &CliTool,
+    argv: &[String],
+    stdin: Option<String>,
+) -> Result<CliOutput, CliError> {
     let mut command = Command::new(&tool.bin);
     command
         .args(argv)
@@ -712,10 +724,7 @@ async fn run(tool: &CliTool, argv: &[String], stdin: Option<String>) -> Result<C
             let _ = child.start_kill();
             // Whatever the group wrote before dying; bounded in case something escaped the group.
             let _ = tokio::time::timeout(DRAIN_AFTER_KILL, async {
-                tokio::join!(
-                    stdout.fill(&mut stdout_pipe),
-                    stderr.fill(&mut stderr_pipe)
-                )
+                tokio::join!(stdout.fill(&mut stdout_pipe), stderr.fill(&mut stderr_pipe))
             })
             .await;
             let _ = child.wait().await;
@@ -730,10 +739,15 @@ async fn run(tool: &CliTool, argv: &[String], stdin: Option<String>) -> Result<C
 fn collect(stdout: Capped, stderr: Capped, exit_code: i32) -> CliOutput {
     CliOutput {
         truncated: stdout.truncated || stderr.truncated,
-        stdout: String::from_utf8_lossy(&stdout.buf).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.buf).into_owned(),
+        stdout: text(stdout.buf),
+        stderr: text(stderr.buf),
         exit_code,
     }
+}
+
+/// The cap may cut a character in two; invalid bytes become U+FFFD.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The process group shares the child's pid (`process_group(0)`).

@@ -52,8 +52,12 @@ impl Default for LoopSettings {
 
 impl LoopSettings {
     pub fn from_config(config: &LoopDetectionConfig) -> Result<LoopSettings, String> {
-        let window = mesh7_config::duration::parse(&config.window)
-            .map_err(|e| format!("loop_detection.window: invalid duration {:?}: {e}", config.window))?;
+        let window = mesh7_config::duration::parse(&config.window).map_err(|e| {
+            format!(
+                "loop_detection.window: invalid duration {:?}: {e}",
+                config.window
+            )
+        })?;
         Ok(LoopSettings {
             enabled: config.enabled,
             max_repeats: config.max_repeats,
@@ -180,7 +184,10 @@ impl RateLimit {
 
     /// `Unavailable` means the limiter could not answer; the caller must refuse the call.
     pub async fn acquire(&self, req: Acquire) -> Result<(), RateLimitError> {
-        self.acquire.send(req).await?.map_err(RateLimitError::Limited)
+        self.acquire
+            .send(req)
+            .await?
+            .map_err(RateLimitError::Limited)
     }
 }
 

@@ -699,6 +699,8 @@ impl Trace {
         };
         match self.record.try_send(msg) {
             Ok(()) => Ok(()),
+            // `send` queues the record even past capacity and resolves once the writer has
+            // handled it, so a full mailbox slows callers down instead of losing records.
             Err(SendError::Full(msg)) => Ok(self.record.send(msg).await?),
             Err(SendError::Closed(_)) => Err(MailboxError::Closed.into()),
         }

@@ -51,8 +51,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         }
         let (unit_name, after_unit) = rest.split_at(unit_len);
         rest = after_unit;
-        let unit =
-            unit_nanos(unit_name).ok_or_else(|| format!("unknown unit {unit_name:?} in duration {s:?}"))?;
+        let unit = unit_nanos(unit_name)
+            .ok_or_else(|| format!("unknown unit {unit_name:?} in duration {s:?}"))?;
         if whole > LIMIT / unit {
             return Err(invalid());
         }

@@ -25,7 +25,11 @@ const RUNE_ERROR: char = '\u{FFFD}';
 
 /// Whether `name` matches `pattern`. A malformed pattern matches nothing.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    pattern == "*" || matches!(path_match(pattern.as_bytes(), name.as_bytes()), Ok(true))
+    pattern == "*"
+        || matches!(
+            path_match(pattern.as_bytes(), name.as_bytes(), false),
+            Ok(true)
+        )
 }
 
 /// A pattern checked once, so that matching skips the work a literal or `*` does not need.
@@ -69,7 +73,7 @@ impl Glob {
             Kind::Everything => true,
             Kind::Literal => self.pattern == name,
             Kind::Pattern => matches!(
-                path_match(self.pattern.as_bytes(), name.as_bytes()),
+                path_match(self.pattern.as_bytes(), name.as_bytes(), true),
                 Ok(true)
             ),
             Kind::Malformed => false,
@@ -118,6 +122,23 @@ impl Glob {
             }
         }
     }
+
+    /// Literal text every matching name ends with: what follows the last metacharacter or `]`
+    /// (a `]` may close a class, whose members are not literal). Empty for exactly `*`.
+    pub(crate) fn literal_suffix(&self) -> &str {
+        match self.kind {
+            Kind::Everything => "",
+            Kind::Literal => &self.pattern,
+            Kind::Pattern | Kind::Malformed => {
+                let start = self
+                    .pattern
+                    .bytes()
+                    .rposition(|b| is_meta(b) || b == b']')
+                    .map_or(0, |i| i + 1);
+                &self.pattern[start..]
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Glob {
@@ -135,15 +156,16 @@ fn is_well_formed(mut pattern: &[u8]) -> bool {
     while !pattern.is_empty() {
         let (_, chunk, rest) = scan_chunk(pattern);
         pattern = rest;
-        if match_chunk(chunk, b"").is_err() {
+        if match_chunk(chunk, b"", false).is_err() {
             return false;
         }
     }
     true
 }
 
-/// Go's `path.Match`.
-fn path_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, BadPattern> {
+/// Go's `path.Match`. With `well_formed` (known at construction) a mismatch returns at once,
+/// skipping the parse of the rest that only serves to report a malformed pattern.
+fn path_match(mut pattern: &[u8], mut name: &[u8], well_formed: bool) -> Result<bool, BadPattern> {
     'pattern: while !pattern.is_empty() {
         let (star, chunk, rest) = scan_chunk(pattern);
         pattern = rest;
@@ -152,7 +174,7 @@ fn path_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, BadPattern> {
             return Ok(!name.contains(&b'/'));
         }
         // Look for a match at the current position; the last chunk must use up the name.
-        if let Some(t) = match_chunk(chunk, name)?
+        if let Some(t) = match_chunk(chunk, name, well_formed)?
             && (t.is_empty() || !pattern.is_empty())
         {
             name = t;
@@ -162,7 +184,7 @@ fn path_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, BadPattern> {
             // Look for a match skipping i+1 bytes; `*` cannot skip a `/`.
             let mut i = 0;
             while i < name.len() && name[i] != b'/' {
-                if let Some(t) = match_chunk(chunk, &name[i + 1..])? {
+                if let Some(t) = match_chunk(chunk, &name[i + 1..], well_formed)? {
                     if pattern.is_empty() && !t.is_empty() {
                         i += 1;
                         continue;
@@ -174,7 +196,7 @@ fn path_match(mut pattern: &[u8], mut name: &[u8]) -> Result<bool, BadPattern> {
             }
         }
         // Before answering no, make sure the rest of the pattern is well formed.
-        return if is_well_formed(pattern) {
+        return if well_formed || is_well_formed(pattern) {
             Ok(false)
         } else {
             Err(BadPattern)
@@ -207,12 +229,20 @@ fn scan_chunk(mut pattern: &[u8]) -> (bool, &[u8], &[u8]) {
 }
 
 /// Matches `chunk` at the start of `s`: `Some(rest of s)` on a match. After a mismatch it keeps
-/// parsing the chunk, so a malformed chunk is an error whatever the name.
-fn match_chunk<'s>(mut chunk: &[u8], mut s: &'s [u8]) -> Result<Option<&'s [u8]>, BadPattern> {
+/// parsing the chunk, so a malformed chunk is an error whatever the name — unless the pattern
+/// is already known to be `well_formed`.
+fn match_chunk<'s>(
+    mut chunk: &[u8],
+    mut s: &'s [u8],
+    well_formed: bool,
+) -> Result<Option<&'s [u8]>, BadPattern> {
     let mut failed = false;
     while let Some((&c, after)) = chunk.split_first() {
         if !failed && s.is_empty() {
             failed = true;
+        }
+        if failed && well_formed {
+            return Ok(None);
         }
         match c {
             b'[' => {

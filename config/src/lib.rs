@@ -10,8 +10,9 @@ mod interpolate;
 pub mod load;
 pub mod policy;
 pub mod schema;
+mod validate;
 
-pub use load::{ConfigError, ConfigErrors, LoadedConfig, load, load_str};
 pub use glob::Glob;
+pub use load::{ConfigError, ConfigErrors, LoadedConfig, load, load_str};
 pub use policy::{Decision, PolicyError, PolicySet};
 pub use schema::*;

@@ -15,7 +15,7 @@
 //! tools and condition all match. To find it without scanning every rule, rules are indexed:
 //! agent patterns, deduplicated, point to groups (one per distinct agent pattern), and each
 //! group indexes its rules by tool pattern — literal patterns in a hash map, globs in a trie
-//! keyed by their literal prefix. Each index entry keeps its positions in ascending order, so
+//! keyed by their literal prefix (or suffix, for globs that start with a wildcard). Each index entry keeps its positions in ascending order, so
 //! the lowest matching position of an entry is the first one whose condition holds.
 //! Evaluation allocates nothing; the reason text is built only when asked for.
 
@@ -246,21 +246,15 @@ impl CompiledRule {
 }
 
 /// Patterns → ascending lists of ids. A name finds the ids of every pattern it matches: exact
-/// names by hash, globs by walking a trie of literal prefixes and trying only the globs whose
-/// prefix starts the name.
+/// names by hash; globs through a trie of their literal prefixes (walked along the name from
+/// its start), or, for globs that start with a wildcard, a trie of their literal suffixes
+/// (walked from the name's end). Only globs whose literal text fits the name are tried.
 #[derive(Debug, Default)]
 struct GlobIndex {
     exact: HashMap<Box<str>, Vec<usize>>,
-    /// Node 0 is the root (the empty prefix).
-    trie: Vec<TrieNode>,
-}
-
-#[derive(Debug, Default)]
-struct TrieNode {
-    /// Sorted by byte.
-    children: Vec<(u8, usize)>,
-    /// Globs whose literal prefix ends at this node.
     globs: Vec<(Glob, Vec<usize>)>,
+    by_prefix: Trie,
+    by_suffix: Trie,
 }
 
 impl GlobIndex {
@@ -270,31 +264,80 @@ impl GlobIndex {
         if let Some(ids) = self.exact.get(name) {
             found(ids);
         }
-        let mut node = 0;
-        let mut rest = name.as_bytes();
-        while let Some(current) = self.trie.get(node) {
-            for (glob, ids) in &current.globs {
-                if glob.matches(name) {
-                    found(ids);
-                }
+        let mut try_glob = |slot: usize| {
+            let (glob, ids) = &self.globs[slot];
+            if glob.matches(name) {
+                found(ids);
             }
-            let Some((&byte, tail)) = rest.split_first() else {
-                break;
+        };
+        self.by_prefix.visit(name.bytes(), &mut try_glob);
+        self.by_suffix.visit(name.bytes().rev(), &mut try_glob);
+    }
+}
+
+/// A byte trie whose nodes hold glob slots.
+#[derive(Debug, Default)]
+struct Trie {
+    /// Node 0 is the root (the empty key); absent until the first insert.
+    nodes: Vec<TrieNode>,
+}
+
+#[derive(Debug, Default)]
+struct TrieNode {
+    /// Sorted by byte.
+    children: Vec<(u8, usize)>,
+    slots: Vec<usize>,
+}
+
+impl Trie {
+    /// Calls `found` with the slots of every node along `key`, root included.
+    fn visit(&self, key: impl Iterator<Item = u8>, found: &mut impl FnMut(usize)) {
+        let Some(mut node) = self.nodes.first() else {
+            return;
+        };
+        let mut key = key;
+        loop {
+            for &slot in &node.slots {
+                found(slot);
+            }
+            let Some(byte) = key.next() else {
+                return;
             };
-            match current.children.binary_search_by_key(&byte, |&(b, _)| b) {
-                Ok(i) => node = current.children[i].1,
-                Err(_) => break,
+            match node.children.binary_search_by_key(&byte, |&(b, _)| b) {
+                Ok(i) => node = &self.nodes[node.children[i].1],
+                Err(_) => return,
             }
-            rest = tail;
         }
+    }
+
+    fn insert(&mut self, key: impl Iterator<Item = u8>, slot: usize) {
+        if self.nodes.is_empty() {
+            self.nodes.push(TrieNode::default());
+        }
+        let mut node = 0;
+        for byte in key {
+            node = match self.nodes[node]
+                .children
+                .binary_search_by_key(&byte, |&(b, _)| b)
+            {
+                Ok(i) => self.nodes[node].children[i].1,
+                Err(i) => {
+                    let child = self.nodes.len();
+                    self.nodes.push(TrieNode::default());
+                    self.nodes[node].children.insert(i, (byte, child));
+                    child
+                }
+            };
+        }
+        self.nodes[node].slots.push(slot);
     }
 }
 
 #[derive(Debug, Default)]
 struct GlobIndexBuilder {
     index: GlobIndex,
-    /// Pattern → (trie node, index in its `globs`), to share one entry per distinct glob.
-    globs: HashMap<String, (usize, usize)>,
+    /// Pattern → its slot in `index.globs`, to share one entry per distinct glob.
+    slots: HashMap<String, usize>,
 }
 
 impl GlobIndexBuilder {
@@ -305,29 +348,20 @@ impl GlobIndexBuilder {
     }
 
     fn insert_glob(&mut self, glob: &Glob, id: usize) {
-        if let Some(&(node, slot)) = self.globs.get(glob.as_str()) {
-            push_id(&mut self.index.trie[node].globs[slot].1, id);
+        if let Some(&slot) = self.slots.get(glob.as_str()) {
+            push_id(&mut self.index.globs[slot].1, id);
             return;
         }
-        let trie = &mut self.index.trie;
-        if trie.is_empty() {
-            trie.push(TrieNode::default());
+        let slot = self.index.globs.len();
+        self.index.globs.push((glob.clone(), vec![id]));
+        self.slots.insert(glob.as_str().to_owned(), slot);
+        let prefix = glob.literal_prefix();
+        let suffix = glob.literal_suffix();
+        if prefix.is_empty() && !suffix.is_empty() {
+            self.index.by_suffix.insert(suffix.bytes().rev(), slot);
+        } else {
+            self.index.by_prefix.insert(prefix.bytes(), slot);
         }
-        let mut node = 0;
-        for &byte in glob.literal_prefix().as_bytes() {
-            node = match trie[node].children.binary_search_by_key(&byte, |&(b, _)| b) {
-                Ok(i) => trie[node].children[i].1,
-                Err(i) => {
-                    let child = trie.len();
-                    trie.push(TrieNode::default());
-                    trie[node].children.insert(i, (byte, child));
-                    child
-                }
-            };
-        }
-        let slot = trie[node].globs.len();
-        trie[node].globs.push((glob.clone(), vec![id]));
-        self.globs.insert(glob.as_str().to_owned(), (node, slot));
     }
 
     fn build(self) -> GlobIndex {

@@ -304,6 +304,8 @@ pub enum McpTransport {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
+    /// Required, unique, without dots; checked at load (so a missing name reads as flux7's text).
+    #[serde(default)]
     pub name: String,
     pub transport: McpTransport,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,7 +326,11 @@ pub struct McpServerConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CliToolConfig {
+    /// Required and unique; checked at load with flux7's texts.
+    #[serde(default)]
     pub name: String,
+    /// Required; checked at load with flux7's text.
+    #[serde(default)]
     pub bin: String,
     /// `allow`, `deny` or `human_approval`; what a call gets when no policy rule matches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,12 +15,12 @@ fn compile(condition: Value) -> Condition {
 
 /// Whether `{field: "p", operator, value}` holds for `args = {"p": param}`.
 fn check(operator: &str, value: Value, param: Value, expected: bool) {
-    let condition = compile(json!({"field": "p", "operator": operator, "value": value}));
-    assert_eq!(
-        condition.holds(&json!({ "p": param })),
-        expected,
-        "{param} {operator} {value}"
-    );
+    let label = format!("{param} {operator} {value}");
+    let mut leaf = json!({"field": "p", "operator": operator});
+    leaf["value"] = value;
+    let mut args = json!({});
+    args["p"] = param;
+    assert_eq!(compile(leaf).holds(&args), expected, "{label}");
 }
 
 fn errors(condition: Value) -> Vec<(String, String)> {

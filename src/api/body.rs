@@ -16,7 +16,7 @@ pub struct BodyLimits {
 }
 
 /// Reads the whole body, refusing it as soon as it passes `max_bytes`.
-pub async fn read(
+pub(super) async fn read(
     req: &actix_web::HttpRequest,
     mut payload: web::Payload,
     limits: BodyLimits,

@@ -43,16 +43,16 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(config: RateLimiterConfig, loops: LoopSettings) -> Fixture {
+    fn new(config: &RateLimiterConfig, loops: LoopSettings) -> Fixture {
         let now = Instant::now();
         Fixture {
-            core: Limiter::new(&config, loops, now),
+            core: Limiter::new(config, loops, now),
             now,
         }
     }
 
     fn default_with(loops: LoopSettings) -> Fixture {
-        Fixture::new(RateLimiterConfig::default(), loops)
+        Fixture::new(&RateLimiterConfig::default(), loops)
     }
 
     fn advance(&mut self, by: Duration) {
@@ -121,7 +121,7 @@ fn total_budget_survives_eviction_from_the_recent_windows() {
         max_agents: 1,
         ..RateLimiterConfig::default()
     };
-    let mut f = Fixture::new(config, no_loops());
+    let mut f = Fixture::new(&config, no_loops());
     let a = call("a", "t", 1, limits(0, 1));
     f.acquire(&a).unwrap();
     // "b" takes the only recent slot, evicting "a".
@@ -314,7 +314,7 @@ fn recent_windows_stay_within_the_agent_cap() {
         max_agents: 3,
         ..RateLimiterConfig::default()
     };
-    let mut f = Fixture::new(config, LoopSettings::default());
+    let mut f = Fixture::new(&config, LoopSettings::default());
     for i in 0..100 {
         f.acquire(&call(&format!("agent-{i}"), "t", 1, limits(10, 0)))
             .unwrap();
@@ -346,7 +346,7 @@ fn new_agents_beyond_the_totals_cap_are_refused() {
         max_tracked_totals: 2,
         ..RateLimiterConfig::default()
     };
-    let mut f = Fixture::new(config, no_loops());
+    let mut f = Fixture::new(&config, no_loops());
     f.acquire(&call("a", "t", 1, limits(0, 5))).unwrap();
     f.acquire(&call("b", "t", 1, limits(0, 5))).unwrap();
     let err = f.acquire(&call("c", "t", 1, limits(0, 5))).unwrap_err();
