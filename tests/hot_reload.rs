@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Daemon, wait_for};
@@ -19,8 +20,13 @@ policies:
       - { tools: ["echo.run"], action: allow }
 "#;
 
+/// The decision for `agent`, with arguments that differ on every call so that polling never
+/// trips loop detection (which would also answer "deny").
 fn action(d: &Daemon, agent: &str) -> String {
-    let (_, body) = d.decide(agent, "echo.run", json!({}));
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, Ordering::Relaxed);
+    let (status, body) = d.decide(agent, "echo.run", json!({ "poll": n }));
+    assert_ne!(status, 429, "{body}");
     body["action"].as_str().unwrap_or_default().to_owned()
 }
 

@@ -17,8 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use mesh7_config::{PolicySet, load};
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 
 use crate::clock::Clock;
 
@@ -89,8 +88,8 @@ impl Policy {
     }
 
     /// Watches the configuration file's directory and `policy_dir` (if any) and reloads after
-    /// each debounced change of the config file or of a `*.yaml` / `*.yml` file in `policy_dir`.
-    /// The returned guard stops watching when dropped.
+    /// each settled burst of changes to the config file or to a `*.yaml` / `*.yml` file in
+    /// `policy_dir`. The returned guard stops watching when dropped.
     pub fn watch(
         &self,
         config_path: &Path,
@@ -101,42 +100,70 @@ impl Policy {
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let policy_dir = policy_dir.map(canonical);
-        let reload = self.reload.clone();
-        let filter_dir = policy_dir.clone();
-        let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| {
-            let Ok(events) = res else { return };
-            let relevant = events
-                .iter()
-                .any(|e| is_relevant(&e.path, &config_file, filter_dir.as_deref()));
-            if relevant {
-                // A tiny control message; a full mailbox must not drop it, and the watcher
-                // thread must not block on the actor, so do_send is the right tool here.
-                reload.do_send(Reload);
-            }
+        let (tx, rx) = crossbeam_channel::unbounded::<notify::Result<Event>>();
+        let mut watcher = notify::recommended_watcher(move |res| {
+            let _ = tx.send(res);
         })
         .map_err(|e| watch_error(&config_dir, &e))?;
-        debouncer
-            .watcher()
+        watcher
             .watch(&config_dir, RecursiveMode::NonRecursive)
             .map_err(|e| watch_error(&config_dir, &e))?;
         if let Some(dir) = &policy_dir
             && dir.is_dir()
             && dir != &config_dir
         {
-            debouncer
-                .watcher()
+            watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|e| watch_error(dir, &e))?;
         }
-        Ok(WatchGuard {
-            _debouncer: debouncer,
-        })
+        let reload = self.reload.clone();
+        std::thread::Builder::new()
+            .name("mesh7-policy-watch".to_owned())
+            .spawn(move || debounce(&rx, &reload, &config_file, policy_dir.as_deref()))
+            .map_err(|e| watch_error(config_path, &e))?;
+        Ok(WatchGuard { _watcher: watcher })
     }
 }
 
-/// Keeps the file watcher alive.
+/// Keeps the file watcher alive; its thread ends when this is dropped.
 pub struct WatchGuard {
-    _debouncer: Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// Turns file events into `Reload` messages: after a relevant change, waits until no event has
+/// arrived for `DEBOUNCE`, then asks for one reload. Reads (access events) are ignored, or the
+/// reload's own reading of the files would trigger the next reload.
+fn debounce(
+    rx: &crossbeam_channel::Receiver<notify::Result<Event>>,
+    reload: &Recipient<Reload>,
+    config_file: &Path,
+    policy_dir: Option<&Path>,
+) {
+    let relevant = |res: &notify::Result<Event>| match res {
+        Ok(event) => {
+            !matches!(event.kind, EventKind::Access(_))
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| is_relevant(p, config_file, policy_dir))
+        }
+        Err(_) => false,
+    };
+    while let Ok(first) = rx.recv() {
+        if !relevant(&first) {
+            continue;
+        }
+        loop {
+            match rx.recv_timeout(DEBOUNCE) {
+                Ok(_) => continue,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        // A tiny control message from a plain thread: do_send never blocks the watcher, and a
+        // full mailbox of reloads already holds the reload this one would ask for.
+        reload.do_send(Reload);
+    }
 }
 
 fn watch_error(path: &Path, e: &dyn std::fmt::Display) -> PolicyError {

@@ -182,8 +182,15 @@ fn path_match(mut pattern: &[u8], mut name: &[u8], well_formed: bool) -> Result<
         }
         if star {
             // Look for a match skipping i+1 bytes; `*` cannot skip a `/`.
+            // The chunk parsed above, so it is well formed; a plain first byte lets positions
+            // that cannot match be skipped without a call.
+            let first = chunk.first().filter(|b| !matches!(b, b'[' | b'?' | b'\\'));
             let mut i = 0;
             while i < name.len() && name[i] != b'/' {
+                if first.is_some_and(|f| name.get(i + 1) != Some(f)) {
+                    i += 1;
+                    continue;
+                }
                 if let Some(t) = match_chunk(chunk, &name[i + 1..], well_formed)? {
                     if pattern.is_empty() && !t.is_empty() {
                         i += 1;
