@@ -180,8 +180,14 @@ fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()>
     if cfg.auth.jwt.is_some() {
         bail!("auth.jwt: JWT authentication is not available in this version; remove the section");
     }
-    if cfg.tls.as_ref().is_some_and(|t| !t.cert_file.is_empty() || !t.key_file.is_empty()) {
-        bail!("tls: in-process TLS is not available in this version; terminate TLS in front of mesh7");
+    if cfg
+        .tls
+        .as_ref()
+        .is_some_and(|t| !t.cert_file.is_empty() || !t.key_file.is_empty())
+    {
+        bail!(
+            "tls: in-process TLS is not available in this version; terminate TLS in front of mesh7"
+        );
     }
     Ok(())
 }
@@ -198,7 +204,10 @@ fn warn_unused_sections(cfg: &mesh7_config::Config) {
     ];
     for (key, set) in unused {
         if set {
-            tracing::warn!(key, "configured but not used by this version: its tools or features are absent");
+            tracing::warn!(
+                key,
+                "configured but not used by this version: its tools or features are absent"
+            );
         }
     }
 }

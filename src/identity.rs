@@ -112,7 +112,11 @@ impl Authenticator {
     }
 
     /// The control-plane gate: the admin token when one is set, else a loopback peer.
-    pub fn control_plane_allowed(&self, authorization: Option<&str>, peer_is_loopback: bool) -> bool {
+    pub fn control_plane_allowed(
+        &self,
+        authorization: Option<&str>,
+        peer_is_loopback: bool,
+    ) -> bool {
         match &self.admin_token {
             Some(_) => {
                 let raw = authorization.unwrap_or("");
@@ -136,10 +140,11 @@ mod tests {
     use super::*;
 
     fn auth(admin: Option<&str>) -> Authenticator {
-        let mut cfg = AuthConfig::default();
-        cfg.admin_token = admin.map(str::to_owned);
-        cfg.agent_tokens
-            .insert("s3cret".to_owned(), "billing-bot".to_owned());
+        let cfg = AuthConfig {
+            admin_token: admin.map(str::to_owned),
+            agent_tokens: [("s3cret".to_owned(), "billing-bot".to_owned())].into(),
+            ..AuthConfig::default()
+        };
         Authenticator::new(&cfg, None)
     }
 
@@ -149,9 +154,17 @@ mod tests {
         let table = [
             (None, "anonymous", IdentityKind::Anonymous),
             (Some(""), "anonymous", IdentityKind::Anonymous),
-            (Some("Bearer agent:claude"), "claude", IdentityKind::Declared),
+            (
+                Some("Bearer agent:claude"),
+                "claude",
+                IdentityKind::Declared,
+            ),
             (Some("Bearer agent:"), "", IdentityKind::Declared),
-            (Some("Bearer support-bot"), "support-bot", IdentityKind::Declared),
+            (
+                Some("Bearer support-bot"),
+                "support-bot",
+                IdentityKind::Declared,
+            ),
             (Some("support-bot"), "support-bot", IdentityKind::Declared),
             (Some("Bearer s3cret"), "billing-bot", IdentityKind::Token),
             (Some("Bearer adm"), OPERATOR_AGENT, IdentityKind::Operator),
@@ -164,8 +177,10 @@ mod tests {
 
     #[test]
     fn env_admin_token_overrides_config() {
-        let mut cfg = AuthConfig::default();
-        cfg.admin_token = Some("from-config".to_owned());
+        let cfg = AuthConfig {
+            admin_token: Some("from-config".to_owned()),
+            ..AuthConfig::default()
+        };
         let a = Authenticator::new(&cfg, Some("from-env".to_owned()));
         assert!(a.is_admin_token("from-env"));
         assert!(!a.is_admin_token("from-config"));

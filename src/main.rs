@@ -14,7 +14,11 @@ use tracing_subscriber::EnvFilter;
 /// A guardrail between AI agents and their tools: every tool call passes through policy
 /// (allow / deny / human_approval), rate limits and loop detection, and is traced.
 #[derive(Debug, Parser)]
-#[command(name = "mesh7", disable_version_flag = true, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "mesh7",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -55,7 +59,10 @@ fn main() -> ExitCode {
     init_logging();
     if cli.version {
         let v = &mesh7::VERSION;
-        return out(&format!("mesh7 {} ({}) built {}", v.version, v.commit, v.date));
+        return out(&format!(
+            "mesh7 {} ({}) built {}",
+            v.version, v.commit, v.date
+        ));
     }
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
@@ -66,7 +73,9 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("MESH7_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("MESH7_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
 }

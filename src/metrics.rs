@@ -60,13 +60,41 @@ impl Metrics {
                 );
             }
         }
-        counter(&mut out, "mesh7_rate_limit_hits_total", "Calls refused by a rate limit.", &self.rate_limit_hits);
-        counter(&mut out, "mesh7_loop_hits_total", "Calls refused by loop detection.", &self.loop_hits);
-        counter(&mut out, "agent_mesh_mem7_writes_attempted_total", "mem7 decision writes attempted.", &self.mem7_writes_attempted);
-        counter(&mut out, "agent_mesh_mem7_writes_succeeded_total", "mem7 decision writes that succeeded.", &self.mem7_writes_succeeded);
-        counter(&mut out, "agent_mesh_mem7_writes_failed_total", "mem7 decision writes that failed.", &self.mem7_writes_failed);
+        counter(
+            &mut out,
+            "mesh7_rate_limit_hits_total",
+            "Calls refused by a rate limit.",
+            &self.rate_limit_hits,
+        );
+        counter(
+            &mut out,
+            "mesh7_loop_hits_total",
+            "Calls refused by loop detection.",
+            &self.loop_hits,
+        );
+        counter(
+            &mut out,
+            "agent_mesh_mem7_writes_attempted_total",
+            "mem7 decision writes attempted.",
+            &self.mem7_writes_attempted,
+        );
+        counter(
+            &mut out,
+            "agent_mesh_mem7_writes_succeeded_total",
+            "mem7 decision writes that succeeded.",
+            &self.mem7_writes_succeeded,
+        );
+        counter(
+            &mut out,
+            "agent_mesh_mem7_writes_failed_total",
+            "mem7 decision writes that failed.",
+            &self.mem7_writes_failed,
+        );
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

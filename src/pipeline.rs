@@ -70,13 +70,20 @@ pub struct ToolCall {
 #[derive(Debug)]
 pub enum Verdict {
     /// Allowed and, in `Execute` mode, forwarded: `result` is the tool's result.
-    Allowed { result: Option<Value> },
+    Allowed {
+        result: Option<Value>,
+    },
     /// Allowed, but forwarding failed.
-    Failed { error: PipelineError },
+    Failed {
+        error: PipelineError,
+    },
     Denied,
     /// The policy asks for a human; without an approval queue the call is refused (fail closed).
     ApprovalRequired,
-    RateLimited { message: String, is_loop: bool },
+    RateLimited {
+        message: String,
+        is_loop: bool,
+    },
 }
 
 impl Verdict {
@@ -249,8 +256,13 @@ impl Pipeline {
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             verdict,
         };
-        self.record(&ctx, &governed, effective_name_of(&governed, effective), call.args)
-            .await;
+        self.record(
+            &ctx,
+            &governed,
+            effective_name_of(&governed, effective),
+            call.args,
+        )
+        .await;
         inner.metrics.count(ctx.ingress, &governed.verdict);
         Ok(governed)
     }
@@ -290,7 +302,9 @@ impl Pipeline {
     /// its answer because the call has already happened.
     async fn record(&self, ctx: &RequestContext, g: &Governed, effective: String, params: Value) {
         let (status_code, error, result) = match &g.verdict {
-            Verdict::Allowed { result } => (status_of(result.as_ref()), String::new(), result.as_ref()),
+            Verdict::Allowed { result } => {
+                (status_of(result.as_ref()), String::new(), result.as_ref())
+            }
             Verdict::Failed { error } => (500, error.to_string(), None),
             Verdict::Denied => (0, g.reason.clone(), None),
             Verdict::ApprovalRequired => (0, NO_APPROVAL_STORE.to_owned(), None),
@@ -333,7 +347,10 @@ fn effective_name_of(g: &Governed, effective: &str) -> String {
 
 /// The trace status of a forwarded result: CLI exit codes map as flux7 (0 → 200, else 422).
 fn status_of(result: Option<&Value>) -> u16 {
-    match result.and_then(|r| r.get("exit_code")).and_then(Value::as_i64) {
+    match result
+        .and_then(|r| r.get("exit_code"))
+        .and_then(Value::as_i64)
+    {
         Some(0) | None => 200,
         Some(_) => 422,
     }

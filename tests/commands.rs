@@ -63,8 +63,17 @@ fn serve_refuses_a_missing_config_file() {
 #[test]
 fn serve_refuses_settings_it_cannot_honour_rather_than_ignoring_them() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), "auth:\n  jwt:\n    jwks_url: http://127.0.0.1:1/jwks\n");
-    let (code, _, stderr) = run(&["serve", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    let cfg = write_config(
+        dir.path(),
+        "auth:\n  jwt:\n    jwks_url: http://127.0.0.1:1/jwks\n",
+    );
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("auth.jwt"), "{stderr}");
 }
@@ -73,7 +82,10 @@ fn serve_refuses_settings_it_cannot_honour_rather_than_ignoring_them() {
 fn version_and_help() {
     let (code, stdout, _) = run(&["--version"]);
     assert_eq!(code, 0);
-    assert!(stdout.starts_with(&format!("mesh7 {} (", env!("CARGO_PKG_VERSION"))), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("mesh7 {} (", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, 0);
     for word in ["serve", "validate", "--config"] {

@@ -7,8 +7,8 @@ use std::path::Path;
 use common::run;
 
 fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    for entry in std::fs::read_dir(dir).expect("read policies dir") {
+        let path = entry.expect("dir entry").path();
         if path.is_dir() {
             yaml_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
@@ -30,7 +30,12 @@ fn every_example_config_validates() {
     assert!(!configs.is_empty());
     for cfg in configs {
         let (code, stdout, stderr) = run(&["validate", "--config", cfg.to_str().unwrap()]);
-        assert_eq!((code, stdout.trim()), (0, "ok"), "{}: {stderr}", cfg.display());
+        assert_eq!(
+            (code, stdout.trim()),
+            (0, "ok"),
+            "{}: {stderr}",
+            cfg.display()
+        );
     }
 }
 
@@ -46,6 +51,11 @@ fn every_policy_pack_validates_as_a_policy_dir() {
         std::fs::copy(&file, dir.path().join("p").join(file.file_name().unwrap())).unwrap();
         let cfg = common::write_config(dir.path(), "policy_dir: p\n");
         let (code, stdout, stderr) = run(&["validate", "--config", cfg.to_str().unwrap()]);
-        assert_eq!((code, stdout.trim()), (0, "ok"), "{}: {stderr}", file.display());
+        assert_eq!(
+            (code, stdout.trim()),
+            (0, "ok"),
+            "{}: {stderr}",
+            file.display()
+        );
     }
 }

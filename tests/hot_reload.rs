@@ -25,7 +25,7 @@ policies:
 fn action(d: &Daemon, agent: &str) -> String {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let n = CALLS.fetch_add(1, Ordering::Relaxed);
-    let (status, body) = d.decide(agent, "echo.run", json!({ "poll": n }));
+    let (status, body) = d.decide(agent, "echo.run", &json!({ "poll": n }));
     assert_ne!(status, 429, "{body}");
     body["action"].as_str().unwrap_or_default().to_owned()
 }
@@ -69,7 +69,10 @@ fn invalid_change_keeps_the_old_policies_and_reports_the_error() {
     .expect("the reload was never attempted");
     assert_eq!(health["last_reload"]["ok"], false);
     assert!(
-        health["last_reload"]["error"].as_str().unwrap().contains("alow"),
+        health["last_reload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("alow"),
         "{health}"
     );
     assert_eq!(action(&d, "anyone"), "allow");
@@ -79,7 +82,10 @@ fn invalid_change_keeps_the_old_policies_and_reports_the_error() {
     std::fs::write(&cfg, "policies: [ this is: not valid").unwrap();
     wait_for(Duration::from_secs(5), || {
         let (_, h) = d.get("/health", None);
-        let err = h["last_reload"]["error"].as_str().unwrap_or_default().to_owned();
+        let err = h["last_reload"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         (!err.contains("alow")).then_some(())
     })
     .expect("the config edit was never noticed");

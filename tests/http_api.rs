@@ -41,7 +41,7 @@ policies:
 #[test]
 fn allowed_call_runs_the_tool_and_returns_its_output() {
     let d = Daemon::start(BASE);
-    let (status, body) = d.call("claude", "echo.run", json!({"args": ["hello", "world"]}));
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["hello", "world"]}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["policy"], "allow");
     assert_eq!(body["result"]["stdout"], "hello world\n");
@@ -66,23 +66,23 @@ fn bare_arguments_body_is_accepted_like_the_python_sdk_sends_it() {
 fn deny_rule_and_condition_and_fail_closed_default_answer_403() {
     let d = Daemon::start(BASE);
     // A rule for this agent denies.
-    let (status, body) = d.call("ops-bot", "date.run", json!({}));
+    let (status, body) = d.call("ops-bot", "date.run", &json!({}));
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["policy"], "deny");
     assert_eq!(body["error"], "policy=ops tool=date.run action=deny");
     // A condition on the arguments denies.
-    let (status, body) = d.call("claude", "echo.run", json!({"args": ["secret"]}));
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["secret"]}));
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "policy=everyone tool=echo.run action=deny");
     // The ops-bot policy has no echo rule: evaluation falls through to the `*` policy.
-    let (status, _) = d.call("ops-bot", "echo.run", json!({"args": ["hi"]}));
+    let (status, _) = d.call("ops-bot", "echo.run", &json!({"args": ["hi"]}));
     assert_eq!(status, 200);
 }
 
 #[test]
 fn approval_required_without_an_approval_queue_is_refused_not_run() {
     let d = Daemon::start(BASE);
-    let (status, body) = d.call("claude", "ls.run", json!({}));
+    let (status, body) = d.call("claude", "ls.run", &json!({}));
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["policy"], "human_approval");
     assert!(body.get("result").is_none());
@@ -91,7 +91,7 @@ fn approval_required_without_an_approval_queue_is_refused_not_run() {
 #[test]
 fn unknown_tool_is_404_and_invalid_json_is_400_in_flux7_shape() {
     let d = Daemon::start(BASE);
-    let (status, body) = d.call("claude", "nope.run", json!({}));
+    let (status, body) = d.call("claude", "nope.run", &json!({}));
     assert_eq!(status, 404);
     assert_eq!(
         body,
@@ -122,15 +122,25 @@ fn oversized_body_is_413_json() {
 #[test]
 fn cli_injection_attempt_is_refused_before_anything_runs() {
     let d = Daemon::start(BASE);
-    for evil in ["a; rm -rf /", "$(id)", "`id`", "a && b", "a\nb", "../../etc/passwd"] {
-        let (status, body) = d.call("claude", "echo.run", json!({"args": [evil]}));
+    for evil in [
+        "a; rm -rf /",
+        "$(id)",
+        "`id`",
+        "a && b",
+        "a\nb",
+        "../../etc/passwd",
+    ] {
+        let (status, body) = d.call("claude", "echo.run", &json!({"args": [evil]}));
         assert_eq!(status, 502, "{evil}: {body}");
         assert!(
-            body["error"].as_str().unwrap().starts_with("argument validation failed"),
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("argument validation failed"),
             "{evil}: {body}"
         );
     }
-    let (status, body) = d.call("claude", "date.run", json!({"args": ["--set=2000-01-01"]}));
+    let (status, body) = d.call("claude", "date.run", &json!({"args": ["--set=2000-01-01"]}));
     assert_eq!(status, 502, "{body}");
     assert!(body["error"].as_str().unwrap().contains("flag not allowed"));
 }
@@ -138,24 +148,27 @@ fn cli_injection_attempt_is_refused_before_anything_runs() {
 #[test]
 fn decide_evaluates_without_executing_and_takes_the_agent_from_the_identity() {
     let d = Daemon::start(BASE);
-    let (status, body) = d.decide("claude", "echo.run", json!({"args": ["x"]}));
+    let (status, body) = d.decide("claude", "echo.run", &json!({"args": ["x"]}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["action"], "allow");
     assert_eq!(body["agent"], "claude");
     assert_eq!(body["rule"], "everyone");
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["action", "agent", "reason", "rule", "tool", "trace_id"]);
+    assert_eq!(
+        keys,
+        ["action", "agent", "reason", "rule", "tool", "trace_id"]
+    );
 
-    let (status, body) = d.decide("ops-bot", "date.run", json!({}));
+    let (status, body) = d.decide("ops-bot", "date.run", &json!({}));
     assert_eq!(status, 403);
     assert_eq!(body["action"], "deny");
 
-    let (status, body) = d.decide("claude", "ls.run", json!({}));
+    let (status, body) = d.decide("claude", "ls.run", &json!({}));
     assert_eq!(status, 200);
     assert_eq!(body["action"], "human_approval");
 
     // Any name is evaluated (no registry check): fail closed.
-    let (status, body) = d.decide("claude", "made.up", json!({}));
+    let (status, body) = d.decide("claude", "made.up", &json!({}));
     assert_eq!(status, 403);
     assert_eq!(body["rule"], "default");
     assert_eq!(body["reason"], "no matching policy — fail closed");
@@ -177,7 +190,10 @@ fn decide_evaluates_without_executing_and_takes_the_agent_from_the_identity() {
     assert_eq!(status, 200);
 
     let (status, body) = d.post("/decide", Some("Bearer agent:a"), r#"{"arguments": {}}"#);
-    assert_eq!((status, body), (400, json!({"error": "tool field required"})));
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "tool field required"}))
+    );
     let (status, body) = d.post("/decide", Some("Bearer agent:a"), "nope");
     assert_eq!((status, body), (400, json!({"error": "invalid JSON body"})));
 }
@@ -211,15 +227,18 @@ policies:
 "#,
     );
     for i in 0..2 {
-        let (status, _) = d.call("bot", "echo.run", json!({"args": [i]}));
+        let (status, _) = d.call("bot", "echo.run", &json!({"args": [i]}));
         assert_eq!(status, 200);
     }
-    let (status, body) = d.call("bot", "echo.run", json!({"args": [99]}));
+    let (status, body) = d.call("bot", "echo.run", &json!({"args": [99]}));
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["policy"], "rate_limited");
-    assert_eq!(body["error"], "rate_limit: agent \"bot\" exceeded 2 calls/min");
+    assert_eq!(
+        body["error"],
+        "rate_limit: agent \"bot\" exceeded 2 calls/min"
+    );
     // Another agent has its own budget.
-    let (status, _) = d.call("other", "echo.run", json!({"args": [1]}));
+    let (status, _) = d.call("other", "echo.run", &json!({"args": [1]}));
     assert_eq!(status, 200);
     // The refusal is traced.
     let (_, traces) = d.get("/traces?agent=bot&limit=1", None);
@@ -241,16 +260,16 @@ policies:
 "#,
     );
     for _ in 0..3 {
-        let (status, _) = d.call("looper", "echo.run", json!({"args": ["same"]}));
+        let (status, _) = d.call("looper", "echo.run", &json!({"args": ["same"]}));
         assert_eq!(status, 200);
     }
-    let (status, body) = d.call("looper", "echo.run", json!({"args": ["same"]}));
+    let (status, body) = d.call("looper", "echo.run", &json!({"args": ["same"]}));
     assert_eq!(status, 429, "{body}");
     assert_eq!(
         body["error"],
         "loop_detected: agent \"looper\" called echo.run with same params 3 times in 10s"
     );
-    let (status, _) = d.call("looper", "echo.run", json!({"args": ["different"]}));
+    let (status, _) = d.call("looper", "echo.run", &json!({"args": ["different"]}));
     assert_eq!(status, 200);
 }
 
@@ -258,7 +277,13 @@ policies:
 fn control_plane_needs_the_admin_token_when_one_is_set() {
     let yaml = format!("auth:\n  admin_token: adm1n\n{BASE}");
     let d = Daemon::start(&yaml);
-    for path in ["/traces", "/policies", "/sessions", "/sessions/x", "/metrics"] {
+    for path in [
+        "/traces",
+        "/policies",
+        "/sessions",
+        "/sessions/x",
+        "/metrics",
+    ] {
         let resp = reqwest::blocking::get(format!("{}{path}", d.url)).unwrap();
         assert_eq!(resp.status().as_u16(), 401, "{path}");
         let body: Value = resp.json().unwrap();
@@ -294,11 +319,14 @@ fn require_authentication_refuses_anonymous_data_plane_calls() {
     let yaml = format!("auth:\n  require_authentication: true\n{BASE}");
     let d = Daemon::start(&yaml);
     let (status, body) = d.post("/tool/echo.run", None, r#"{"params":{}}"#);
-    assert_eq!((status, body), (401, json!({"error": "authentication required"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"error": "authentication required"}))
+    );
     let (status, _) = d.post("/decide", None, r#"{"tool":"echo.run"}"#);
     assert_eq!(status, 401);
     assert_eq!(d.get("/tools", None).0, 401);
-    let (status, _) = d.call("claude", "echo.run", json!({"args": ["ok"]}));
+    let (status, _) = d.call("claude", "echo.run", &json!({"args": ["ok"]}));
     assert_eq!(status, 200);
 }
 
@@ -325,7 +353,12 @@ cli_tools:
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["gh.__dispatch", "gh.pr"]);
-    assert!(body.as_array().unwrap().iter().all(|t| t["source"] == "cli"));
+    assert!(
+        body.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["source"] == "cli")
+    );
 }
 
 #[test]
@@ -346,12 +379,16 @@ policies:
 "#,
     );
     // Calling the catch-all with command=issue is judged as gh.issue.
-    let (status, body) = d.call("a", "gh.__dispatch", json!({"command": "issue", "args": ["list"]}));
+    let (status, body) = d.call(
+        "a",
+        "gh.__dispatch",
+        &json!({"command": "issue", "args": ["list"]}),
+    );
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "policy=p tool=gh.issue action=deny");
-    let (status, body) = d.call("a", "gh.issue", json!({}));
+    let (status, body) = d.call("a", "gh.issue", &json!({}));
     assert_eq!(status, 403, "{body}");
-    let (status, body) = d.call("a", "gh.pr", json!({"args": ["list"]}));
+    let (status, body) = d.call("a", "gh.pr", &json!({"args": ["list"]}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["result"]["stdout"], "pr list\n");
     let (_, traces) = d.get("/traces?limit=3", None);
@@ -368,9 +405,9 @@ cli_tools:
   - { name: date, bin: date, bare: { timeout: 5s } }
 "#,
     );
-    let (status, body) = d.call("a", "echo.run", json!({"args": ["x"]}));
+    let (status, body) = d.call("a", "echo.run", &json!({"args": ["x"]}));
     assert_eq!(status, 200, "{body}");
-    let (status, body) = d.call("a", "date.run", json!({}));
+    let (status, body) = d.call("a", "date.run", &json!({}));
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "no matching policy — fail closed");
 }
@@ -389,7 +426,7 @@ fn traces_are_queryable_by_agent_tool_session_and_limit_and_written_to_jsonl() {
         );
         assert_eq!(status, 200);
     }
-    let (status, _) = d.call("a2", "date.run", json!({}));
+    let (status, _) = d.call("a2", "date.run", &json!({}));
     assert_eq!(status, 200);
 
     let (_, all) = d.get("/traces", None);
@@ -409,7 +446,17 @@ fn traces_are_queryable_by_agent_tool_session_and_limit_and_written_to_jsonl() {
     assert_eq!(status, 400, "{body}");
 
     let entry = &all[0];
-    for key in ["trace_id", "agent_id", "tool", "params", "policy", "policy_rule", "status_code", "latency_ms", "timestamp"] {
+    for key in [
+        "trace_id",
+        "agent_id",
+        "tool",
+        "params",
+        "policy",
+        "policy_rule",
+        "status_code",
+        "latency_ms",
+        "timestamp",
+    ] {
         assert!(entry.get(key).is_some(), "missing {key}: {entry}");
     }
 
@@ -417,7 +464,10 @@ fn traces_are_queryable_by_agent_tool_session_and_limit_and_written_to_jsonl() {
     let status = d.terminate();
     assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(d.path("traces.jsonl")).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[3]["tool"], "date.run");
 }
@@ -429,7 +479,7 @@ fn traces_survive_a_restart_through_the_jsonl_file() {
     let yaml = BASE.replace("{dir}/traces.jsonl", &file.display().to_string());
     {
         let mut d = Daemon::start(&yaml);
-        assert_eq!(d.call("a", "echo.run", json!({"args": ["x"]})).0, 200);
+        assert_eq!(d.call("a", "echo.run", &json!({"args": ["x"]})).0, 200);
         assert!(d.terminate().success());
     }
     let d = Daemon::start(&yaml);
@@ -441,8 +491,8 @@ fn traces_survive_a_restart_through_the_jsonl_file() {
 #[test]
 fn health_version_and_metrics_answer() {
     let d = Daemon::start(BASE);
-    d.call("a", "echo.run", json!({"args": ["x"]}));
-    d.call("ops-bot", "date.run", json!({}));
+    d.call("a", "echo.run", &json!({"args": ["x"]}));
+    d.call("ops-bot", "date.run", &json!({}));
     let (status, health) = d.get("/health", None);
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
@@ -455,8 +505,14 @@ fn health_version_and_metrics_answer() {
     assert_eq!(version["version"], env!("CARGO_PKG_VERSION"));
     let (status, text) = d.get_text("/metrics");
     assert_eq!(status, 200);
-    assert!(text.contains("mesh7_calls_total{ingress=\"http\",decision=\"allow\"} 1"), "{text}");
-    assert!(text.contains("mesh7_calls_total{ingress=\"http\",decision=\"deny\"} 1"), "{text}");
+    assert!(
+        text.contains("mesh7_calls_total{ingress=\"http\",decision=\"allow\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mesh7_calls_total{ingress=\"http\",decision=\"deny\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("agent_mesh_mem7_writes_attempted_total 0"));
 }
 
@@ -466,5 +522,8 @@ fn unknown_routes_and_methods_answer_json_errors() {
     let (status, body) = d.get("/nope", None);
     assert_eq!((status, body), (404, json!({"error": "not found"})));
     let (status, body) = d.get("/tool/echo.run", None);
-    assert_eq!((status, body), (405, json!({"error": "method not allowed"})));
+    assert_eq!(
+        (status, body),
+        (405, json!({"error": "method not allowed"}))
+    );
 }

@@ -263,7 +263,11 @@ mod tests {
         assert!(is_relevant(&pdir.join("a.yaml"), &cfg, Some(&pdir)));
         assert!(is_relevant(&pdir.join("a.yml"), &cfg, Some(&pdir)));
         assert!(!is_relevant(&pdir.join("a.txt"), &cfg, Some(&pdir)));
-        assert!(!is_relevant(&dir.path().join("other.yaml"), &cfg, Some(&pdir)));
+        assert!(!is_relevant(
+            &dir.path().join("other.yaml"),
+            &cfg,
+            Some(&pdir)
+        ));
     }
 
     #[actix::test]
@@ -284,7 +288,11 @@ mod tests {
             mesh7_config::Action::Allow
         );
 
-        std::fs::write(&cfg, "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: alow\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: alow\n",
+        )
+        .unwrap();
         let status = policy.reload().await.unwrap();
         assert!(!status.ok);
         assert!(status.error.unwrap().contains("alow"));
@@ -293,7 +301,11 @@ mod tests {
             mesh7_config::Action::Allow
         );
 
-        std::fs::write(&cfg, "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: deny\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: deny\n",
+        )
+        .unwrap();
         let status = policy.reload().await.unwrap();
         assert!(status.ok, "{status:?}");
         assert_eq!(

@@ -38,7 +38,8 @@ pub(super) async fn read(
     let read_all = async {
         let mut buf = BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
             if buf.len() + chunk.len() > limits.max_bytes {
                 return Err(too_large());
             }

@@ -118,7 +118,11 @@ pub(super) async fn metrics(
     let p = &state.pipeline;
     let reload_ok = p.policy().last_reload().map_or(1, |r| u64::from(r.ok));
     let text = p.metrics().render(&[
-        ("mesh7_tools", "Tools in the registry.", p.registry().len() as u64),
+        (
+            "mesh7_tools",
+            "Tools in the registry.",
+            p.registry().len() as u64,
+        ),
         (
             "mesh7_policy_rules",
             "Rules in the active policy set.",

@@ -70,7 +70,10 @@ pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     let mut text = serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned());
     text.push('\n');
     HttpResponse::build(status)
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
         .body(text)
 }
 

@@ -7,7 +7,9 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, body, header_str, json_response};
 use crate::error::PipelineError;
-use crate::pipeline::{Governed, Ingress, Mode, NO_APPROVAL_STORE, RequestContext, ToolCall, Verdict};
+use crate::pipeline::{
+    Governed, Ingress, Mode, NO_APPROVAL_STORE, RequestContext, ToolCall, Verdict,
+};
 
 /// `POST /tool/{name}`: body `{"params": {...}}`, or the bare arguments object.
 pub(super) async fn call_tool(
@@ -67,8 +69,18 @@ pub(super) async fn decide(
             "rate_limited",
             message.clone(),
         ),
-        Verdict::Denied => (StatusCode::FORBIDDEN, "deny", g.rule.as_str(), g.reason.clone()),
-        _ => (StatusCode::OK, g.action.as_str(), g.rule.as_str(), g.reason.clone()),
+        Verdict::Denied => (
+            StatusCode::FORBIDDEN,
+            "deny",
+            g.rule.as_str(),
+            g.reason.clone(),
+        ),
+        _ => (
+            StatusCode::OK,
+            g.action.as_str(),
+            g.rule.as_str(),
+            g.reason.clone(),
+        ),
     };
     // flux7 prints these keys in alphabetical order.
     Ok(json_response(
@@ -138,7 +150,11 @@ fn parse_tool_body(bytes: &[u8]) -> Option<Value> {
     }
 }
 
-fn request_context(req: &HttpRequest, ingress: Ingress, on_behalf_of: Option<String>) -> RequestContext {
+fn request_context(
+    req: &HttpRequest,
+    ingress: Ingress,
+    on_behalf_of: Option<String>,
+) -> RequestContext {
     RequestContext {
         ingress,
         authorization: header_str(req, header::AUTHORIZATION.as_str()).map(str::to_owned),
@@ -170,9 +186,11 @@ fn tool_response(g: &Governed) -> HttpResponse {
         Verdict::Allowed { result } => (StatusCode::OK, result.clone(), None),
         Verdict::Failed { error } => (error.code().status, None, Some(error.to_string())),
         Verdict::Denied => (StatusCode::FORBIDDEN, None, Some(g.reason.clone())),
-        Verdict::ApprovalRequired => {
-            (StatusCode::FORBIDDEN, None, Some(NO_APPROVAL_STORE.to_owned()))
-        }
+        Verdict::ApprovalRequired => (
+            StatusCode::FORBIDDEN,
+            None,
+            Some(NO_APPROVAL_STORE.to_owned()),
+        ),
         Verdict::RateLimited { message, .. } => {
             (StatusCode::TOO_MANY_REQUESTS, None, Some(message.clone()))
         }
@@ -189,7 +207,8 @@ fn tool_response(g: &Governed) -> HttpResponse {
     }
     let mut resp = json_response(status, &Value::Object(body));
     if let Ok(v) = HeaderValue::from_str(&g.trace_id) {
-        resp.headers_mut().insert(header::HeaderName::from_static("x-trace-id"), v);
+        resp.headers_mut()
+            .insert(header::HeaderName::from_static("x-trace-id"), v);
     }
     resp
 }

@@ -93,7 +93,11 @@ impl Daemon {
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {
-        let resp = self.http.get(format!("{}{path}", self.url)).send().expect("GET");
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET");
         (resp.status().as_u16(), resp.text().expect("text"))
     }
 
@@ -116,7 +120,7 @@ impl Daemon {
     }
 
     /// `POST /tool/{name}` as `agent:<agent>` with `{"params": args}`.
-    pub fn call(&self, agent: &str, tool: &str, args: Value) -> (u16, Value) {
+    pub fn call(&self, agent: &str, tool: &str, args: &Value) -> (u16, Value) {
         let auth = format!("Bearer agent:{agent}");
         self.post(
             &format!("/tool/{tool}"),
@@ -126,7 +130,7 @@ impl Daemon {
     }
 
     /// `POST /decide` as `agent:<agent>`.
-    pub fn decide(&self, agent: &str, tool: &str, args: Value) -> (u16, Value) {
+    pub fn decide(&self, agent: &str, tool: &str, args: &Value) -> (u16, Value) {
         let auth = format!("Bearer agent:{agent}");
         self.post(
             "/decide",
@@ -147,7 +151,10 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "mesh7 did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "mesh7 did not exit after SIGTERM"
+            );
             std::thread::park_timeout(Duration::from_millis(20));
         }
     }
@@ -176,7 +183,10 @@ fn into_json(resp: reqwest::blocking::Response) -> (u16, Value) {
 }
 
 /// Polls `check` until it returns Some or `within` passes; returns the value and the time taken.
-pub fn wait_for<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
+pub fn wait_for<T>(
+    within: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<(T, Duration)> {
     let start = Instant::now();
     loop {
         if let Some(v) = check() {
