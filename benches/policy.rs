@@ -57,7 +57,7 @@ fn rule(i: usize, r: usize) -> RuleConfig {
         2 => (
             vec!["*.read_*".to_owned()],
             Action::Allow,
-            Some(if i % 2 == 0 {
+            Some(if i.is_multiple_of(2) {
                 leaf("path", Operator::StartsWith, json!("/srv/"))
             } else {
                 leaf("path", Operator::Matches, json!("^/(srv|data)/"))
@@ -109,7 +109,7 @@ fn policies(rules: usize) -> Vec<PolicyConfig> {
         .map(|i| PolicyConfig {
             name: format!("policy-{i}"),
             agent: agent_pattern(i, count - 1),
-            rate_limit: (i % 3 == 0).then_some(RateLimitConfig {
+            rate_limit: i.is_multiple_of(3).then_some(RateLimitConfig {
                 max_per_minute: 60,
                 max_total: 0,
             }),

@@ -15,8 +15,9 @@
 //! tools and condition all match. To find it without scanning every rule, rules are indexed:
 //! agent patterns, deduplicated, point to groups (one per distinct agent pattern), and each
 //! group indexes its rules by tool pattern — literal patterns in a hash map, globs in a trie
-//! keyed by their literal prefix (or suffix, for globs that start with a wildcard). Each index entry keeps its positions in ascending order, so
-//! the lowest matching position of an entry is the first one whose condition holds.
+//! keyed by their literal prefix (or suffix, for globs that start with a wildcard). Each index
+//! entry keeps its positions in ascending order, so the lowest matching position of an entry is
+//! the first one whose condition holds.
 //! Evaluation allocates nothing; the reason text is built only when asked for.
 
 use std::collections::HashMap;

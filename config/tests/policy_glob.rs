@@ -3,6 +3,7 @@
 
 use mesh7_config::Glob;
 use mesh7_config::glob::matches;
+use proptest::prelude::*;
 
 /// Checks the free function and the compiled glob against one expectation.
 fn check(pattern: &str, name: &str, expected: bool) {
@@ -50,6 +51,13 @@ fn spec_rows_cross_dots_but_not_slashes() {
         ("Agent-1", "agent-1", false),
         ("agent", "agent-1", false),
         ("agent-1", "agent", false),
+        ("*.read_*", "a.b.read_c", true),
+        ("*.read_*", "a.read.read_c", true),
+        ("*.read_*", "a.reader", false),
+        ("*\\*x", "ab*x", true),
+        ("*?c", "abc", true),
+        ("*[bc]d", "abcd", true),
+        ("*[^a]", "a/", true),
     ];
     for (pattern, name, expected) in rows {
         check(pattern, name, expected);
@@ -173,4 +181,103 @@ fn glob_keeps_its_pattern_text() {
     let copy = glob.clone();
     assert!(copy.matches("server.read"));
     assert!(format!("{copy:?}").contains("server.*"));
+}
+
+/// An independent reading of Go's pattern syntax as an anchored regex, `None` when malformed.
+fn go_pattern_as_regex(pattern: &str) -> Option<String> {
+    fn class_char(chars: &[char], i: &mut usize) -> Option<char> {
+        let mut c = *chars.get(*i)?;
+        if c == '-' || c == ']' {
+            return None;
+        }
+        if c == '\\' {
+            *i += 1;
+            c = *chars.get(*i)?;
+        }
+        *i += 1;
+        // A class always needs at least its closing `]` after a member.
+        chars.get(*i)?;
+        Some(c)
+    }
+    if pattern == "*" {
+        return Some("(?s)^.*$".to_owned());
+    }
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::from("(?s)^");
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => out.push_str("[^/]*"),
+            '?' => out.push_str("[^/]"),
+            '\\' => {
+                i += 1;
+                out.push_str(&regex::escape(&chars.get(i)?.to_string()));
+            }
+            '[' => {
+                i += 1;
+                let negated = chars.get(i) == Some(&'^');
+                if negated {
+                    i += 1;
+                }
+                let mut members = String::new();
+                let mut count = 0;
+                loop {
+                    if count > 0 && chars.get(i) == Some(&']') {
+                        break;
+                    }
+                    let lo = class_char(&chars, &mut i)?;
+                    let mut hi = lo;
+                    if chars.get(i) == Some(&'-') {
+                        i += 1;
+                        hi = class_char(&chars, &mut i)?;
+                    }
+                    if lo <= hi {
+                        let (lo, hi) = (u32::from(lo), u32::from(hi));
+                        members.push_str(&format!("\\x{{{lo:x}}}-\\x{{{hi:x}}}"));
+                    }
+                    count += 1;
+                }
+                out.push_str(match (negated, members.is_empty()) {
+                    (false, true) => "[^\\s\\S]",
+                    (true, true) => ".",
+                    _ => "",
+                });
+                if !members.is_empty() {
+                    out.push_str(&format!("[{}{members}]", if negated { "^" } else { "" }));
+                }
+            }
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+        i += 1;
+    }
+    out.push('$');
+    Some(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn glob_agrees_with_a_regex_reading_of_the_syntax(
+        pattern in "[ab/*?\\[\\]^\\\\é-]{0,7}",
+        name in "[ab/*?\\[\\]^\\\\é-]{0,6}",
+    ) {
+        let glob = Glob::new(&pattern);
+        match go_pattern_as_regex(&pattern) {
+            None => {
+                prop_assert!(!glob.is_valid(), "{:?} is malformed", pattern);
+                prop_assert!(!matches(&pattern, &name));
+                prop_assert!(!glob.matches(&name));
+            }
+            Some(re) => {
+                let expected = regex::Regex::new(&re)
+                    .expect("translation is a valid regex")
+                    .is_match(&name);
+                let context = format!("{pattern:?} vs {name:?} ({re})");
+                prop_assert!(glob.is_valid(), "{}", context);
+                prop_assert_eq!(matches(&pattern, &name), expected, "{}", context);
+                prop_assert_eq!(glob.matches(&name), expected, "{}", context);
+            }
+        }
+    }
 }
