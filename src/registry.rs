@@ -27,6 +27,24 @@ impl ToolSource {
     }
 }
 
+/// What agents see of a tool (MCP `tools/list`, `mesh.catalog`).
+#[derive(Debug, Clone)]
+pub struct ToolView {
+    pub name: String,
+    pub description: String,
+    /// The whole JSON schema of the arguments, as the source declares it.
+    pub input_schema: Value,
+    pub output_schema: Option<Value>,
+    pub annotations: Option<Value>,
+    pub title: Option<String>,
+    /// `mcp`, `cli` or `openapi`.
+    pub source: &'static str,
+    /// Catalog group: the MCP server name, the CLI tool name, or `openapi`.
+    pub group: String,
+    /// How the group runs (`command args…`, a URL, a binary).
+    pub runtime: String,
+}
+
 /// A call ready to be governed: the name policy evaluates and what will run if allowed.
 #[derive(Debug)]
 pub struct ResolvedCall {
@@ -87,6 +105,26 @@ impl Registry {
             });
         }
         Err(PipelineError::UnknownTool(name.to_owned()))
+    }
+
+    /// Every tool with its schemas, in name order.
+    pub fn list(&self) -> Vec<ToolView> {
+        self.names
+            .iter()
+            .map(|(name, source)| match source {
+                ToolSource::Cli(t) => ToolView {
+                    name: name.clone(),
+                    description: t.description.clone(),
+                    input_schema: t.input_schema.clone(),
+                    output_schema: None,
+                    annotations: None,
+                    title: None,
+                    source: "cli",
+                    group: t.cli.clone(),
+                    runtime: t.bin.clone(),
+                },
+            })
+            .collect()
     }
 
     /// `GET /tools` entries (flux7 §3.6 shape). CLI `env` values are never shown.
