@@ -397,6 +397,18 @@ pub struct ServerConfig {
     /// Mailbox capacity of each actor, default 1024.
     #[serde(default = "default_mailbox")]
     pub mailbox_capacity: usize,
+    /// Extra `Host` values `/mcp` accepts besides localhost (`name` any port, or `name:port`).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Extra `Origin` values `/mcp` accepts besides localhost (e.g. `https://app.example.com`).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Idle time after which an `/mcp` session expires (Go duration), default 30m.
+    #[serde(default = "default_mcp_session_idle")]
+    pub mcp_session_idle: String,
+    /// Most `/mcp` sessions alive at once (503 beyond), default 10 000.
+    #[serde(default = "default_max_mcp_sessions")]
+    pub max_mcp_sessions: usize,
 }
 
 impl Default for ServerConfig {
@@ -406,6 +418,10 @@ impl Default for ServerConfig {
             max_body_bytes: default_max_body(),
             client_timeout: default_client_timeout(),
             mailbox_capacity: default_mailbox(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            mcp_session_idle: default_mcp_session_idle(),
+            max_mcp_sessions: default_max_mcp_sessions(),
         }
     }
 }
@@ -421,6 +437,12 @@ fn default_client_timeout() -> String {
 }
 fn default_mailbox() -> usize {
     1024
+}
+fn default_mcp_session_idle() -> String {
+    "30m".to_owned()
+}
+fn default_max_mcp_sessions() -> usize {
+    10_000
 }
 
 /// mesh7: trace store settings.

@@ -132,6 +132,14 @@ pub(crate) fn config(config: &Config, indices: &Indices) -> Vec<Issue> {
         server.key("mailbox_capacity"),
         as_u64(config.server.mailbox_capacity),
     );
+    issues.duration(
+        server.key("mcp_session_idle"),
+        &config.server.mcp_session_idle,
+    );
+    issues.positive(
+        server.key("max_mcp_sessions"),
+        as_u64(config.server.max_mcp_sessions),
+    );
 
     issues.positive(
         root.key("trace").key("ring_size"),
