@@ -437,7 +437,7 @@ fn compile_test(
                     push(
                         errors,
                         path.to_owned(),
-                        format!("invalid regular expression: {e}"),
+                        format!("invalid regular expression {s:?}: {}", one_line(&e)),
                     );
                     None
                 }
@@ -445,4 +445,12 @@ fn compile_test(
             _ => wrong(errors, path, name, "a string"),
         },
     }
+}
+
+/// The regex crate explains syntax errors over several lines (with a caret diagram); a config
+/// error is one line, so keep its last line, which names the problem.
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default().trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
