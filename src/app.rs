@@ -125,7 +125,8 @@ impl App {
         })
     }
 
-    /// Serves HTTP until SIGINT/SIGTERM, then flushes every trace written so far.
+    /// Serves HTTP until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish,
+    /// and flushes every trace written so far before returning.
     pub async fn serve(self) -> anyhow::Result<()> {
         let state = self.state.clone();
         let server = HttpServer::new(move || {
@@ -136,19 +137,49 @@ impl App {
         .client_request_timeout(self.client_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(5))
         .shutdown_timeout(10)
+        // Signals are handled below: actix's own handler would stop the whole actor system,
+        // racing the trace writer's final flush.
+        .disable_signals()
         .bind(self.listen)
         .with_context(|| format!("cannot listen on {}", self.listen))?;
         for addr in server.addrs() {
             announce(addr);
         }
-        server.run().await.context("http server")?;
-        tracing::info!("shutting down: flushing traces");
+        let server = server.run();
+        let handle = server.handle();
+        // The server future must keep being polled while `stop` waits for it to finish.
+        let mut running = actix_web::rt::spawn(server);
+        tokio::select! {
+            result = &mut running => result.context("http server task")?.context("http server")?,
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down: draining requests");
+                handle.stop(true).await;
+                running.await.context("http server task")?.context("http server")?;
+            }
+        }
+        tracing::info!("flushing traces");
         self.pipeline
             .trace()
             .flush()
             .await
             .context("flushing traces")?;
         Ok(())
+    }
+}
+
+/// Resolves with the name of the first SIGTERM or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; never return early.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }
 

@@ -4,7 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use common::run;
+use common::{Daemon, run};
+use serde_json::json;
 
 fn yaml_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read policies dir") {
@@ -58,4 +59,48 @@ fn every_policy_pack_validates_as_a_policy_dir() {
             file.display()
         );
     }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn quickstart_runs_out_of_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    copy_dir(&root, dir.path());
+    let config = dir.path().join("mesh7.yaml");
+    let d = Daemon::spawn(dir, &config, &[("MESH7_TRACE_FILE", "traces.jsonl")]);
+
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["hello", "mesh7"]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["stdout"], "hello mesh7\n");
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["my", "secret"]}));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = d.call("claude", "date.run", &json!({"args": ["-u"]}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.call("claude", "date.run", &json!({"args": ["--set=2000-01-01"]}));
+    assert_eq!(status, 502, "{body}");
+    let (status, body) = d.call("claude", "ls.run", &json!({}));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["policy"], "human_approval");
+    // The policy_dir file applies to its agent.
+    let (status, body) = d.call("readonly-bot", "echo.run", &json!({"args": ["hi"]}));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"],
+        "policy=readonly-bot tool=echo.run action=deny"
+    );
+    let (status, body) = d.decide("claude", "rm.run", &json!({}));
+    assert_eq!(status, 403, "{body}");
 }

@@ -462,7 +462,7 @@ fn traces_are_queryable_by_agent_tool_session_and_limit_and_written_to_jsonl() {
 
     // SIGTERM flushes everything: the JSONL file holds every call.
     let status = d.terminate();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "{status:?}: {}", d.stderr_text());
     let text = std::fs::read_to_string(d.path("traces.jsonl")).unwrap();
     let lines: Vec<Value> = text
         .lines()
@@ -480,7 +480,8 @@ fn traces_survive_a_restart_through_the_jsonl_file() {
     {
         let mut d = Daemon::start(&yaml);
         assert_eq!(d.call("a", "echo.run", &json!({"args": ["x"]})).0, 200);
-        assert!(d.terminate().success());
+        let status = d.terminate();
+        assert!(status.success(), "{status:?}: {}", d.stderr_text());
     }
     let d = Daemon::start(&yaml);
     let (_, traces) = d.get("/traces", None);
@@ -525,5 +526,49 @@ fn unknown_routes_and_methods_answer_json_errors() {
     assert_eq!(
         (status, body),
         (405, json!({"error": "method not allowed"}))
+    );
+}
+
+#[test]
+fn slow_clients_are_timed_out_with_a_json_408() {
+    use std::io::{Read as _, Write as _};
+    let d = Daemon::start(&BASE.replace(
+        "max_body_bytes: 2048",
+        "max_body_bytes: 2048\n  client_timeout: 300ms",
+    ));
+    let addr = d.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // Headers complete, body promised but never sent.
+    stream
+        .write_all(b"POST /tool/echo.run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains(r#"{"error":"request body not received in time"}"#),
+        "{response}"
+    );
+
+    // A request head that never completes is dropped too.
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /tool/echo.run HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let read = stream.read_to_string(&mut response);
+    assert!(
+        read.is_ok(),
+        "the server closed the connection instead of waiting: {read:?}"
+    );
+    assert!(
+        response.is_empty() || response.starts_with("HTTP/1.1 408"),
+        "{response}"
     );
 }

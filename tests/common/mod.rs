@@ -32,9 +32,14 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         prepare(dir.path());
         let config = write_config(dir.path(), yaml);
+        Self::spawn(dir, &config, env)
+    }
+
+    /// Starts `mesh7 serve` on an existing config file inside `dir` (which the daemon owns).
+    pub fn spawn(dir: tempfile::TempDir, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(config)
             .args(["--listen", "127.0.0.1:0"])
             .env("MESH7_LOG", "info")
             .env_remove("MESH_ADMIN_TOKEN")
@@ -137,6 +142,16 @@ impl Daemon {
             Some(&auth),
             &serde_json::json!({ "tool": tool, "arguments": args }).to_string(),
         )
+    }
+
+    /// Everything the daemon wrote on stderr so far (after the start-up line).
+    /// Call after the process ended: waits (bounded) for the reader to reach end of file.
+    pub fn stderr_text(&self) -> String {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        lines.join("\n")
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit.

@@ -1,0 +1,258 @@
+//! The durable store of approvals and grants: the only module that touches sled.
+//!
+//! Layout (schema version 1):
+//! - default tree: `meta/schema_version` = `"1"` (ASCII). A store written by a newer schema is
+//!   refused rather than misread.
+//! - tree `approvals`: key = the approval id (16 hex digits), value = JSON `{"seq", "record"}`.
+//! - tree `grants`: key = the grant id (16 hex digits), value = JSON `{"seq", "record"}`.
+//!
+//! `seq` is the creation order, which survives restarts (ids are random, so they cannot order).
+//!
+//! Invariants:
+//! - Writes are applied synchronously, in the order the owning actor makes them (a sled insert
+//!   is an in-memory operation), and are durable only once the returned [`Flush`] is awaited.
+//!   Callers acknowledge a state change only after that.
+//! - A change that touches several rows is one atomic batch.
+//! - No sled type leaves this module, so another engine could replace it here alone.
+
+use std::future::Future;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::approvals::ApprovalRecord;
+use crate::grants::Grant;
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"meta/schema_version";
+const APPROVALS_TREE: &[u8] = b"approvals";
+const GRANTS_TREE: &[u8] = b"grants";
+/// The page cache sled may use; its default (1 GiB) is far beyond what approvals need.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    #[error("the store has schema version {found}; this build supports up to {SCHEMA_VERSION}")]
+    NewerSchema { found: u32 },
+    #[error("the store schema version is unreadable: {0:?}")]
+    BadSchema(String),
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    #[error("cannot encode a store row: {0}")]
+    Encode(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+/// A handle on the open store. Clones share one database; the files are released when the last
+/// clone is dropped.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    approvals: sled::Tree,
+    grants: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// A stored row: the record and its creation order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Row<T> {
+    pub(crate) seq: u64,
+    pub(crate) record: T,
+}
+
+#[derive(Serialize)]
+struct RowOut<'a, T> {
+    seq: u64,
+    record: &'a T,
+}
+
+#[derive(Deserialize)]
+struct RowIn<T> {
+    seq: u64,
+    record: T,
+}
+
+/// One change to a tree: rows to write and ids to delete, applied atomically.
+pub(crate) struct Change<'a, T> {
+    pub(crate) puts: Vec<(u64, &'a T)>,
+    pub(crate) deletes: Vec<&'a str>,
+}
+
+impl<T> Default for Change<'_, T> {
+    fn default() -> Self {
+        Change {
+            puts: Vec::new(),
+            deletes: Vec::new(),
+        }
+    }
+}
+
+impl<T> Change<'_, T> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// The durability of writes already applied: await [`Flush::durable`] before acknowledging them.
+#[must_use = "a write is durable only once its flush is awaited"]
+pub(crate) struct Flush(Option<sled::Tree>);
+
+impl Flush {
+    /// Nothing to wait for (no write, or no store).
+    pub(crate) fn none() -> Flush {
+        Flush(None)
+    }
+
+    /// Resolves once every write applied before this flush was made is on disk.
+    pub(crate) fn durable(self) -> impl Future<Output = Result<(), StoreError>> + 'static {
+        async move {
+            match self.0 {
+                // One flush covers every tree: sled has a single page cache per database.
+                Some(tree) => tree.flush_async().await.map(drop).map_err(StoreError::from),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. Blocks on file I/O: call it at start-up.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        match db.get(SCHEMA_KEY)? {
+            None => {
+                // Made durable by the first flush of a real write; a store that dies before
+                // that holds nothing else and is simply initialised again.
+                db.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())?;
+            }
+            Some(raw) => {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                let found: u32 = text.parse().map_err(|_| StoreError::BadSchema(text))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema { found });
+                }
+            }
+        }
+        let approvals = db.open_tree(APPROVALS_TREE)?;
+        let grants = db.open_tree(GRANTS_TREE)?;
+        Ok(Store {
+            db,
+            approvals,
+            grants,
+        })
+    }
+
+    /// The schema version recorded in the store.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let raw = self
+            .db
+            .get(SCHEMA_KEY)?
+            .ok_or_else(|| StoreError::BadSchema(String::new()))?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.parse().map_err(|_| StoreError::BadSchema(text))
+    }
+
+    pub(crate) fn load_approvals(&self) -> Result<Vec<Row<ApprovalRecord>>, StoreError> {
+        load(&self.approvals, "approval")
+    }
+
+    pub(crate) fn write_approvals(
+        &self,
+        change: &Change<'_, ApprovalRecord>,
+    ) -> Result<Flush, StoreError> {
+        write(&self.approvals, change)
+    }
+
+    pub(crate) fn load_grants(&self) -> Result<Vec<Row<Grant>>, StoreError> {
+        load(&self.grants, "grant")
+    }
+
+    pub(crate) fn write_grants(&self, change: &Change<'_, Grant>) -> Result<Flush, StoreError> {
+        write(&self.grants, change)
+    }
+
+    /// Records a schema version, for tests of the refusal path.
+    #[cfg(test)]
+    pub(crate) fn set_schema_version_for_test(&self, version: u32) -> Result<(), StoreError> {
+        self.db
+            .insert(SCHEMA_KEY, version.to_string().as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Every decodable row, in creation order. A row that cannot be decoded is skipped with an
+/// error log: one damaged record must not keep every other approval and grant unavailable.
+fn load<T: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<Row<T>>, StoreError> {
+    let mut rows = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        match serde_json::from_slice::<RowIn<T>>(&value) {
+            Ok(row) => rows.push(Row {
+                seq: row.seq,
+                record: row.record,
+            }),
+            Err(e) => tracing::error!(
+                key = %String::from_utf8_lossy(&key),
+                error = %e,
+                "skipping an undecodable {what} row"
+            ),
+        }
+    }
+    rows.sort_by_key(|row| row.seq);
+    Ok(rows)
+}
+
+fn write<T: Serialize + Keyed>(tree: &sled::Tree, change: &Change<'_, T>) -> Result<Flush, StoreError> {
+    if change.is_empty() {
+        return Ok(Flush::none());
+    }
+    let mut batch = sled::Batch::default();
+    for id in &change.deletes {
+        batch.remove(id.as_bytes());
+    }
+    for (seq, record) in &change.puts {
+        let bytes = encode(*seq, *record)?;
+        batch.insert(record.key().as_bytes(), bytes);
+    }
+    tree.apply_batch(batch)?;
+    Ok(Flush(Some(tree.clone())))
+}
+
+fn encode<T: Serialize>(seq: u64, record: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&RowOut { seq, record }).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+/// A record stored under its id.
+pub(crate) trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for ApprovalRecord {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for Grant {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}

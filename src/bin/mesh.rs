@@ -1,0 +1,905 @@
+//! `mesh`: approve or deny pending tool calls from a terminal, through mesh7's control plane.
+//!
+//! `mesh pending | show <id> | approve <id> | deny <id> [--reason TEXT] | watch`, with flux7's
+//! texts and table. The daemon is `MESH_URL` (or `--url`, default `http://localhost:9090`); when
+//! `MESH_ADMIN_TOKEN` is set it is sent as a bearer token, so the CLI also works against a daemon
+//! that guards its control plane.
+//!
+//! Exit codes: 0 done; 1 not found, already resolved, or a usage error; 2 the daemon could not be
+//! reached, refused the credentials (401) or answered something unexpected. Stdout carries only
+//! the command's output; every problem goes to stderr.
+
+use std::collections::HashSet;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use mesh7_config::duration::format_secs;
+use reqwest::{Method, Url};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const DEFAULT_URL: &str = "http://localhost:9090";
+/// How often `watch` asks for pending approvals (flux7's period).
+const POLL_EVERY: Duration = Duration::from_secs(2);
+/// No request may hang the terminal longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Parameter values are cut to this many characters in `show` and `watch`.
+const SHOW_VALUE_CHARS: usize = 120;
+const WATCH_VALUE_CHARS: usize = 80;
+/// Lines typed ahead are buffered up to this many; the reader waits beyond.
+const INPUT_BACKLOG: usize = 16;
+
+/// Approve or deny the tool calls mesh7 holds for a human.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh",
+    version,
+    after_help = "Environment:\n  MESH_URL          mesh7 base URL (default http://localhost:9090)\n  \
+                  MESH_ADMIN_TOKEN  sent as a bearer token; needed when the daemon sets an admin token\n  \
+                  USER              recorded as the resolver, cli:<USER>\n\n\
+                  Exit status: 0 done; 1 not found, already resolved or usage error; \
+                  2 daemon unreachable, credentials refused or unexpected answer."
+)]
+struct Cli {
+    /// Base URL of the mesh7 daemon [default: MESH_URL, else http://localhost:9090]
+    #[arg(long, global = true)]
+    url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List pending approvals.
+    Pending {
+        /// Print the API's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one approval (full id or a unique prefix).
+    Show {
+        #[arg(value_parser = approval_id)]
+        id: String,
+        /// Print the API's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending request.
+    Approve {
+        #[arg(value_parser = approval_id)]
+        id: String,
+        /// Why; recorded as the approval's reasoning.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a pending request.
+    Deny {
+        #[arg(value_parser = approval_id)]
+        id: String,
+        /// Why; recorded as the approval's reasoning.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Poll for new approvals and prompt for each (Ctrl-C or end of input to quit).
+    Watch,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let text = e.render().to_string();
+            return if e.use_stderr() {
+                err(text.trim_end());
+                ExitCode::from(1)
+            } else {
+                out(text.trim_end());
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            err(&format!("cannot start: {e}"));
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            err(&e.to_string());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Approval ids are hex (a prefix is fine); anything else could only address another route.
+fn approval_id(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(s.to_owned())
+    } else {
+        Err("expected an approval id (hex digits, as `mesh pending` shows)".to_owned())
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let token = std::env::var("MESH_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let url = cli
+        .url
+        .or_else(|| std::env::var("MESH_URL").ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let mesh = Mesh::new(&url, token)?;
+    match cli.command {
+        Command::Pending { json } => pending(&mesh, json).await,
+        Command::Show { id, json } => show(&mesh, &id, json).await,
+        Command::Approve { id, reason } => resolve(&mesh, &id, Verdict::Approve, reason).await,
+        Command::Deny { id, reason } => resolve(&mesh, &id, Verdict::Deny, reason).await,
+        Command::Watch => {
+            tokio::select! {
+                r = watch(&mesh) => r,
+                // Ctrl-C is the way out of `watch`: end it cleanly, on a fresh line.
+                Ok(()) = tokio::signal::ctrl_c() => {
+                    out("");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn pending(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
+    let reply = mesh.pending().await?;
+    if raw {
+        out(reply.body.trim_end());
+        return Ok(());
+    }
+    let list: Vec<ApprovalView> = reply.parse()?;
+    out(render_pending(&list, Utc::now()).trim_end());
+    Ok(())
+}
+
+async fn show(mesh: &Mesh, id: &str, raw: bool) -> Result<(), CliError> {
+    let reply = mesh.approval(id).await?;
+    if raw {
+        out(reply.body.trim_end());
+        return Ok(());
+    }
+    let view: ApprovalView = reply.parse()?;
+    out(render_show(&view, Utc::now()).trim_end());
+    Ok(())
+}
+
+async fn resolve(
+    mesh: &Mesh,
+    id: &str,
+    verdict: Verdict,
+    reason: Option<String>,
+) -> Result<(), CliError> {
+    match mesh.resolve(id, verdict, reason).await? {
+        Resolution::Done => {
+            out(&format!("{}: {id}", verdict.done()));
+            Ok(())
+        }
+        Resolution::NotFound => Err(CliError::NotFound(id.to_owned())),
+        Resolution::AlreadyResolved => Err(CliError::AlreadyResolved(id.to_owned())),
+        Resolution::Unexpected(reply) => Err(reply.unexpected()),
+    }
+}
+
+/// flux7's interactive loop: every new pending approval is shown once and answered a, d or s.
+async fn watch(mesh: &Mesh) -> Result<(), CliError> {
+    out("mesh watch — waiting for approvals (ctrl+c to quit)");
+    out("");
+    let mut input = spawn_line_reader();
+    let color = std::io::stdout().is_terminal();
+    // Only ids still pending are remembered, so this stays as small as the queue.
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut last_problem: Option<String> = None;
+    loop {
+        match mesh
+            .pending()
+            .await
+            .and_then(|r| r.parse::<Vec<ApprovalView>>())
+        {
+            Ok(list) => {
+                last_problem = None;
+                seen.retain(|id| list.iter().any(|a| &a.id == id));
+                for a in &list {
+                    if seen.contains(&a.id) {
+                        continue;
+                    }
+                    out(render_new(a, color).trim_end());
+                    if !prompt_until_answered(mesh, a, &mut input).await? {
+                        return Ok(());
+                    }
+                    seen.insert(a.id.clone());
+                    out("");
+                }
+            }
+            Err(e @ CliError::Unauthorized { .. }) => return Err(e),
+            Err(e) => {
+                // Keep polling through an outage, saying so once rather than every 2 s.
+                let text = e.to_string();
+                if last_problem.as_deref() != Some(&text) {
+                    err(&text);
+                    last_problem = Some(text);
+                }
+            }
+        }
+        // Input typed while nothing is pending answers nothing; end of input ends the watch.
+        let idle = tokio::time::sleep(POLL_EVERY);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                () = &mut idle => break,
+                line = input.recv() => if line.is_none() { return Ok(()) },
+            }
+        }
+    }
+}
+
+/// Prompts for one approval until a valid answer; false when input ended.
+async fn prompt_until_answered(
+    mesh: &Mesh,
+    a: &ApprovalView,
+    input: &mut tokio::sync::mpsc::Receiver<String>,
+) -> Result<bool, CliError> {
+    loop {
+        prompt("  [a]pprove / [d]eny / [s]kip ? ");
+        let Some(line) = input.recv().await else {
+            out("");
+            return Ok(false);
+        };
+        let verdict = match Answer::parse(&line) {
+            Some(Answer::Approve) => Verdict::Approve,
+            Some(Answer::Deny) => Verdict::Deny,
+            Some(Answer::Skip) => return Ok(true),
+            None => {
+                out("  type a, d, or s");
+                continue;
+            }
+        };
+        let short = short_id(&a.id);
+        match mesh.resolve(short, verdict, None).await {
+            Ok(Resolution::Done) => out(&format!("  {}", verdict.done())),
+            Ok(Resolution::NotFound) => err("  not found"),
+            Ok(Resolution::AlreadyResolved) => out("  already resolved"),
+            Ok(Resolution::Unexpected(reply)) => err(&format!("  error: status {}", reply.status)),
+            Err(e @ CliError::Unauthorized { .. }) => return Err(e),
+            Err(e) => err(&format!("  error: {e}")),
+        }
+        return Ok(true);
+    }
+}
+
+/// Reads stdin lines on a plain thread (a blocked read cannot be cancelled, and the process
+/// may exit while it waits). The channel closes at end of input.
+fn spawn_line_reader() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(INPUT_BACKLOG);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Approve,
+    Deny,
+    Skip,
+}
+
+impl Answer {
+    fn parse(line: &str) -> Option<Self> {
+        match line.trim().to_lowercase().as_str() {
+            "a" | "approve" => Some(Self::Approve),
+            "d" | "deny" => Some(Self::Deny),
+            "s" | "skip" => Some(Self::Skip),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    fn route(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Self::Approve => "Approved",
+            Self::Deny => "Denied",
+        }
+    }
+}
+
+enum Resolution {
+    Done,
+    NotFound,
+    AlreadyResolved,
+    Unexpected(Reply),
+}
+
+/// What the CLI reports before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("invalid mesh7 URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot reach mesh7 at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{}", unauthorized_text(url, *token_sent))]
+    Unauthorized { url: String, token_sent: bool },
+    #[error("unexpected status: {status}{detail}")]
+    Unexpected { status: u16, detail: String },
+    #[error("unexpected answer from mesh7 at {url}: {reason}")]
+    BadAnswer { url: String, reason: String },
+    #[error("approval {0} not found")]
+    NotFound(String),
+    #[error("approval {0} already resolved")]
+    AlreadyResolved(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::BadUrl { .. } | Self::NotFound(_) | Self::AlreadyResolved(_) => 1,
+            Self::Unreachable { .. }
+            | Self::Unauthorized { .. }
+            | Self::Unexpected { .. }
+            | Self::BadAnswer { .. } => 2,
+        }
+    }
+}
+
+fn unauthorized_text(url: &str, token_sent: bool) -> String {
+    if token_sent {
+        format!(
+            "mesh7 at {url} refused MESH_ADMIN_TOKEN (401): it does not match the daemon's admin token"
+        )
+    } else {
+        format!(
+            "mesh7 at {url} requires the admin token (401): set MESH_ADMIN_TOKEN to the daemon's admin_token"
+        )
+    }
+}
+
+/// The control-plane client.
+struct Mesh {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+/// A response whose status the caller interprets.
+#[derive(Debug)]
+struct Reply {
+    url: String,
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, CliError> {
+        if self.status != 200 {
+            return Err(self.unexpected());
+        }
+        serde_json::from_str(&self.body).map_err(|e| CliError::BadAnswer {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn unexpected(&self) -> CliError {
+        let detail = serde_json::from_str::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        CliError::Unexpected {
+            status: self.status,
+            detail,
+        }
+    }
+}
+
+impl Mesh {
+    fn new(url: &str, token: Option<String>) -> Result<Self, CliError> {
+        let bad = |reason: String| CliError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let base = Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(bad("expected an http:// URL".to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Self { http, base, token })
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            // Ids go in as escaped segments, so no input can reach another route.
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn display_base(&self) -> String {
+        self.base.as_str().trim_end_matches('/').to_owned()
+    }
+
+    async fn pending(&self) -> Result<Reply, CliError> {
+        let mut url = self.url(&["approvals"]);
+        url.query_pairs_mut().append_pair("status", "pending");
+        self.send(Method::GET, url, None).await
+    }
+
+    async fn approval(&self, id: &str) -> Result<Reply, CliError> {
+        let reply = self
+            .send(Method::GET, self.url(&["approvals", id]), None)
+            .await?;
+        if reply.status == 404 {
+            return Err(CliError::NotFound(id.to_owned()));
+        }
+        Ok(reply)
+    }
+
+    async fn resolve(
+        &self,
+        id: &str,
+        verdict: Verdict,
+        reason: Option<String>,
+    ) -> Result<Resolution, CliError> {
+        let mut body = json!({ "resolved_by": resolved_by() });
+        if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+            body["reasoning"] = Value::String(reason);
+        }
+        let url = self.url(&["approvals", id, verdict.route()]);
+        let reply = self.send(Method::POST, url, Some(&body)).await?;
+        Ok(match reply.status {
+            200 => Resolution::Done,
+            404 => Resolution::NotFound,
+            409 => Resolution::AlreadyResolved,
+            _ => Resolution::Unexpected(reply),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Reply, CliError> {
+        let unreachable = |e: &reqwest::Error| CliError::Unreachable {
+            url: self.display_base(),
+            reason: root_cause(e),
+        };
+        let mut req = self.http.request(method, url.clone());
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.map_err(|e| unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| unreachable(&e))?;
+        if status == 401 {
+            return Err(CliError::Unauthorized {
+                url: self.display_base(),
+                token_sent: self.token.is_some(),
+            });
+        }
+        Ok(Reply {
+            url: url.to_string(),
+            status,
+            body,
+        })
+    }
+}
+
+/// The innermost cause is the informative one ("Connection refused (os error 111)").
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+fn resolved_by() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
+/// The approval view of the control plane; only the fields the CLI shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ApprovalView {
+    id: String,
+    agent_id: String,
+    tool: String,
+    params: Value,
+    policy_rule: String,
+    status: String,
+    created_at: String,
+    remaining: Option<String>,
+    resolved_by: Option<String>,
+    reasoning: Option<String>,
+}
+
+impl ApprovalView {
+    /// The arguments in the order the API lists them (none when absent or not an object).
+    fn params(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.params.as_object().into_iter().flatten()
+    }
+
+    fn age(&self, now: DateTime<Utc>) -> String {
+        DateTime::parse_from_rfc3339(&self.created_at).map_or_else(
+            |_| "-".to_owned(),
+            |created| {
+                let age = (now - created.with_timezone(&Utc))
+                    .to_std()
+                    .unwrap_or_default();
+                format_secs(age)
+            },
+        )
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.char_indices().nth(8).map_or(id, |(i, _)| &id[..i])
+}
+
+/// A parameter value as a person reads it: strings bare, anything else as compact JSON.
+fn display_value(v: &Value, max_chars: usize) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+/// flux7's table: columns padded by two spaces (as Go's tabwriter), the last one unpadded.
+fn render_pending(list: &[ApprovalView], now: DateTime<Utc>) -> String {
+    if list.is_empty() {
+        return "no pending approvals\n".to_owned();
+    }
+    let mut rows = vec![["ID", "AGE", "AGENT", "TOOL", "REMAINING"].map(str::to_owned)];
+    rows.extend(list.iter().map(|a| {
+        [
+            short_id(&a.id).to_owned(),
+            a.age(now),
+            a.agent_id.clone(),
+            a.tool.clone(),
+            a.remaining.clone().unwrap_or_default(),
+        ]
+    }));
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in &rows {
+        for (cell, w) in row.iter().zip(widths) {
+            text.push_str(&format!("{cell:<width$}", width = w + 2));
+        }
+        text.push_str(&row[4]);
+        text.push('\n');
+    }
+    text
+}
+
+fn render_show(a: &ApprovalView, now: DateTime<Utc>) -> String {
+    let mut lines = vec![
+        format!("ID:       {}", a.id),
+        format!("Agent:    {}", a.agent_id),
+        format!("Tool:     {}", a.tool),
+        format!("Policy:   {}", a.policy_rule),
+        format!("Status:   {}", a.status),
+        format!("Age:      {}", a.age(now)),
+    ];
+    if let Some(rem) = a.remaining.as_deref().filter(|r| !r.is_empty()) {
+        lines.push(format!("Timeout:  {rem} remaining"));
+    }
+    if let Some(by) = a.resolved_by.as_deref().filter(|r| !r.is_empty()) {
+        lines.push(format!("Resolved: {by}"));
+    }
+    if let Some(why) = a.reasoning.as_deref().filter(|r| !r.is_empty()) {
+        lines.push(format!("Reason:   {why}"));
+    }
+    if a.params().next().is_some() {
+        lines.push("Params:".to_owned());
+        for (k, v) in a.params() {
+            lines.push(format!("  {k}: {}", display_value(v, SHOW_VALUE_CHARS)));
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+fn render_new(a: &ApprovalView, color: bool) -> String {
+    let marker = if color {
+        "\u{1b}[1;33m>> NEW\u{1b}[0m"
+    } else {
+        ">> NEW"
+    };
+    let mut text = format!(
+        "{marker}  {}  {}  {}\n",
+        short_id(&a.id),
+        a.agent_id,
+        a.tool
+    );
+    for (k, v) in a.params() {
+        text.push_str(&format!(
+            "        {k}: {}\n",
+            display_value(v, WATCH_VALUE_CHARS)
+        ));
+    }
+    text.push_str(&format!(
+        "        remaining: {}\n",
+        a.remaining.as_deref().unwrap_or("")
+    ));
+    text
+}
+
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed stdout (e.g. `mesh pending | head -1`) is not worth failing over.
+    let _ = writeln!(stdout, "{text}");
+}
+
+fn prompt(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = write!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
+fn err(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, agent: &str, tool: &str, created_at: &str, remaining: &str) -> ApprovalView {
+        ApprovalView {
+            id: id.to_owned(),
+            agent_id: agent.to_owned(),
+            tool: tool.to_owned(),
+            status: "pending".to_owned(),
+            created_at: created_at.to_owned(),
+            remaining: Some(remaining.to_owned()),
+            ..ApprovalView::default()
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn pending_table_pads_columns_like_tabwriter() {
+        let now = at("2026-01-01T10:05:00Z");
+        let list = [
+            view(
+                "0123456789abcdef",
+                "support-bot",
+                "payments.refund",
+                "2026-01-01T10:00:30.123456789Z",
+                "30s",
+            ),
+            view(
+                "fedcba9876543210",
+                "ops",
+                "ls.run",
+                "2026-01-01T08:05:00Z",
+                "1h0m0s",
+            ),
+        ];
+        assert_eq!(
+            render_pending(&list, now),
+            "ID        AGE     AGENT        TOOL             REMAINING\n\
+             01234567  4m29s   support-bot  payments.refund  30s\n\
+             fedcba98  2h0m0s  ops          ls.run           1h0m0s\n"
+        );
+        assert_eq!(render_pending(&[], now), "no pending approvals\n");
+    }
+
+    #[test]
+    fn age_is_never_negative_and_tolerates_a_bad_timestamp() {
+        let now = at("2026-01-01T10:00:00Z");
+        let table = [
+            ("2026-01-01T10:00:05Z", "0s"),
+            ("2026-01-01T09:59:59.9Z", "0s"),
+            ("2026-01-01T09:00:00+01:00", "1h0m0s"),
+            ("yesterday", "-"),
+        ];
+        for (created, age) in table {
+            assert_eq!(view("x", "a", "t", created, "").age(now), age, "{created}");
+        }
+    }
+
+    #[test]
+    fn show_lists_fields_and_cut_params() {
+        let mut a = view(
+            "0123456789abcdef",
+            "bot",
+            "echo.run",
+            "2026-01-01T10:00:00Z",
+            "4m30s",
+        );
+        a.policy_rule = "gate".to_owned();
+        a.params = json!({
+            "args": ["one", 2],
+            "note": "x".repeat(130),
+        });
+        let text = render_show(&a, at("2026-01-01T10:00:30Z"));
+        assert_eq!(
+            text,
+            format!(
+                "ID:       0123456789abcdef\nAgent:    bot\nTool:     echo.run\nPolicy:   gate\n\
+                 Status:   pending\nAge:      30s\nTimeout:  4m30s remaining\nParams:\n  \
+                 args: [\"one\",2]\n  note: {}...\n",
+                "x".repeat(120)
+            )
+        );
+    }
+
+    #[test]
+    fn show_of_a_resolved_approval_names_who_and_why() {
+        let mut a = view("ab", "bot", "t", "2026-01-01T10:00:00Z", "");
+        a.status = "denied".to_owned();
+        a.remaining = None;
+        a.resolved_by = Some("cli:ana".to_owned());
+        a.reasoning = Some("too risky".to_owned());
+        let text = render_show(&a, at("2026-01-01T10:00:00Z"));
+        assert!(!text.contains("Timeout:"), "{text}");
+        assert!(
+            text.contains("\nResolved: cli:ana\nReason:   too risky\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn new_approval_block_shows_short_id_params_and_remaining() {
+        let mut a = view("0123456789abcdef", "bot", "echo.run", "", "1m0s");
+        a.params = json!({"cmd": "é".repeat(90), "n": 1_000_000});
+        assert_eq!(
+            render_new(&a, false),
+            format!(
+                ">> NEW  01234567  bot  echo.run\n        cmd: {}...\n        n: 1000000\n        remaining: 1m0s\n",
+                "é".repeat(80)
+            )
+        );
+        assert!(render_new(&a, true).starts_with("\u{1b}[1;33m>> NEW\u{1b}[0m  01234567"));
+    }
+
+    #[test]
+    fn answers_are_read_like_flux7() {
+        let table = [
+            ("a", Some(Answer::Approve)),
+            (" Approve \r", Some(Answer::Approve)),
+            ("D", Some(Answer::Deny)),
+            ("deny", Some(Answer::Deny)),
+            ("s", Some(Answer::Skip)),
+            ("skip", Some(Answer::Skip)),
+            ("", None),
+            ("yes", None),
+            ("ad", None),
+        ];
+        for (line, answer) in table {
+            assert_eq!(Answer::parse(line), answer, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_separate_user_errors_from_daemon_trouble() {
+        let table = [
+            (CliError::NotFound("x".into()), 1),
+            (CliError::AlreadyResolved("x".into()), 1),
+            (
+                CliError::BadUrl {
+                    url: "x".into(),
+                    reason: "r".into(),
+                },
+                1,
+            ),
+            (
+                CliError::Unreachable {
+                    url: "u".into(),
+                    reason: "r".into(),
+                },
+                2,
+            ),
+            (
+                CliError::Unauthorized {
+                    url: "u".into(),
+                    token_sent: false,
+                },
+                2,
+            ),
+            (
+                CliError::Unexpected {
+                    status: 500,
+                    detail: String::new(),
+                },
+                2,
+            ),
+        ];
+        for (e, code) in table {
+            assert_eq!(e.exit_code(), code, "{e}");
+        }
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        let mesh = Mesh::new("http://127.0.0.1:9/prefix/", None).unwrap();
+        assert_eq!(
+            mesh.url(&["approvals", "../grants", "approve"]).as_str(),
+            "http://127.0.0.1:9/prefix/approvals/..%2Fgrants/approve"
+        );
+        assert_eq!(mesh.display_base(), "http://127.0.0.1:9/prefix");
+        assert!(matches!(
+            Mesh::new("localhost:9090", None),
+            Err(CliError::BadUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn unexpected_status_carries_the_api_error() {
+        let reply = Reply {
+            url: "u".into(),
+            status: 503,
+            body: "{\"error\":\"queue full\"}\n".into(),
+        };
+        assert_eq!(
+            reply.unexpected().to_string(),
+            "unexpected status: 503 (queue full)"
+        );
+    }
+}

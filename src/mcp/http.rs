@@ -1,0 +1,576 @@
+//! The MCP Streamable HTTP endpoint: `POST /mcp` (one JSON-RPC message, one JSON answer) and
+//! `DELETE /mcp` (end a session). Other methods get 405: no server-initiated stream is offered.
+//!
+//! A session is minted at `initialize` and bound to that request's credentials: every later
+//! request of the session must present the same ones. Sessions expire when idle and are capped
+//! in number. A DNS-rebinding guard refuses a non-local `Host` or `Origin` unless configured.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::StreamExt as _;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::dispatch::{Caller, Dispatcher, PROTOCOL_VERSIONS, initialize_result, is_known_method};
+use super::jsonrpc::{
+    self, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, Message, PARSE_ERROR, RpcError,
+};
+use super::new_session_id;
+use crate::api::{ApiState, json_response};
+use crate::pipeline::Ingress;
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+
+/// What `/mcp` needs from the configuration (`server.*`).
+#[derive(Debug, Clone)]
+pub struct McpHttpSettings {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub session_idle: Duration,
+    pub max_sessions: usize,
+}
+
+impl Default for McpHttpSettings {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            session_idle: Duration::from_secs(30 * 60),
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// The state of the `/mcp` endpoint, shared by every HTTP worker. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct McpHttp {
+    sessions: Arc<Mutex<Sessions>>,
+    guard: Arc<OriginGuard>,
+}
+
+impl McpHttp {
+    pub fn new(settings: &McpHttpSettings) -> Self {
+        Self {
+            sessions: Arc::new(Mutex::new(Sessions::new(
+                settings.session_idle,
+                settings.max_sessions,
+            ))),
+            guard: Arc::new(OriginGuard::new(
+                &settings.allowed_hosts,
+                &settings.allowed_origins,
+            )),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        // The map stays consistent even if a holder panicked: every change is one insert/remove.
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Default for McpHttp {
+    fn default() -> Self {
+        Self::new(&McpHttpSettings::default())
+    }
+}
+
+/// The `/mcp` resource, for `api::configure`.
+pub fn resource() -> actix_web::Resource {
+    web::resource("/mcp")
+        .route(web::post().to(post))
+        .route(web::delete().to(delete))
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let mcp = &state.mcp;
+    if let Err(refused) = mcp.guard.check(&req) {
+        return refused;
+    }
+    let bytes = match read_body(&req, payload, state.limits).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let message = match jsonrpc::parse(&bytes) {
+        Ok(m) => m,
+        Err(rejection) => {
+            let status = match rejection.error.code {
+                PARSE_ERROR | INVALID_REQUEST => StatusCode::BAD_REQUEST,
+                _ => StatusCode::OK,
+            };
+            return json_response(status, &rejection.response());
+        }
+    };
+    let credentials = header_str(&req, header::AUTHORIZATION.as_str()).map(str::to_owned);
+    let dispatcher = Dispatcher::new(state.pipeline.clone());
+
+    // An unknown method is answered before any session check, so that a client probing for a
+    // newer protocol (`server/discover`, sent before any session exists) gets a prompt -32601.
+    if let Message::Request(r) = &message
+        && !is_known_method(&r.method)
+    {
+        let error = RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("Method not found: {}", r.method),
+        );
+        return json_response(StatusCode::OK, &jsonrpc::error_response(&r.id, &error));
+    }
+
+    if let Message::Request(r) = &message
+        && r.method == "initialize"
+    {
+        // Any session id the client sends is ignored: the server mints it (no fixation).
+        let auth = state.pipeline.auth();
+        if auth.requires_authentication() && auth.identify(credentials.as_deref()).is_anonymous() {
+            return rpc_error(
+                StatusCode::UNAUTHORIZED,
+                &r.id,
+                INVALID_REQUEST,
+                "authentication required",
+            );
+        }
+        let agent = auth.identify(credentials.as_deref()).agent;
+        let id = match mcp.sessions().create(credentials, Instant::now()) {
+            Ok(id) => id,
+            Err(full) => {
+                let mut resp = rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &r.id,
+                    INTERNAL_ERROR,
+                    &format!("Too many MCP sessions ({full}); retry later"),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        };
+        tracing::info!(session_id = %id, agent, "MCP session started");
+        let body = jsonrpc::result_response(&r.id, initialize_result(&r.params));
+        return with_session(json_response(StatusCode::OK, &body), &id);
+    }
+
+    let request_id = match &message {
+        Message::Request(r) => r.id.clone(),
+        _ => Value::Null,
+    };
+    let session_id = match check_session(mcp, &req, credentials.as_deref()) {
+        Ok(s) => s,
+        Err((status, text)) => return rpc_error(status, &request_id, INVALID_REQUEST, &text),
+    };
+    if let Some(version) = header_str(&req, PROTOCOL_HEADER)
+        && !PROTOCOL_VERSIONS.contains(&version)
+    {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &request_id,
+            INVALID_REQUEST,
+            &format!("Unsupported protocol version: {version}"),
+        );
+    }
+    match message {
+        // Notifications and client responses are accepted and never answered.
+        Message::Notification { .. } | Message::Response => {
+            with_session(HttpResponse::Accepted().finish(), &session_id)
+        }
+        Message::Request(r) => {
+            let caller = Caller {
+                ingress: Ingress::McpHttp,
+                authorization: credentials,
+                session_id: session_id.clone(),
+            };
+            let id = r.id.clone();
+            let outcome = dispatcher.handle(&caller, r).await;
+            with_session(
+                json_response(StatusCode::OK, &jsonrpc::response(&id, outcome)),
+                &session_id,
+            )
+        }
+    }
+}
+
+async fn delete(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
+    let mcp = &state.mcp;
+    if let Err(refused) = mcp.guard.check(&req) {
+        return refused;
+    }
+    let credentials = header_str(&req, header::AUTHORIZATION.as_str());
+    match check_session(mcp, &req, credentials) {
+        Ok(id) => {
+            mcp.sessions().remove(&id);
+            tracing::info!(session_id = %id, "MCP session ended");
+            HttpResponse::NoContent().finish()
+        }
+        Err((status, message)) => rpc_error(status, &Value::Null, INVALID_REQUEST, &message),
+    }
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    let mut resp = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &Value::Null,
+        INVALID_REQUEST,
+        "Method not allowed: use POST or DELETE",
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    resp
+}
+
+/// The session a non-`initialize` request belongs to, checked against its credentials.
+fn check_session(
+    mcp: &McpHttp,
+    req: &HttpRequest,
+    credentials: Option<&str>,
+) -> Result<String, (StatusCode, String)> {
+    let Some(id) = header_str(req, SESSION_HEADER).filter(|s| !s.is_empty()) else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "Missing Mcp-Session-Id header".to_owned(),
+        ));
+    };
+    match mcp.sessions().touch(id, credentials, Instant::now()) {
+        Touch::Ok => Ok(id.to_owned()),
+        Touch::Unknown => Err((StatusCode::NOT_FOUND, "Unknown session".to_owned())),
+        Touch::OtherIdentity => Err((
+            StatusCode::FORBIDDEN,
+            "Session belongs to another identity".to_owned(),
+        )),
+    }
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> HttpResponse {
+    json_response(
+        status,
+        &jsonrpc::error_response(id, &RpcError::new(code, message)),
+    )
+}
+
+fn with_session(mut resp: HttpResponse, session_id: &str) -> HttpResponse {
+    if let Ok(v) = HeaderValue::from_str(session_id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(SESSION_HEADER), v);
+    }
+    resp
+}
+
+fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the body within `server.max_body_bytes` and `server.client_timeout`.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limits: crate::api::BodyLimits,
+) -> Result<Bytes, HttpResponse> {
+    let too_large = || {
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Value::Null,
+            INVALID_REQUEST,
+            &format!("request body exceeds {} bytes", limits.max_bytes),
+        )
+    };
+    let declared = header_str(req, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limits.max_bytes) {
+        return Err(too_large());
+    }
+    let read_all = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    INVALID_REQUEST,
+                    &format!("cannot read body: {e}"),
+                )
+            })?;
+            if buf.len() + chunk.len() > limits.max_bytes {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(limits.timeout, read_all).await {
+        Ok(result) => result,
+        Err(_) => Err(rpc_error(
+            StatusCode::REQUEST_TIMEOUT,
+            &Value::Null,
+            INVALID_REQUEST,
+            "request body not received in time",
+        )),
+    }
+}
+
+/// Live sessions: bounded in number, expired when idle (checked on access, pruned when full).
+#[derive(Debug)]
+struct Sessions {
+    map: HashMap<String, Session>,
+    idle: Duration,
+    max: usize,
+}
+
+#[derive(Debug)]
+struct Session {
+    credentials: Option<String>,
+    last_seen: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Touch {
+    Ok,
+    Unknown,
+    OtherIdentity,
+}
+
+impl Sessions {
+    fn new(idle: Duration, max: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            idle,
+            max,
+        }
+    }
+
+    /// A new session bound to `credentials`; `Err(max)` when the cap is reached.
+    fn create(&mut self, credentials: Option<String>, now: Instant) -> Result<String, usize> {
+        if self.map.len() >= self.max {
+            let idle = self.idle;
+            self.map
+                .retain(|_, s| now.saturating_duration_since(s.last_seen) < idle);
+            if self.map.len() >= self.max {
+                return Err(self.max);
+            }
+        }
+        let id = new_session_id();
+        self.map.insert(
+            id.clone(),
+            Session {
+                credentials,
+                last_seen: now,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Checks a session for a request made with `credentials`, and marks it used.
+    fn touch(&mut self, id: &str, credentials: Option<&str>, now: Instant) -> Touch {
+        let Some(session) = self.map.get_mut(id) else {
+            return Touch::Unknown;
+        };
+        if now.saturating_duration_since(session.last_seen) >= self.idle {
+            self.map.remove(id);
+            return Touch::Unknown;
+        }
+        if !same_credentials(session.credentials.as_deref(), credentials) {
+            return Touch::OtherIdentity;
+        }
+        session.last_seen = now;
+        Touch::Ok
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.map.remove(id);
+    }
+}
+
+/// Compares credentials in constant time for equal lengths (they may be secrets).
+fn same_credentials(a: Option<&str>, b: Option<&str>) -> bool {
+    let (a, b) = (a.unwrap_or(""), b.unwrap_or(""));
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The DNS-rebinding guard: `Host` must be local or configured, and `Origin` (when sent) too.
+#[derive(Debug)]
+struct OriginGuard {
+    hosts: Vec<String>,
+    origins: Vec<String>,
+}
+
+const LOCAL_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+impl OriginGuard {
+    fn new(hosts: &[String], origins: &[String]) -> Self {
+        Self {
+            hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            origins: origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    fn check(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+        let host = header_str(req, header::HOST.as_str());
+        let origin = header_str(req, header::ORIGIN.as_str());
+        let problem = if !host.is_none_or(|h| self.host_allowed(h)) {
+            "Host"
+        } else if !origin.is_none_or(|o| self.origin_allowed(o)) {
+            "Origin"
+        } else {
+            return Ok(());
+        };
+        tracing::warn!(host, origin, "MCP request refused by the DNS-rebinding guard");
+        Err(rpc_error(
+            StatusCode::FORBIDDEN,
+            &Value::Null,
+            INVALID_REQUEST,
+            &format!("Forbidden: {problem} not allowed"),
+        ))
+    }
+
+    /// `host` or `host:port`; a configured entry without a port allows any port.
+    fn host_allowed(&self, value: &str) -> bool {
+        let value = value.to_ascii_lowercase();
+        let name = host_name(&value);
+        LOCAL_HOSTS.contains(&name) || self.hosts.iter().any(|h| *h == value || *h == name)
+    }
+
+    fn origin_allowed(&self, value: &str) -> bool {
+        let value = value.trim_end_matches('/').to_ascii_lowercase();
+        if self.origins.contains(&value) {
+            return true;
+        }
+        let Some(authority) = value
+            .strip_prefix("http://")
+            .or_else(|| value.strip_prefix("https://"))
+        else {
+            return false;
+        };
+        !authority.contains('/') && LOCAL_HOSTS.contains(&host_name(authority))
+    }
+}
+
+/// The host part of `host[:port]` (IPv6 literals keep their brackets).
+fn host_name(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn guard() -> OriginGuard {
+        OriginGuard::new(
+            &["mesh.internal".into(), "10.0.0.5:9090".into()],
+            &["https://app.example.com/".into()],
+        )
+    }
+
+    #[test]
+    fn guard_allows_local_and_configured_hosts_and_origins_only() {
+        let table: [(Option<&str>, Option<&str>, bool); 14] = [
+            (Some("localhost:9090"), None, true),
+            (Some("127.0.0.1:1234"), None, true),
+            (Some("[::1]:80"), None, true),
+            (Some("LOCALHOST"), None, true),
+            (None, None, true),
+            (Some("evil.example.com"), None, false),
+            (Some("evil.example.com:9090"), Some("http://evil.example.com"), false),
+            (Some("localhost:9090"), Some("http://evil.example.com"), false),
+            (Some("localhost:9090"), Some("http://localhost:3000"), true),
+            (Some("localhost:9090"), Some("https://[::1]"), true),
+            (Some("localhost:9090"), Some("null"), false),
+            (Some("mesh.internal:1"), Some("https://app.example.com"), true),
+            (Some("10.0.0.5:9090"), None, true),
+            (Some("10.0.0.5:9091"), None, false),
+        ];
+        let g = guard();
+        for (host, origin, allowed) in table {
+            let mut req = TestRequest::default();
+            if let Some(h) = host {
+                req = req.insert_header(("host", h));
+            }
+            if let Some(o) = origin {
+                req = req.insert_header(("origin", o));
+            }
+            let req = req.to_http_request();
+            assert_eq!(g.check(&req).is_ok(), allowed, "{host:?} {origin:?}");
+        }
+    }
+
+    #[test]
+    fn host_name_strips_the_port() {
+        let table = [
+            ("localhost:80", "localhost"),
+            ("localhost", "localhost"),
+            ("[::1]:9090", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("a.b:c", "a.b:c"),
+        ];
+        for (input, expected) in table {
+            assert_eq!(host_name(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_bound_to_their_credentials() {
+        let now = Instant::now();
+        let mut s = Sessions::new(Duration::from_secs(60), 10);
+        let id = s.create(Some("Bearer agent:a".into()), now).unwrap();
+        assert_eq!(id.len(), 32);
+        assert_eq!(s.touch(&id, Some("Bearer agent:a"), now), Touch::Ok);
+        assert_eq!(
+            s.touch(&id, Some("Bearer agent:b"), now),
+            Touch::OtherIdentity
+        );
+        assert_eq!(s.touch(&id, None, now), Touch::OtherIdentity);
+        assert_eq!(s.touch("nope", Some("Bearer agent:a"), now), Touch::Unknown);
+        let anon = s.create(None, now).unwrap();
+        assert_eq!(s.touch(&anon, None, now), Touch::Ok);
+        assert_eq!(s.touch(&anon, Some("Bearer agent:a"), now), Touch::OtherIdentity);
+        s.remove(&id);
+        assert_eq!(s.touch(&id, Some("Bearer agent:a"), now), Touch::Unknown);
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_use_keeps_them_alive() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(60);
+        let mut s = Sessions::new(idle, 10);
+        let kept = s.create(None, t0).unwrap();
+        let dropped = s.create(None, t0).unwrap();
+        assert_eq!(s.touch(&kept, None, t0 + idle / 2), Touch::Ok);
+        assert_eq!(s.touch(&kept, None, t0 + idle + idle / 4), Touch::Ok);
+        assert_eq!(s.touch(&dropped, None, t0 + idle + idle / 4), Touch::Unknown);
+    }
+
+    #[test]
+    fn session_count_is_capped_and_idle_ones_make_room() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(60);
+        let mut s = Sessions::new(idle, 2);
+        s.create(None, t0).unwrap();
+        s.create(None, t0 + idle / 2).unwrap();
+        assert_eq!(s.create(None, t0 + idle / 2), Err(2));
+        // The first one is idle by now: it is pruned to make room.
+        assert!(s.create(None, t0 + idle).is_ok());
+        assert_eq!(s.create(None, t0 + idle), Err(2));
+    }
+}

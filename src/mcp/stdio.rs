@@ -1,0 +1,317 @@
+//! The stdio MCP server (`mesh7 --mcp`): newline-delimited JSON-RPC on stdin/stdout.
+//!
+//! Each request runs as its own task, so a slow tool or an approval wait never holds up a
+//! `ping` or another call; responses go through one writer task so lines never interleave.
+//! stdout carries only protocol lines (logs go to stderr). On EOF the in-flight requests get a
+//! bounded time to finish, then the server returns.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+use super::dispatch::{Caller, Dispatcher};
+use super::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
+use super::new_session_id;
+use crate::pipeline::Ingress;
+
+/// The longest line accepted; a longer one is answered with a parse error and skipped.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Requests running at once; beyond it stdin is not read until one finishes (backpressure).
+const MAX_IN_FLIGHT: usize = 256;
+/// Response lines queued for stdout.
+const WRITE_QUEUE: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct StdioOptions {
+    /// `--mcp-agent`: who the calls are made as (`Bearer agent:<id>`).
+    pub agent: String,
+    /// `MESH_AGENT_TOKEN`: when set, the credentials used instead of `agent:<id>`.
+    pub agent_token: Option<String>,
+    /// `--mcp-session-id`; minted at the first `initialize` when absent.
+    pub session_id: Option<String>,
+    /// How long in-flight requests may still run after stdin closes.
+    pub drain_timeout: Duration,
+}
+
+impl StdioOptions {
+    /// The `Authorization` value every call of this connection carries.
+    pub fn authorization(&self) -> String {
+        match self.agent_token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => format!("Bearer {token}"),
+            None => format!("Bearer agent:{}", self.agent),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    #[error("reading stdin: {0}")]
+    Read(#[from] std::io::Error),
+}
+
+/// One line of input.
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+}
+
+/// Serves MCP on `input`/`output` until `input` ends.
+pub async fn serve<R, W>(
+    dispatcher: Dispatcher,
+    opts: StdioOptions,
+    input: R,
+    output: W,
+) -> Result<(), StdioError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (line_tx, mut lines) = mpsc::channel::<std::io::Result<Line>>(16);
+    let reader = tokio::spawn(read_lines(BufReader::new(input), line_tx));
+    let (out_tx, out_rx) = mpsc::channel::<Value>(WRITE_QUEUE);
+    let writer = tokio::spawn(write_lines(output, out_rx));
+
+    let authorization = opts.authorization();
+    let mut session_id = opts.session_id.clone().unwrap_or_default();
+    let mut in_flight: JoinSet<String> = JoinSet::new();
+    let mut by_id: HashMap<String, AbortHandle> = HashMap::new();
+    let mut read_error = None;
+
+    loop {
+        tokio::select! {
+            line = lines.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let bytes = match line {
+                    None => break,
+                    Some(Err(e)) => {
+                        read_error = Some(e);
+                        break;
+                    }
+                    Some(Ok(Line::TooLong)) => {
+                        let error = RpcError::new(
+                            PARSE_ERROR,
+                            format!("Parse error: message longer than {MAX_LINE_BYTES} bytes"),
+                        );
+                        send(&out_tx, jsonrpc::error_response(&Value::Null, &error)).await;
+                        continue;
+                    }
+                    Some(Ok(Line::Text(bytes))) => bytes,
+                };
+                let req = match jsonrpc::parse(&bytes) {
+                    Err(rejection) => {
+                        send(&out_tx, rejection.response()).await;
+                        continue;
+                    }
+                    Ok(Message::Response) => continue,
+                    Ok(Message::Notification { method, params }) => {
+                        if method == "notifications/cancelled"
+                            && let Some(id) = params.get("requestId")
+                            && let Some(task) = by_id.remove(&id_key(id))
+                        {
+                            // The request's future is dropped: it is not answered (MCP).
+                            task.abort();
+                        }
+                        continue;
+                    }
+                    Ok(Message::Request(req)) => req,
+                };
+                if req.method == "initialize" && session_id.is_empty() {
+                    session_id = new_session_id();
+                    tracing::info!(session_id, agent = %opts.agent, "MCP session started");
+                }
+                let caller = Caller {
+                    ingress: Ingress::McpStdio,
+                    authorization: Some(authorization.clone()),
+                    session_id: session_id.clone(),
+                };
+                let key = id_key(&req.id);
+                let dispatcher = dispatcher.clone();
+                let out = out_tx.clone();
+                let task_key = key.clone();
+                let handle = in_flight.spawn(async move {
+                    let id = req.id.clone();
+                    let outcome = dispatcher.handle(&caller, req).await;
+                    send(&out, jsonrpc::response(&id, outcome)).await;
+                    task_key
+                });
+                by_id.insert(key, handle);
+            }
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                if let Ok((task, key)) = done
+                    && by_id.get(&key).is_some_and(|h| h.id() == task)
+                {
+                    by_id.remove(&key);
+                }
+            }
+        }
+    }
+
+    // stdin is closed: let what is running finish (bounded), then flush the answers.
+    let drained = tokio::time::timeout(opts.drain_timeout, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            requests = in_flight.len(),
+            "stdin closed: abandoning requests still running"
+        );
+        in_flight.shutdown().await;
+    }
+    drop(out_tx);
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "MCP writer task failed");
+    }
+    reader.abort();
+    match read_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// A map key for a request id: its JSON text (so `1` and `"1"` differ).
+fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+async fn send(out: &mpsc::Sender<Value>, message: Value) {
+    if out.send(message).await.is_err() {
+        tracing::debug!("MCP output closed: response dropped");
+    }
+}
+
+async fn read_lines<R: AsyncBufRead + Unpin>(
+    mut input: R,
+    tx: mpsc::Sender<std::io::Result<Line>>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let line = match read_line(&mut input, &mut buf, MAX_LINE_BYTES).await {
+            Ok(None) => return,
+            Ok(Some(line)) => Ok(line),
+            Err(e) => Err(e),
+        };
+        let failed = line.is_err();
+        if let Ok(Line::Text(bytes)) = &line
+            && bytes.iter().all(u8::is_ascii_whitespace)
+        {
+            continue;
+        }
+        if tx.send(line).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Reads one `\n`-terminated line (the last one may lack it), keeping at most `max` bytes.
+/// `None` at end of input.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut seen_any = false;
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (seen_any, too_long) {
+                (false, _) => None,
+                (true, true) => Some(Line::TooLong),
+                (true, false) => Some(Line::Text(std::mem::take(buf))),
+            });
+        }
+        seen_any = true;
+        let (chunk, used, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        input.consume(used);
+        if done {
+            if too_long {
+                return Ok(Some(Line::TooLong));
+            }
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(Some(Line::Text(std::mem::take(buf))));
+        }
+    }
+}
+
+async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver<Value>) {
+    while let Some(message) = rx.recv().await {
+        let mut line = serde_json::to_vec(&message).unwrap_or_default();
+        line.push(b'\n');
+        let written = async {
+            output.write_all(&line).await?;
+            output.flush().await
+        };
+        if let Err(e) = written.await {
+            tracing::error!(error = %e, "cannot write to stdout: MCP responses are lost");
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8], max: usize) -> Vec<Option<Vec<u8>>> {
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while let Some(line) = read_line(&mut reader, &mut buf, max).await.unwrap() {
+            out.push(match line {
+                Line::Text(t) => Some(t),
+                Line::TooLong => None,
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_and_bounds_their_length() {
+        let table: [(&[u8], Vec<Option<&[u8]>>); 5] = [
+            (b"a\nbc\n", vec![Some(b"a"), Some(b"bc")]),
+            (b"a\r\nlast", vec![Some(b"a"), Some(b"last")]),
+            (b"", vec![]),
+            // The long line is reported once and skipped; the next line is intact.
+            (b"0123456789abc\nok\n", vec![None, Some(b"ok")]),
+            (b"0123456789abcdef", vec![None]),
+        ];
+        for (input, expected) in table {
+            let expected: Vec<Option<Vec<u8>>> =
+                expected.into_iter().map(|l| l.map(<[u8]>::to_vec)).collect();
+            assert_eq!(lines_of(input, 8).await, expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_prefer_the_agent_token() {
+        let mut opts = StdioOptions {
+            agent: "claude".into(),
+            agent_token: None,
+            session_id: None,
+            drain_timeout: Duration::from_secs(1),
+        };
+        assert_eq!(opts.authorization(), "Bearer agent:claude");
+        opts.agent_token = Some(String::new());
+        assert_eq!(opts.authorization(), "Bearer agent:claude");
+        opts.agent_token = Some("s3cret".into());
+        assert_eq!(opts.authorization(), "Bearer s3cret");
+    }
+}
