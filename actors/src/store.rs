@@ -86,7 +86,8 @@ struct RowIn<T> {
     record: T,
 }
 
-/// One change to a tree: rows to write and ids to delete, applied atomically.
+/// One change to a tree: rows to write (in order; the last write of an id wins), then ids to
+/// delete, applied atomically.
 pub(crate) struct Change<'a, T> {
     pub(crate) puts: Vec<(u64, &'a T)>,
     pub(crate) deletes: Vec<&'a str>,
@@ -225,12 +226,13 @@ fn write<T: Serialize + Keyed>(tree: &sled::Tree, change: &Change<'_, T>) -> Res
         return Ok(Flush::none());
     }
     let mut batch = sled::Batch::default();
-    for id in &change.deletes {
-        batch.remove(id.as_bytes());
-    }
+    // Puts first: a row written and pruned by the same change must end up deleted.
     for (seq, record) in &change.puts {
         let bytes = encode(*seq, *record)?;
         batch.insert(record.key().as_bytes(), bytes);
+    }
+    for id in &change.deletes {
+        batch.remove(id.as_bytes());
     }
     tree.apply_batch(batch)?;
     Ok(Flush(Some(tree.clone())))

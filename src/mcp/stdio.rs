@@ -54,7 +54,7 @@ pub enum StdioError {
 }
 
 /// One line of input.
-enum Line {
+pub(super) enum Line {
     Text(Vec<u8>),
     TooLong,
 }
@@ -72,7 +72,7 @@ where
 {
     let (line_tx, mut lines) = mpsc::channel::<std::io::Result<Line>>(16);
     let reader = tokio::spawn(read_lines(BufReader::new(input), line_tx));
-    let (out_tx, out_rx) = mpsc::channel::<Value>(WRITE_QUEUE);
+    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     let writer = tokio::spawn(write_lines(output, out_rx));
 
     let authorization = opts.authorization();
@@ -177,13 +177,14 @@ fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
-async fn send(out: &mpsc::Sender<Value>, message: Value) {
-    if out.send(message).await.is_err() {
+async fn send(out: &mpsc::Sender<Vec<u8>>, message: Value) {
+    let line = serde_json::to_vec(&message).unwrap_or_default();
+    if out.send(line).await.is_err() {
         tracing::debug!("MCP output closed: response dropped");
     }
 }
 
-async fn read_lines<R: AsyncBufRead + Unpin>(
+pub(super) async fn read_lines<R: AsyncBufRead + Unpin>(
     mut input: R,
     tx: mpsc::Sender<std::io::Result<Line>>,
 ) {
@@ -251,9 +252,12 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver<Value>) {
-    while let Some(message) = rx.recv().await {
-        let mut line = serde_json::to_vec(&message).unwrap_or_default();
+/// Writes each queued message as one line, flushing after each so the client sees it at once.
+pub(super) async fn write_lines<W: AsyncWrite + Unpin>(
+    mut output: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(mut line) = rx.recv().await {
         line.push(b'\n');
         let written = async {
             output.write_all(&line).await?;
