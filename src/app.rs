@@ -18,6 +18,7 @@ use mesh7_config::{LoadedConfig, PolicySet, duration};
 
 use crate::api::{self, ApiState, BodyLimits};
 use crate::identity::Authenticator;
+use crate::mcp::{Dispatcher, McpHttp, McpHttpSettings, StdioOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
@@ -115,6 +116,13 @@ impl App {
                 timeout: client_timeout,
             },
             version: &crate::VERSION,
+            mcp: McpHttp::new(&McpHttpSettings {
+                allowed_hosts: cfg.server.allowed_hosts.clone(),
+                allowed_origins: cfg.server.allowed_origins.clone(),
+                session_idle: duration::parse(&cfg.server.mcp_session_idle)
+                    .map_err(|e| anyhow::anyhow!("server.mcp_session_idle: {e}"))?,
+                max_sessions: cfg.server.max_mcp_sessions,
+            }),
         };
         Ok(App {
             pipeline,
@@ -167,6 +175,65 @@ impl App {
     }
 }
 
+impl App {
+    /// `mesh7 --mcp`: serves MCP on stdin/stdout until stdin closes (or SIGTERM/SIGINT), with
+    /// the HTTP API alongside so approvals can be resolved. A taken port is logged and MCP
+    /// keeps working without the HTTP API.
+    pub async fn serve_mcp(self, opts: StdioOptions) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let bound = HttpServer::new(move || {
+            HttpApp::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(api::configure)
+        })
+        .client_request_timeout(self.client_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        .shutdown_timeout(10)
+        .disable_signals()
+        .bind(self.listen);
+        let http = match bound {
+            Ok(server) => {
+                for addr in server.addrs() {
+                    announce(addr);
+                }
+                let server = server.run();
+                let handle = server.handle();
+                Some((handle, actix_web::rt::spawn(server)))
+            }
+            Err(e) => {
+                tracing::warn!(listen = %self.listen, error = %e,
+                    "HTTP API not started (port taken?): serving MCP on stdio only");
+                None
+            }
+        };
+        let stdio = crate::mcp::stdio::serve(
+            Dispatcher::new(self.pipeline.clone()),
+            opts,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        );
+        let served = tokio::select! {
+            served = stdio => served.context("MCP stdio"),
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "shutting down");
+                Ok(())
+            }
+        };
+        if let Some((handle, running)) = http {
+            handle.stop(true).await;
+            if let Err(e) = running.await {
+                tracing::error!(error = %e, "http server task");
+            }
+        }
+        self.pipeline
+            .trace()
+            .flush()
+            .await
+            .context("flushing traces")?;
+        served
+    }
+}
+
 /// Resolves with the name of the first SIGTERM or SIGINT.
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
@@ -189,7 +256,8 @@ fn announce(addr: SocketAddr) {
     eprintln!("mesh7 listening on http://{addr}");
 }
 
-fn listen_addr(cfg: &mesh7_config::Config, opts: &ServeOptions) -> anyhow::Result<SocketAddr> {
+/// The HTTP listen address: `--listen`, else `server.bind` with `--port` / `port` / 9090.
+pub fn listen_addr(cfg: &mesh7_config::Config, opts: &ServeOptions) -> anyhow::Result<SocketAddr> {
     if let Some(addr) = opts.listen {
         return Ok(addr);
     }

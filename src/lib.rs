@@ -1,12 +1,14 @@
 //! mesh7: a guardrail between AI agents and their tools.
 //!
 //! `app` wires the actors and the HTTP server, `pipeline` is the one governed-call path,
-//! `api` is the actix-web HTTP API, `error` the one error table.
+//! `api` is the actix-web HTTP API, `mcp` the MCP server (stdio, `/mcp`, auto-proxy), `error` the
+//! one error table.
 
 pub mod api;
 pub mod app;
 pub mod error;
 pub mod identity;
+pub mod mcp;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;

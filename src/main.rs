@@ -1,6 +1,7 @@
 //! The `mesh7` binary: `serve` (the daemon), `validate`, `--version`.
 //!
-//! Bare `mesh7 [--config F]` runs the daemon, as flux7 does.
+//! Bare `mesh7 [--config F]` runs the daemon, as flux7 does; `mesh7 --mcp` serves MCP on stdio
+//! (or bridges to a running daemon's `/mcp`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    mcp: McpArgs,
     /// Print the version and exit.
     #[arg(long, short = 'V')]
     version: bool,
@@ -54,6 +57,20 @@ struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
+#[derive(Debug, clap::Args)]
+struct McpArgs {
+    /// Serve MCP on stdin/stdout (with the HTTP API alongside), or bridge to the `/mcp` of a
+    /// mesh7 daemon already answering on the port.
+    #[arg(long)]
+    mcp: bool,
+    /// The agent id MCP calls are made as (`MESH_AGENT_TOKEN`, when set, is sent instead).
+    #[arg(long, default_value = "claude")]
+    mcp_agent: String,
+    /// The MCP session id recorded in traces; minted at `initialize` when absent.
+    #[arg(long)]
+    mcp_session_id: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -67,6 +84,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Serve(args)) => serve(args),
+        None if cli.mcp.mcp => mcp(cli.serve, cli.mcp),
         None => serve(cli.serve),
     }
 }
@@ -125,6 +143,66 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => {
             err(&format!("mesh7: {e:#}"));
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mesh7 --mcp`. Exits the process itself: stdin is read on a thread that cannot be
+/// cancelled, so returning normally could wait for input that never comes.
+fn mcp(args: ServeArgs, mcp: McpArgs) -> ExitCode {
+    use mesh7::mcp::proxy::{self, ProxyOptions};
+    use mesh7::mcp::stdio::StdioOptions;
+
+    let loaded = match mesh7_config::load(&args.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            err(&format!("load config {}:", args.config.display()));
+            for e in &errors.0 {
+                err(&format!("  {e}"));
+            }
+            std::process::exit(1);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let opts = ServeOptions {
+        config_path: args.config,
+        port: args.port,
+        listen: args.listen,
+    };
+    let stdio = StdioOptions {
+        agent: mcp.mcp_agent,
+        agent_token: std::env::var("MESH_AGENT_TOKEN").ok(),
+        session_id: mcp.mcp_session_id.filter(|s| !s.is_empty()),
+        drain_timeout: std::time::Duration::from_secs(30),
+    };
+    // Kept alive until `exit`: dropping the runtime would wait for the blocked stdin thread.
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async move {
+        let listen = mesh7::app::listen_addr(&loaded.config, &opts)?;
+        if let Some(url) = proxy::daemon_url(listen)
+            && proxy::daemon_running(&url).await
+        {
+            tracing::info!(daemon = %url, "a mesh7 daemon answers: bridging stdio to its /mcp");
+            let bridge = ProxyOptions {
+                base_url: url,
+                authorization: stdio.authorization(),
+                drain_timeout: stdio.drain_timeout,
+            };
+            return proxy::bridge(bridge, tokio::io::stdin(), tokio::io::stdout())
+                .await
+                .map_err(anyhow::Error::from);
+        }
+        let app = App::build(&loaded, &opts)?;
+        app.serve_mcp(stdio).await
+    });
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            err(&format!("mesh7: {e:#}"));
+            std::process::exit(1);
         }
     }
 }

@@ -15,7 +15,6 @@
 //! - A change that touches several rows is one atomic batch.
 //! - No sled type leaves this module, so another engine could replace it here alone.
 
-use std::future::Future;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -119,13 +118,11 @@ impl Flush {
     }
 
     /// Resolves once every write applied before this flush was made is on disk.
-    pub(crate) fn durable(self) -> impl Future<Output = Result<(), StoreError>> + 'static {
-        async move {
-            match self.0 {
-                // One flush covers every tree: sled has a single page cache per database.
-                Some(tree) => tree.flush_async().await.map(drop).map_err(StoreError::from),
-                None => Ok(()),
-            }
+    pub(crate) async fn durable(self) -> Result<(), StoreError> {
+        match self.0 {
+            // One flush covers every tree: sled has a single page cache per database.
+            Some(tree) => tree.flush_async().await.map(drop).map_err(StoreError::from),
+            None => Ok(()),
         }
     }
 }
@@ -193,8 +190,7 @@ impl Store {
     /// Records a schema version, for tests of the refusal path.
     #[cfg(test)]
     pub(crate) fn set_schema_version_for_test(&self, version: u32) -> Result<(), StoreError> {
-        self.db
-            .insert(SCHEMA_KEY, version.to_string().as_bytes())?;
+        self.db.insert(SCHEMA_KEY, version.to_string().as_bytes())?;
         Ok(())
     }
 }
@@ -221,7 +217,10 @@ fn load<T: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<Row<T>
     Ok(rows)
 }
 
-fn write<T: Serialize + Keyed>(tree: &sled::Tree, change: &Change<'_, T>) -> Result<Flush, StoreError> {
+fn write<T: Serialize + Keyed>(
+    tree: &sled::Tree,
+    change: &Change<'_, T>,
+) -> Result<Flush, StoreError> {
     if change.is_empty() {
         return Ok(Flush::none());
     }
@@ -256,5 +255,44 @@ impl Keyed for ApprovalRecord {
 impl Keyed for Grant {
     fn key(&self) -> &str {
         &self.id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_store_records_the_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .set_schema_version_for_test(SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(store);
+        let err = Store::open(dir.path()).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::NewerSchema {
+                found: SCHEMA_VERSION + 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_store_in_use_cannot_be_opened_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Open(_))));
     }
 }

@@ -379,6 +379,9 @@ pub struct OpenApiConfig {
     /// mesh7: allow loopback/private/link-local spec and backend addresses.
     #[serde(default)]
     pub allow_private: bool,
+    /// mesh7: time a backend call may take (Go duration), default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// mesh7: HTTP server settings.

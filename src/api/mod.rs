@@ -1,7 +1,7 @@
 //! The actix-web HTTP API: flux7's routes and JSON shapes (§3).
 //!
 //! Data plane: `POST /tool/{name}`, `POST /decide`, `GET /tools`, `GET /mcp-servers`.
-//! Open: `GET /health`, `GET /version`.
+//! Open: `GET /health`, `GET /version`. MCP Streamable HTTP: `POST`/`DELETE /mcp` (`crate::mcp::http`).
 //! Control plane (admin token, or a loopback peer when none is set): `/policies`, `/traces`,
 //! `/sessions`, `/sessions/{id}`, `/metrics`.
 //!
@@ -27,6 +27,8 @@ pub struct ApiState {
     pub pipeline: Pipeline,
     pub limits: BodyLimits,
     pub version: &'static Version,
+    /// `/mcp` sessions and its DNS-rebinding guard.
+    pub mcp: crate::mcp::McpHttp,
 }
 
 /// Build identity, for `/version` and `--version`.
@@ -50,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/sessions").route(web::get().to(control::sessions)))
         .service(resource("/sessions/{id}").route(web::get().to(control::session)))
         .service(resource("/metrics").route(web::get().to(control::metrics)))
+        .service(crate::mcp::http::resource())
         .default_service(web::to(not_found));
 }
 

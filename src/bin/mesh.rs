@@ -273,8 +273,8 @@ async fn prompt_until_answered(
                 continue;
             }
         };
-        let short = short_id(&a.id);
-        match mesh.resolve(short, verdict, None).await {
+        // The full id: a short one could become ambiguous while the prompt waits.
+        match mesh.resolve(&a.id, verdict, None).await {
             Ok(Resolution::Done) => out(&format!("  {}", verdict.done())),
             Ok(Resolution::NotFound) => err("  not found"),
             Ok(Resolution::AlreadyResolved) => out("  already resolved"),
@@ -756,7 +756,7 @@ mod tests {
         let table = [
             ("2026-01-01T10:00:05Z", "0s"),
             ("2026-01-01T09:59:59.9Z", "0s"),
-            ("2026-01-01T09:00:00+01:00", "1h0m0s"),
+            ("2026-01-01T10:00:00+01:00", "1h0m0s"),
             ("yesterday", "-"),
         ];
         for (created, age) in table {

@@ -179,8 +179,8 @@ impl Dispatcher {
                     .auth()
                     .identify(caller.authorization.as_deref())
                     .agent;
-                let text = serde_json::to_string_pretty(&self.catalog(&agent, filter))
-                    .unwrap_or_default();
+                let text =
+                    serde_json::to_string_pretty(&self.catalog(&agent, filter)).unwrap_or_default();
                 text_result(&text, false)
             }
             _ => text_result(NO_GRANT_STORE, false),
@@ -195,7 +195,8 @@ impl Dispatcher {
             runtime: String,
             tools: Vec<(String, String, String)>,
         }
-        let wanted = |key: &str| source_filter.is_empty() || key.eq_ignore_ascii_case(source_filter);
+        let wanted =
+            |key: &str| source_filter.is_empty() || key.eq_ignore_ascii_case(source_filter);
         let policies = self.pipeline.policy().current();
         let no_args = json!({});
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
@@ -292,7 +293,9 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
 /// `source` is the tool's registry source (`mcp`, `cli`, `openapi`) when known.
 pub fn call_tool_result(g: &Governed, source: Option<&str>) -> Value {
     match &g.verdict {
-        Verdict::Allowed { result: Some(result) } => tool_result(result, source),
+        Verdict::Allowed {
+            result: Some(result),
+        } => tool_result(result, source),
         Verdict::Allowed { result: None } => json!({ "content": [], "isError": false }),
         Verdict::Failed { error } => text_result(&format!("Backend error: {error}"), true),
         Verdict::Denied => text_result(&format!("Policy denied: {}", g.reason), true),
@@ -326,7 +329,8 @@ fn tool_result(result: &Value, source: Option<&str>) -> Value {
 }
 
 fn is_cli_output(out: &Map<String, Value>) -> bool {
-    out.get("stdout").is_some_and(Value::is_string) && out.get("exit_code").is_some_and(Value::is_i64)
+    out.get("stdout").is_some_and(Value::is_string)
+        && out.get("exit_code").is_some_and(Value::is_i64)
 }
 
 fn pretty(v: &Value) -> String {
@@ -340,7 +344,9 @@ fn text_result(text: &str, is_error: bool) -> Value {
 /// A call that reached no verdict, as a JSON-RPC error (flux7's texts where it had one).
 fn rpc_error(e: &PipelineError) -> RpcError {
     match e {
-        PipelineError::UnknownTool(name) => RpcError::invalid_params(format!("Unknown tool: {name}")),
+        PipelineError::UnknownTool(name) => {
+            RpcError::invalid_params(format!("Unknown tool: {name}"))
+        }
         other => RpcError::new(other.code().jsonrpc, other.to_string()),
     }
 }
@@ -466,7 +472,11 @@ mod tests {
         for (requested, expected) in table {
             assert_eq!(negotiate(requested), expected, "{requested:?}");
         }
-        let r = initialize_result(json!({"protocolVersion": "2025-03-26"}).as_object().unwrap());
+        let r = initialize_result(
+            json!({"protocolVersion": "2025-03-26"})
+                .as_object()
+                .unwrap(),
+        );
         assert_eq!(
             r,
             json!({
@@ -481,12 +491,18 @@ mod tests {
     fn reads_the_trace_id_of_meta_traceparent() {
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         let table = [
-            (json!({"_meta": {"traceparent": format!("00-{id}-00f067aa0ba902b7-01")}}), Some(id)),
+            (
+                json!({"_meta": {"traceparent": format!("00-{id}-00f067aa0ba902b7-01")}}),
+                Some(id),
+            ),
             (
                 json!({"_meta": {"traceparent": "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}}),
                 Some(id),
             ),
-            (json!({"_meta": {"traceparent": format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))}}), None),
+            (
+                json!({"_meta": {"traceparent": format!("00-{}-00f067aa0ba902b7-01", "0".repeat(32))}}),
+                None,
+            ),
             (json!({"_meta": {"traceparent": "00-xyz-01"}}), None),
             (json!({"_meta": {}}), None),
             (json!({}), None),

@@ -19,7 +19,8 @@ use tokio::time::Instant;
 
 use super::dispatch::{Caller, Dispatcher, PROTOCOL_VERSIONS, initialize_result, is_known_method};
 use super::jsonrpc::{
-    self, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, Message, PARSE_ERROR, RpcError,
+    self, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, Message, PARSE_ERROR, Request,
+    RpcError,
 };
 use super::new_session_id;
 use crate::api::{ApiState, json_response};
@@ -94,11 +95,11 @@ pub fn resource() -> actix_web::Resource {
 async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let mcp = &state.mcp;
     if let Err(refused) = mcp.guard.check(&req) {
-        return refused;
+        return refused.response(&Value::Null);
     }
     let bytes = match read_body(&req, payload, state.limits).await {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err(refused) => return refused.response(&Value::Null),
     };
     let message = match jsonrpc::parse(&bytes) {
         Ok(m) => m,
@@ -111,118 +112,136 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
         }
     };
     let credentials = header_str(&req, header::AUTHORIZATION.as_str()).map(str::to_owned);
-    let dispatcher = Dispatcher::new(state.pipeline.clone());
-
+    let request = match message {
+        Message::Request(r) => r,
+        // Notifications and client responses are accepted, never answered.
+        Message::Notification { .. } | Message::Response => {
+            return match check_session(mcp, &req, credentials.as_deref()) {
+                Ok(session_id) => with_session(HttpResponse::Accepted().finish(), &session_id),
+                Err(refused) => refused.response(&Value::Null),
+            };
+        }
+    };
     // An unknown method is answered before any session check, so that a client probing for a
     // newer protocol (`server/discover`, sent before any session exists) gets a prompt -32601.
-    if let Message::Request(r) = &message
-        && !is_known_method(&r.method)
-    {
+    if !is_known_method(&request.method) {
         let error = RpcError::new(
             METHOD_NOT_FOUND,
-            format!("Method not found: {}", r.method),
+            format!("Method not found: {}", request.method),
         );
-        return json_response(StatusCode::OK, &jsonrpc::error_response(&r.id, &error));
+        return json_response(
+            StatusCode::OK,
+            &jsonrpc::error_response(&request.id, &error),
+        );
     }
-
-    if let Message::Request(r) = &message
-        && r.method == "initialize"
-    {
-        // Any session id the client sends is ignored: the server mints it (no fixation).
-        let auth = state.pipeline.auth();
-        if auth.requires_authentication() && auth.identify(credentials.as_deref()).is_anonymous() {
-            return rpc_error(
-                StatusCode::UNAUTHORIZED,
-                &r.id,
-                INVALID_REQUEST,
-                "authentication required",
-            );
+    if request.method == "initialize" {
+        return initialize(&state, credentials, &request);
+    }
+    let checked = check_session(mcp, &req, credentials.as_deref()).and_then(|session_id| {
+        match header_str(&req, PROTOCOL_HEADER) {
+            Some(version) if !PROTOCOL_VERSIONS.contains(&version) => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("Unsupported protocol version: {version}"),
+            )),
+            _ => Ok(session_id),
         }
-        let agent = auth.identify(credentials.as_deref()).agent;
-        let id = match mcp.sessions().create(credentials, Instant::now()) {
-            Ok(id) => id,
-            Err(full) => {
-                let mut resp = rpc_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &r.id,
-                    INTERNAL_ERROR,
-                    &format!("Too many MCP sessions ({full}); retry later"),
-                );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
-            }
-        };
-        tracing::info!(session_id = %id, agent, "MCP session started");
-        let body = jsonrpc::result_response(&r.id, initialize_result(&r.params));
-        return with_session(json_response(StatusCode::OK, &body), &id);
-    }
-
-    let request_id = match &message {
-        Message::Request(r) => r.id.clone(),
-        _ => Value::Null,
-    };
-    let session_id = match check_session(mcp, &req, credentials.as_deref()) {
+    });
+    let session_id = match checked {
         Ok(s) => s,
-        Err((status, text)) => return rpc_error(status, &request_id, INVALID_REQUEST, &text),
+        Err(refused) => return refused.response(&request.id),
     };
-    if let Some(version) = header_str(&req, PROTOCOL_HEADER)
-        && !PROTOCOL_VERSIONS.contains(&version)
-    {
-        return rpc_error(
-            StatusCode::BAD_REQUEST,
-            &request_id,
-            INVALID_REQUEST,
-            &format!("Unsupported protocol version: {version}"),
-        );
+    let caller = Caller {
+        ingress: Ingress::McpHttp,
+        authorization: credentials,
+        session_id,
+    };
+    let id = request.id.clone();
+    let outcome = Dispatcher::new(state.pipeline.clone())
+        .handle(&caller, request)
+        .await;
+    with_session(
+        json_response(StatusCode::OK, &jsonrpc::response(&id, outcome)),
+        &caller.session_id,
+    )
+}
+
+/// `initialize` opens a session bound to the request's credentials. Any session id the client
+/// sends is ignored: the server mints it (no session fixation).
+fn initialize(state: &ApiState, credentials: Option<String>, request: &Request) -> HttpResponse {
+    let auth = state.pipeline.auth();
+    let identity = auth.identify(credentials.as_deref());
+    if auth.requires_authentication() && identity.is_anonymous() {
+        return Refusal::new(StatusCode::UNAUTHORIZED, "authentication required")
+            .response(&request.id);
     }
-    match message {
-        // Notifications and client responses are accepted and never answered.
-        Message::Notification { .. } | Message::Response => {
-            with_session(HttpResponse::Accepted().finish(), &session_id)
-        }
-        Message::Request(r) => {
-            let caller = Caller {
-                ingress: Ingress::McpHttp,
-                authorization: credentials,
-                session_id: session_id.clone(),
+    let id = match state.mcp.sessions().create(credentials, Instant::now()) {
+        Ok(id) => id,
+        Err(max) => {
+            let refused = Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: INTERNAL_ERROR,
+                message: format!("Too many MCP sessions ({max}); retry later"),
             };
-            let id = r.id.clone();
-            let outcome = dispatcher.handle(&caller, r).await;
-            with_session(
-                json_response(StatusCode::OK, &jsonrpc::response(&id, outcome)),
-                &session_id,
-            )
+            let mut resp = refused.response(&request.id);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
         }
-    }
+    };
+    tracing::info!(session_id = %id, agent = %identity.agent, "MCP session started");
+    let body = jsonrpc::result_response(&request.id, initialize_result(&request.params));
+    with_session(json_response(StatusCode::OK, &body), &id)
 }
 
 async fn delete(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let mcp = &state.mcp;
-    if let Err(refused) = mcp.guard.check(&req) {
-        return refused;
-    }
     let credentials = header_str(&req, header::AUTHORIZATION.as_str());
-    match check_session(mcp, &req, credentials) {
+    match mcp
+        .guard
+        .check(&req)
+        .and_then(|()| check_session(mcp, &req, credentials))
+    {
         Ok(id) => {
             mcp.sessions().remove(&id);
             tracing::info!(session_id = %id, "MCP session ended");
             HttpResponse::NoContent().finish()
         }
-        Err((status, message)) => rpc_error(status, &Value::Null, INVALID_REQUEST, &message),
+        Err(refused) => refused.response(&Value::Null),
     }
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    let mut resp = rpc_error(
+    let mut resp = Refusal::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        &Value::Null,
-        INVALID_REQUEST,
         "Method not allowed: use POST or DELETE",
-    );
+    )
+    .response(&Value::Null);
     resp.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
     resp
+}
+
+/// A request refused before it reaches the MCP methods: an HTTP status with a JSON-RPC error.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    code: i64,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: INVALID_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn response(&self, id: &Value) -> HttpResponse {
+        let error = RpcError::new(self.code, self.message.clone());
+        json_response(self.status, &jsonrpc::error_response(id, &error))
+    }
 }
 
 /// The session a non-`initialize` request belongs to, checked against its credentials.
@@ -230,28 +249,21 @@ fn check_session(
     mcp: &McpHttp,
     req: &HttpRequest,
     credentials: Option<&str>,
-) -> Result<String, (StatusCode, String)> {
+) -> Result<String, Refusal> {
     let Some(id) = header_str(req, SESSION_HEADER).filter(|s| !s.is_empty()) else {
-        return Err((
+        return Err(Refusal::new(
             StatusCode::BAD_REQUEST,
-            "Missing Mcp-Session-Id header".to_owned(),
+            "Missing Mcp-Session-Id header",
         ));
     };
     match mcp.sessions().touch(id, credentials, Instant::now()) {
         Touch::Ok => Ok(id.to_owned()),
-        Touch::Unknown => Err((StatusCode::NOT_FOUND, "Unknown session".to_owned())),
-        Touch::OtherIdentity => Err((
+        Touch::Unknown => Err(Refusal::new(StatusCode::NOT_FOUND, "Unknown session")),
+        Touch::OtherIdentity => Err(Refusal::new(
             StatusCode::FORBIDDEN,
-            "Session belongs to another identity".to_owned(),
+            "Session belongs to another identity",
         )),
     }
-}
-
-fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> HttpResponse {
-    json_response(
-        status,
-        &jsonrpc::error_response(id, &RpcError::new(code, message)),
-    )
 }
 
 fn with_session(mut resp: HttpResponse, session_id: &str) -> HttpResponse {
@@ -271,16 +283,15 @@ async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limits: crate::api::BodyLimits,
-) -> Result<Bytes, HttpResponse> {
+) -> Result<Bytes, Refusal> {
     let too_large = || {
-        rpc_error(
+        Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &Value::Null,
-            INVALID_REQUEST,
-            &format!("request body exceeds {} bytes", limits.max_bytes),
+            format!("request body exceeds {} bytes", limits.max_bytes),
         )
     };
-    let declared = header_str(req, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        header_str(req, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limits.max_bytes) {
         return Err(too_large());
     }
@@ -288,12 +299,7 @@ async fn read_body(
         let mut buf = BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
-                rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    &Value::Null,
-                    INVALID_REQUEST,
-                    &format!("cannot read body: {e}"),
-                )
+                Refusal::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
             })?;
             if buf.len() + chunk.len() > limits.max_bytes {
                 return Err(too_large());
@@ -304,10 +310,8 @@ async fn read_body(
     };
     match tokio::time::timeout(limits.timeout, read_all).await {
         Ok(result) => result,
-        Err(_) => Err(rpc_error(
+        Err(_) => Err(Refusal::new(
             StatusCode::REQUEST_TIMEOUT,
-            &Value::Null,
-            INVALID_REQUEST,
             "request body not received in time",
         )),
     }
@@ -415,7 +419,7 @@ impl OriginGuard {
         }
     }
 
-    fn check(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+    fn check(&self, req: &HttpRequest) -> Result<(), Refusal> {
         let host = header_str(req, header::HOST.as_str());
         let origin = header_str(req, header::ORIGIN.as_str());
         let problem = if !host.is_none_or(|h| self.host_allowed(h)) {
@@ -425,12 +429,14 @@ impl OriginGuard {
         } else {
             return Ok(());
         };
-        tracing::warn!(host, origin, "MCP request refused by the DNS-rebinding guard");
-        Err(rpc_error(
+        tracing::warn!(
+            host,
+            origin,
+            "MCP request refused by the DNS-rebinding guard"
+        );
+        Err(Refusal::new(
             StatusCode::FORBIDDEN,
-            &Value::Null,
-            INVALID_REQUEST,
-            &format!("Forbidden: {problem} not allowed"),
+            format!("Forbidden: {problem} not allowed"),
         ))
     }
 
@@ -492,12 +498,24 @@ mod tests {
             (Some("LOCALHOST"), None, true),
             (None, None, true),
             (Some("evil.example.com"), None, false),
-            (Some("evil.example.com:9090"), Some("http://evil.example.com"), false),
-            (Some("localhost:9090"), Some("http://evil.example.com"), false),
+            (
+                Some("evil.example.com:9090"),
+                Some("http://evil.example.com"),
+                false,
+            ),
+            (
+                Some("localhost:9090"),
+                Some("http://evil.example.com"),
+                false,
+            ),
             (Some("localhost:9090"), Some("http://localhost:3000"), true),
             (Some("localhost:9090"), Some("https://[::1]"), true),
             (Some("localhost:9090"), Some("null"), false),
-            (Some("mesh.internal:1"), Some("https://app.example.com"), true),
+            (
+                Some("mesh.internal:1"),
+                Some("https://app.example.com"),
+                true,
+            ),
             (Some("10.0.0.5:9090"), None, true),
             (Some("10.0.0.5:9091"), None, false),
         ];
@@ -544,7 +562,10 @@ mod tests {
         assert_eq!(s.touch("nope", Some("Bearer agent:a"), now), Touch::Unknown);
         let anon = s.create(None, now).unwrap();
         assert_eq!(s.touch(&anon, None, now), Touch::Ok);
-        assert_eq!(s.touch(&anon, Some("Bearer agent:a"), now), Touch::OtherIdentity);
+        assert_eq!(
+            s.touch(&anon, Some("Bearer agent:a"), now),
+            Touch::OtherIdentity
+        );
         s.remove(&id);
         assert_eq!(s.touch(&id, Some("Bearer agent:a"), now), Touch::Unknown);
     }
@@ -558,7 +579,10 @@ mod tests {
         let dropped = s.create(None, t0).unwrap();
         assert_eq!(s.touch(&kept, None, t0 + idle / 2), Touch::Ok);
         assert_eq!(s.touch(&kept, None, t0 + idle + idle / 4), Touch::Ok);
-        assert_eq!(s.touch(&dropped, None, t0 + idle + idle / 4), Touch::Unknown);
+        assert_eq!(
+            s.touch(&dropped, None, t0 + idle + idle / 4),
+            Touch::Unknown
+        );
     }
 
     #[test]

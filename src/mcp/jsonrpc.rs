@@ -156,7 +156,11 @@ pub fn parse(bytes: &[u8]) -> Result<Message, Rejection> {
 }
 
 pub fn result_response(id: &Value, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    let mut response = Map::new();
+    response.insert("jsonrpc".into(), json!("2.0"));
+    response.insert("id".into(), id.clone());
+    response.insert("result".into(), result);
+    Value::Object(response)
 }
 
 pub fn error_response(id: &Value, error: &RpcError) -> Value {
@@ -257,10 +261,7 @@ mod tests {
                     params: Map::new(),
                 },
             ),
-            (
-                r#"{"jsonrpc":"2.0","id":5,"result":{}}"#,
-                Message::Response,
-            ),
+            (r#"{"jsonrpc":"2.0","id":5,"result":{}}"#, Message::Response),
         ];
         for (input, expected) in table {
             assert_eq!(parse(input.as_bytes()), Ok(expected), "{input}");

@@ -197,7 +197,10 @@ impl Bridge {
             .client
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::ACCEPT, "application/json, text/event-stream")
+            .header(
+                reqwest::header::ACCEPT,
+                "application/json, text/event-stream",
+            )
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
             .body(body);
         if let Some(session) = self.session_id() {
@@ -213,8 +216,10 @@ impl Bridge {
             .and_then(|v| v.to_str().ok())
         {
             // Stored before the answer is written, so the client's next message carries it.
-            *self.session.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(session.to_owned());
+            *self
+                .session
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(session.to_owned());
         }
         let status = resp.status();
         if status == reqwest::StatusCode::ACCEPTED {

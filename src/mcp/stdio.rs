@@ -2,16 +2,21 @@
 //!
 //! Each request runs as its own task, so a slow tool or an approval wait never holds up a
 //! `ping` or another call; responses go through one writer task so lines never interleave.
-//! stdout carries only protocol lines (logs go to stderr). On EOF the in-flight requests get a
-//! bounded time to finish, then the server returns.
+//! stdout carries only protocol lines (logs go to stderr). `notifications/cancelled` withholds a
+//! request's answer; a call that already started still completes, so its trace is never lost.
+//! On EOF the in-flight requests get a bounded time to finish, then the server returns.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader,
+};
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use super::dispatch::{Caller, Dispatcher};
 use super::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
@@ -77,8 +82,9 @@ where
 
     let authorization = opts.authorization();
     let mut session_id = opts.session_id.clone().unwrap_or_default();
-    let mut in_flight: JoinSet<String> = JoinSet::new();
-    let mut by_id: HashMap<String, AbortHandle> = HashMap::new();
+    let mut in_flight: JoinSet<(String, Arc<AtomicBool>)> = JoinSet::new();
+    // The cancellation flag of each request in flight, by id.
+    let mut by_id: HashMap<String, Arc<AtomicBool>> = HashMap::new();
     let mut read_error = None;
 
     loop {
@@ -109,10 +115,11 @@ where
                     Ok(Message::Notification { method, params }) => {
                         if method == "notifications/cancelled"
                             && let Some(id) = params.get("requestId")
-                            && let Some(task) = by_id.remove(&id_key(id))
+                            && let Some(cancelled) = by_id.remove(&id_key(id))
                         {
-                            // The request's future is dropped: it is not answered (MCP).
-                            task.abort();
+                            // Not answered (MCP), but not dropped either: a call that already
+                            // started runs to its end so that its trace is always written.
+                            cancelled.store(true, Ordering::Relaxed);
                         }
                         continue;
                     }
@@ -130,18 +137,23 @@ where
                 let key = id_key(&req.id);
                 let dispatcher = dispatcher.clone();
                 let out = out_tx.clone();
+                let cancelled = Arc::new(AtomicBool::new(false));
+                let flag = cancelled.clone();
                 let task_key = key.clone();
-                let handle = in_flight.spawn(async move {
+                in_flight.spawn(async move {
                     let id = req.id.clone();
                     let outcome = dispatcher.handle(&caller, req).await;
-                    send(&out, jsonrpc::response(&id, outcome)).await;
-                    task_key
+                    if !flag.load(Ordering::Relaxed) {
+                        send(&out, jsonrpc::response(&id, outcome)).await;
+                    }
+                    (task_key, flag)
                 });
-                by_id.insert(key, handle);
+                by_id.insert(key, cancelled);
             }
-            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                if let Ok((task, key)) = done
-                    && by_id.get(&key).is_some_and(|h| h.id() == task)
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                // A reused id may belong to a newer request by now: remove only our own entry.
+                if let Ok((key, flag)) = done
+                    && by_id.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flag))
                 {
                     by_id.remove(&key);
                 }
@@ -289,7 +301,8 @@ mod tests {
 
     #[tokio::test]
     async fn splits_lines_and_bounds_their_length() {
-        let table: [(&[u8], Vec<Option<&[u8]>>); 5] = [
+        type Case = (&'static [u8], Vec<Option<&'static [u8]>>);
+        let table: [Case; 5] = [
             (b"a\nbc\n", vec![Some(b"a"), Some(b"bc")]),
             (b"a\r\nlast", vec![Some(b"a"), Some(b"last")]),
             (b"", vec![]),
@@ -298,8 +311,10 @@ mod tests {
             (b"0123456789abcdef", vec![None]),
         ];
         for (input, expected) in table {
-            let expected: Vec<Option<Vec<u8>>> =
-                expected.into_iter().map(|l| l.map(<[u8]>::to_vec)).collect();
+            let expected: Vec<Option<Vec<u8>>> = expected
+                .into_iter()
+                .map(|l| l.map(<[u8]>::to_vec))
+                .collect();
             assert_eq!(lines_of(input, 8).await, expected, "{input:?}");
         }
     }

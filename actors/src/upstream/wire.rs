@@ -122,7 +122,8 @@ impl SseParser {
         if line.is_empty() {
             let event = std::mem::take(&mut self.event);
             let data = std::mem::take(&mut self.data);
-            let complete = std::mem::take(&mut self.has_data) && !std::mem::take(&mut self.oversize);
+            let complete =
+                std::mem::take(&mut self.has_data) && !std::mem::take(&mut self.oversize);
             return complete.then(|| SseEvent {
                 event: if event.is_empty() {
                     "message".to_owned()
@@ -285,7 +286,9 @@ pub(crate) fn response_id(id: &Value) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn split(max: usize, chunks: &[&str]) -> Vec<Result<String, Oversize>> {
+    type Lines = Vec<Result<String, Oversize>>;
+
+    fn split(max: usize, chunks: &[&str]) -> Lines {
         let mut splitter = LineSplitter::new(max);
         let mut out = Vec::new();
         for chunk in chunks {
@@ -302,7 +305,7 @@ mod tests {
     #[test]
     fn splits_lines_across_chunks_and_drops_over_long_ones() {
         let ok = |s: &str| Ok(s.to_owned());
-        let cases: &[(usize, &[&str], Vec<Result<String, Oversize>>)] = &[
+        let cases: &[(usize, &[&str], Lines)] = &[
             (10, &["a\nb\n"], vec![ok("a"), ok("b")]),
             (10, &["ab", "c\r\nd"], vec![ok("abc"), ok("d")]),
             (10, &["\n\n"], vec![ok(""), ok("")]),
@@ -344,7 +347,10 @@ mod tests {
             ("data:a\ndata: b\n\n", vec![event("message", "a\nb")]),
             (": ping\n\nid: 7\nretry: 10\n\n", vec![]),
             ("event: x\n\n", vec![]),
-            ("data: 0123456789abcdef\n\ndata: ok\n\n", vec![event("message", "ok")]),
+            (
+                "data: 0123456789abcdef\n\ndata: ok\n\n",
+                vec![event("message", "ok")],
+            ),
             ("data: a\r\n\r\n", vec![event("message", "a")]),
             ("data\n\n", vec![event("message", "")]),
         ];
@@ -357,7 +363,10 @@ mod tests {
     fn endpoint_must_share_the_stream_origin() {
         let base = Url::parse("http://127.0.0.1:3001/sse").unwrap();
         let cases = [
-            ("/message?sessionId=a", Ok("http://127.0.0.1:3001/message?sessionId=a")),
+            (
+                "/message?sessionId=a",
+                Ok("http://127.0.0.1:3001/message?sessionId=a"),
+            ),
             ("message", Ok("http://127.0.0.1:3001/message")),
             ("http://127.0.0.1:3001/m", Ok("http://127.0.0.1:3001/m")),
             ("http://127.0.0.1:3002/m", Err("not on the same origin")),
@@ -383,7 +392,10 @@ mod tests {
             );
         }
         let err = negotiated_version(&json!({"protocolVersion": "2099-01-01"})).unwrap_err();
-        assert!(err.contains("unsupported protocol version \"2099-01-01\""), "{err}");
+        assert!(
+            err.contains("unsupported protocol version \"2099-01-01\""),
+            "{err}"
+        );
         assert!(negotiated_version(&json!({})).is_err());
     }
 

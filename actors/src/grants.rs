@@ -1,0 +1,634 @@
+//! Temporal grants behind the `Grants` handle: "agent X may run tools Y without approval until
+//! T", durable in the store.
+//!
+//! Invariants:
+//! - A grant only turns a `human_approval` decision into `allow`; the caller never consults it
+//!   for a `deny`.
+//! - Every grant has a positive duration of at most `max_duration` (24 h by default), on every
+//!   ingress.
+//! - A grant applies while it is not expired, its condition (if any) holds on the call's
+//!   arguments, and its `max_calls` (if any) is not used up. Each use is counted synchronously
+//!   in the handler, so concurrent calls never use a grant more than `max_calls` times, and the
+//!   count is durable before the call is allowed. A used-up grant is removed.
+//! - Expired grants are removed on every read and at start-up; revoking by prefix needs a
+//!   unique match of at least 4 characters.
+//! - At most `MAX_GRANTS` grants exist at once.
+//! - All time comes from the injected `Clock`.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use actix::prelude::{
+    Actor, ActorContext, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
+    ResponseFuture, WrapFuture,
+};
+use chrono::{DateTime, Utc};
+use mesh7_config::condition::Condition;
+use mesh7_config::duration::format_secs;
+use mesh7_config::{ConditionConfig, Glob};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::approvals::{ApprovalStatus, Approvals};
+use crate::clock::Clock;
+use crate::store::{Change, Flush, Row, Store, StoreError};
+
+/// The longest grant by default (flux7's MCP limit, now applied everywhere).
+pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Grants at once; a new one beyond this is refused.
+pub const MAX_GRANTS: usize = 10_000;
+/// The shortest prefix `revoke` accepts.
+const MIN_PREFIX: usize = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    /// 16 lowercase hex digits.
+    pub id: String,
+    /// Agent glob.
+    pub agent: String,
+    /// Tool glob.
+    pub tools: String,
+    pub expires_at: SystemTime,
+    pub granted_by: String,
+    pub created_at: SystemTime,
+    #[serde(default)]
+    pub condition: Option<ConditionConfig>,
+    #[serde(default)]
+    pub max_calls: Option<u64>,
+    /// Calls that used this grant.
+    #[serde(default)]
+    pub calls: u64,
+}
+
+impl Grant {
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The grant view (flux7 §6): `{"id","agent","tools","expires_at","remaining","granted_by"}`,
+    /// plus `condition` when set and `max_calls` with `calls` when a call limit is set.
+    pub fn view(&self, now: SystemTime) -> Value {
+        let mut view = Map::new();
+        view.insert("id".into(), json!(self.id));
+        view.insert("agent".into(), json!(self.agent));
+        view.insert("tools".into(), json!(self.tools));
+        view.insert("expires_at".into(), json!(rfc3339_secs(self.expires_at)));
+        view.insert("remaining".into(), json!(format_secs(self.remaining(now))));
+        view.insert("granted_by".into(), json!(self.granted_by));
+        if let Some(condition) = &self.condition {
+            view.insert("condition".into(), json!(condition));
+        }
+        if let Some(max) = self.max_calls {
+            view.insert("max_calls".into(), json!(max));
+            view.insert("calls".into(), json!(self.calls));
+        }
+        Value::Object(view)
+    }
+}
+
+/// RFC 3339 in UTC with whole seconds (`2025-01-02T03:04:05Z`), as flux7 prints grant expiry.
+pub fn rfc3339_secs(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub agent: String,
+    pub tools: String,
+    pub duration: Duration,
+    pub granted_by: String,
+    pub condition: Option<ConditionConfig>,
+    pub max_calls: Option<u64>,
+    /// The creating agent when it is an agent: refused if a pending approval of that agent
+    /// matches the grant (no self-granting).
+    pub creator_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GrantError {
+    #[error("invalid duration: {0}")]
+    InvalidDuration(String),
+    #[error("duration exceeds maximum ({})", format_secs(*.max))]
+    TooLong { max: Duration },
+    #[error("grant not found")]
+    NotFound,
+    #[error("grant id prefix is ambiguous")]
+    Ambiguous,
+    #[error("invalid condition: {0}")]
+    InvalidCondition(String),
+    #[error("an agent cannot grant itself a call it is waiting approval for")]
+    SelfGrant,
+    #[error("grants unavailable: {0}")]
+    Unavailable(String),
+    #[error("grant store failed: {0}")]
+    Store(String),
+}
+
+impl From<MailboxError> for GrantError {
+    fn from(e: MailboxError) -> Self {
+        GrantError::Unavailable(e.to_string())
+    }
+}
+
+impl From<StoreError> for GrantError {
+    fn from(e: StoreError) -> Self {
+        GrantError::Store(e.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Grant, GrantError>")]
+struct Create(NewGrant);
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Grant>, GrantError>")]
+struct List;
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Grant, GrantError>")]
+struct Revoke(String);
+
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<Grant>, GrantError>")]
+struct Use {
+    agent: String,
+    tool: String,
+    args: Value,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "usize")]
+struct ActiveCount;
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Shutdown;
+
+// ---------------------------------------------------------------------------------------------
+// The handle
+
+/// The grant registry. Cloning is cheap; the actor stops when the last clone is dropped or
+/// `shutdown` is called.
+#[derive(Clone)]
+pub struct Grants {
+    create: Recipient<Create>,
+    list: Recipient<List>,
+    revoke: Recipient<Revoke>,
+    use_grant: Recipient<Use>,
+    count: Recipient<ActiveCount>,
+    shutdown: Recipient<Shutdown>,
+    /// Consulted to refuse self-granting.
+    approvals: Option<Approvals>,
+    /// Closed when the actor (and with it its store handle) is gone.
+    alive: watch::Receiver<()>,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants").finish_non_exhaustive()
+    }
+}
+
+impl Grants {
+    /// Loads the grants from the store (none: memory only), deleting expired ones, and starts
+    /// the actor on the current arbiter; call it inside a running actix `System`.
+    /// A zero `max_duration` means the default, 24 h.
+    pub fn start(
+        store: Option<Store>,
+        max_duration: Duration,
+        clock: Clock,
+        mailbox: usize,
+    ) -> Result<Grants, GrantError> {
+        let rows = match &store {
+            Some(store) => store.load_grants()?,
+            None => Vec::new(),
+        };
+        let mut fx = Effects::default();
+        let max_duration = if max_duration.is_zero() {
+            DEFAULT_MAX_DURATION
+        } else {
+            max_duration
+        };
+        let book = Book::load(rows, max_duration, clock.wall(), &mut fx);
+        let startup = match &store {
+            Some(store) => Some(store.write_grants(&fx.change())?),
+            None => None,
+        };
+        let (alive_tx, alive) = watch::channel(());
+        let addr = GrantsActor {
+            book,
+            store,
+            clock,
+            mailbox: mailbox.max(1),
+            startup,
+            _alive: alive_tx,
+        }
+        .start();
+        Ok(Grants {
+            create: addr.clone().recipient(),
+            list: addr.clone().recipient(),
+            revoke: addr.clone().recipient(),
+            use_grant: addr.clone().recipient(),
+            count: addr.clone().recipient(),
+            shutdown: addr.recipient(),
+            approvals: None,
+            alive,
+        })
+    }
+
+    /// Links the approval queue, so that an agent creating a grant is refused when one of its
+    /// own pending approvals would be covered by it. Without it no such check is made.
+    pub fn with_approvals(mut self, approvals: Approvals) -> Grants {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    pub async fn create(&self, g: NewGrant) -> Result<Grant, GrantError> {
+        if let (Some(creator), Some(approvals)) = (&g.creator_agent, &self.approvals) {
+            let (agent, tools) = (Glob::new(&g.agent), Glob::new(&g.tools));
+            let pending = approvals
+                .list(Some(ApprovalStatus::Pending), None)
+                .await
+                .map_err(|e| GrantError::Unavailable(e.to_string()))?;
+            let covers_own = pending.iter().any(|a| {
+                a.agent_id == *creator && agent.matches(&a.agent_id) && tools.matches(&a.tool)
+            });
+            if covers_own {
+                return Err(GrantError::SelfGrant);
+            }
+        }
+        self.create.send(Create(g)).await?
+    }
+
+    /// Active grants, in creation order.
+    pub async fn list(&self) -> Result<Vec<Grant>, GrantError> {
+        self.list.send(List).await?
+    }
+
+    /// Exact id, else the unique id starting with a prefix of at least 4 characters.
+    pub async fn revoke(&self, id_or_prefix: &str) -> Result<Grant, GrantError> {
+        self.revoke.send(Revoke(id_or_prefix.to_owned())).await?
+    }
+
+    /// The first active grant whose agent and tools globs match, whose condition holds on args
+    /// and whose max_calls is not used up; counts one call (durably) and returns it.
+    pub async fn use_grant(
+        &self,
+        agent: &str,
+        tool: &str,
+        args: &Value,
+    ) -> Result<Option<Grant>, GrantError> {
+        let msg = Use {
+            agent: agent.to_owned(),
+            tool: tool.to_owned(),
+            args: args.clone(),
+        };
+        self.use_grant.send(msg).await?
+    }
+
+    /// Active grants now; 0 when the registry cannot answer.
+    pub async fn active_count(&self) -> usize {
+        self.count.send(ActiveCount).await.unwrap_or(0)
+    }
+
+    /// Stops the registry and returns once the actor is gone with its store handle.
+    pub async fn shutdown(&self) {
+        // Already stopped is as good as stopped.
+        let _ = self.shutdown.send(Shutdown).await;
+        // Nothing is ever sent on `alive`: this returns when the actor drops the sender.
+        let _ = self.alive.clone().changed().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+
+struct GrantsActor {
+    book: Book,
+    store: Option<Store>,
+    clock: Clock,
+    mailbox: usize,
+    startup: Option<Flush>,
+    _alive: watch::Sender<()>,
+}
+
+impl Actor for GrantsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.mailbox);
+        if let Some(flush) = self.startup.take() {
+            let done = async move {
+                if let Err(e) = flush.durable().await {
+                    tracing::error!(error = %e, "deleting expired grants failed");
+                }
+            };
+            ctx.spawn(done.into_actor(self));
+        }
+    }
+}
+
+type Outcome<T> = Result<T, GrantError>;
+
+impl GrantsActor {
+    /// Removes expired grants, runs `op`, writes the changes now and answers once durable.
+    fn transact<T: 'static>(
+        &mut self,
+        op: impl FnOnce(&mut Book, SystemTime, &mut Effects) -> Outcome<T>,
+    ) -> impl Future<Output = Outcome<T>> + 'static {
+        let now = self.clock.wall();
+        let mut fx = Effects::default();
+        self.book.drop_expired(now, &mut fx);
+        let outcome = op(&mut self.book, now, &mut fx);
+        let write = match &self.store {
+            Some(store) => store.write_grants(&fx.change()),
+            None => Ok(Flush::none()),
+        };
+        async move {
+            write?.durable().await?;
+            outcome
+        }
+    }
+}
+
+impl Handler<Create> for GrantsActor {
+    type Result = ResponseFuture<Outcome<Grant>>;
+
+    fn handle(&mut self, msg: Create, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.transact(|book, now, fx| book.create(msg.0, now, fx)))
+    }
+}
+
+impl Handler<List> for GrantsActor {
+    type Result = ResponseFuture<Outcome<Vec<Grant>>>;
+
+    fn handle(&mut self, _: List, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.transact(|book, _, _| Ok(book.list())))
+    }
+}
+
+impl Handler<Revoke> for GrantsActor {
+    type Result = ResponseFuture<Outcome<Grant>>;
+
+    fn handle(&mut self, msg: Revoke, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(self.transact(|book, _, fx| book.revoke(&msg.0, fx)))
+    }
+}
+
+impl Handler<Use> for GrantsActor {
+    type Result = ResponseFuture<Outcome<Option<Grant>>>;
+
+    fn handle(&mut self, msg: Use, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(
+            self.transact(|book, _, fx| Ok(book.use_grant(&msg.agent, &msg.tool, &msg.args, fx))),
+        )
+    }
+}
+
+impl Handler<ActiveCount> for GrantsActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: ActiveCount, ctx: &mut Context<Self>) -> usize {
+        let done = self.transact(|_, _, _| Ok(()));
+        let done = async move {
+            if let Err(e) = done.await {
+                tracing::error!(error = %e, "deleting expired grants failed");
+            }
+        };
+        // Inside the context, so it ends with the actor.
+        ctx.spawn(done.into_actor(self));
+        self.book.grants.len()
+    }
+}
+
+impl Handler<Shutdown> for GrantsActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.store = None;
+        ctx.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pure core
+
+#[derive(Default)]
+struct Effects {
+    puts: Vec<(u64, Grant)>,
+    deletes: Vec<String>,
+}
+
+impl Effects {
+    fn change(&self) -> Change<'_, Grant> {
+        Change {
+            puts: self.puts.iter().map(|(seq, g)| (*seq, g)).collect(),
+            deletes: self.deletes.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A grant with its patterns compiled.
+struct Active {
+    seq: u64,
+    grant: Grant,
+    agent: Glob,
+    tools: Glob,
+    condition: Option<Condition>,
+}
+
+impl Active {
+    fn new(seq: u64, grant: Grant) -> Result<Active, GrantError> {
+        let condition = match &grant.condition {
+            Some(config) => Some(compile(config)?),
+            None => None,
+        };
+        Ok(Active {
+            seq,
+            agent: Glob::new(&grant.agent),
+            tools: Glob::new(&grant.tools),
+            condition,
+            grant,
+        })
+    }
+
+    fn applies(&self, agent: &str, tool: &str, args: &Value) -> bool {
+        self.agent.matches(agent)
+            && self.tools.matches(tool)
+            && self
+                .grant
+                .max_calls
+                .is_none_or(|max| self.grant.calls < max)
+            && self.condition.as_ref().is_none_or(|c| c.holds(args))
+    }
+}
+
+fn compile(config: &ConditionConfig) -> Result<Condition, GrantError> {
+    Condition::compile(config).map_err(|errors| {
+        let text = errors
+            .iter()
+            .map(|e| {
+                if e.path.is_empty() {
+                    e.message.clone()
+                } else {
+                    format!("{}: {}", e.path, e.message)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        GrantError::InvalidCondition(text)
+    })
+}
+
+/// The grants in creation order.
+struct Book {
+    grants: Vec<Active>,
+    next_seq: u64,
+    max_duration: Duration,
+}
+
+impl Book {
+    fn load(
+        rows: Vec<Row<Grant>>,
+        max_duration: Duration,
+        now: SystemTime,
+        fx: &mut Effects,
+    ) -> Book {
+        let mut book = Book {
+            grants: Vec::new(),
+            next_seq: 1,
+            max_duration,
+        };
+        for Row { seq, record } in rows {
+            book.next_seq = book.next_seq.max(seq.saturating_add(1));
+            if record.expires_at <= now || book.grants.iter().any(|a| a.grant.id == record.id) {
+                fx.deletes.push(record.id);
+                continue;
+            }
+            match Active::new(seq, record) {
+                Ok(active) => book.grants.push(active),
+                Err(e) => {
+                    // Unreadable is not permitted: the grant is dropped, never applied loosely.
+                    tracing::error!(error = %e, "dropping a stored grant");
+                }
+            }
+        }
+        book
+    }
+
+    fn drop_expired(&mut self, now: SystemTime, fx: &mut Effects) {
+        self.grants.retain(|a| {
+            let alive = a.grant.expires_at > now;
+            if !alive {
+                fx.deletes.push(a.grant.id.clone());
+            }
+            alive
+        });
+    }
+
+    fn create(&mut self, g: NewGrant, now: SystemTime, fx: &mut Effects) -> Outcome<Grant> {
+        if g.duration.is_zero() {
+            return Err(GrantError::InvalidDuration("must be > 0".into()));
+        }
+        if g.duration > self.max_duration {
+            return Err(GrantError::TooLong {
+                max: self.max_duration,
+            });
+        }
+        if self.grants.len() >= MAX_GRANTS {
+            return Err(GrantError::Unavailable("too many active grants".into()));
+        }
+        let grant = Grant {
+            id: self.new_id(),
+            agent: g.agent,
+            tools: g.tools,
+            expires_at: now + g.duration,
+            granted_by: g.granted_by,
+            created_at: now,
+            condition: g.condition,
+            max_calls: g.max_calls,
+            calls: 0,
+        };
+        let seq = self.next_seq;
+        let active = Active::new(seq, grant.clone())?;
+        self.next_seq += 1;
+        self.grants.push(active);
+        fx.puts.push((seq, grant.clone()));
+        Ok(grant)
+    }
+
+    fn list(&self) -> Vec<Grant> {
+        self.grants.iter().map(|a| a.grant.clone()).collect()
+    }
+
+    fn revoke(&mut self, id_or_prefix: &str, fx: &mut Effects) -> Outcome<Grant> {
+        let index = match self.grants.iter().position(|a| a.grant.id == id_or_prefix) {
+            Some(i) => i,
+            None if id_or_prefix.chars().count() < MIN_PREFIX => {
+                return Err(GrantError::NotFound);
+            }
+            None => {
+                let mut found = self
+                    .grants
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.grant.id.starts_with(id_or_prefix))
+                    .map(|(i, _)| i);
+                match (found.next(), found.next()) {
+                    (Some(i), None) => i,
+                    (Some(_), Some(_)) => return Err(GrantError::Ambiguous),
+                    (None, _) => return Err(GrantError::NotFound),
+                }
+            }
+        };
+        let removed = self.grants.remove(index);
+        fx.deletes.push(removed.grant.id.clone());
+        Ok(removed.grant)
+    }
+
+    fn use_grant(
+        &mut self,
+        agent: &str,
+        tool: &str,
+        args: &Value,
+        fx: &mut Effects,
+    ) -> Option<Grant> {
+        let index = self
+            .grants
+            .iter()
+            .position(|a| a.applies(agent, tool, args))?;
+        let active = &mut self.grants[index];
+        active.grant.calls += 1;
+        let (seq, grant) = (active.seq, active.grant.clone());
+        if grant.max_calls.is_some_and(|max| grant.calls >= max) {
+            self.grants.remove(index);
+            fx.deletes.push(grant.id.clone());
+        } else {
+            fx.puts.push((seq, grant.clone()));
+        }
+        Some(grant)
+    }
+
+    fn new_id(&self) -> String {
+        loop {
+            let id = hex::encode(rand::random::<[u8; 8]>());
+            if !self.grants.iter().any(|a| a.grant.id == id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

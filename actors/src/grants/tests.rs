@@ -1,0 +1,463 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::*;
+use crate::approvals::{ApprovalSettings, Gate, Submit};
+use crate::clock::ManualClock;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn new_grant(agent: &str, tools: &str, duration: Duration) -> NewGrant {
+    NewGrant {
+        agent: agent.into(),
+        tools: tools.into(),
+        duration,
+        granted_by: "http:127.0.0.1:1234".into(),
+        condition: None,
+        max_calls: None,
+        creator_agent: None,
+    }
+}
+
+fn condition(v: Value) -> ConditionConfig {
+    serde_json::from_value(v).unwrap()
+}
+
+struct Fixture {
+    dir: TempDir,
+    clock: Clock,
+    manual: Arc<ManualClock>,
+    grants: Grants,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (clock, manual) = Clock::manual();
+        let grants = open(dir.path(), &clock);
+        Fixture {
+            dir,
+            clock,
+            manual,
+            grants,
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.grants.shutdown().await;
+        self.grants = open(self.dir.path(), &self.clock);
+    }
+
+    async fn create(&self, g: NewGrant) -> Grant {
+        self.grants.create(g).await.unwrap()
+    }
+
+    async fn ids(&self) -> Vec<String> {
+        let list = self.grants.list().await.unwrap();
+        list.into_iter().map(|g| g.id).collect()
+    }
+}
+
+fn open(dir: &Path, clock: &Clock) -> Grants {
+    let store = Store::open(dir).unwrap();
+    Grants::start(Some(store), DEFAULT_MAX_DURATION, clock.clone(), 64).unwrap()
+}
+
+#[actix::test]
+async fn a_created_grant_is_listed_in_creation_order() {
+    let f = Fixture::new();
+    let a = f.create(new_grant("bot", "fs.*", HOUR)).await;
+    let b = f.create(new_grant("*", "net.get", 2 * HOUR)).await;
+    assert_eq!(a.id.len(), 16);
+    assert!(
+        a.id.bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    assert_eq!(a.created_at, f.clock.wall());
+    assert_eq!(a.expires_at, f.clock.wall() + HOUR);
+    assert_eq!(a.granted_by, "http:127.0.0.1:1234");
+    assert_eq!(a.calls, 0);
+    assert_eq!(f.grants.list().await.unwrap(), [a.clone(), b.clone()]);
+    assert_eq!(f.grants.active_count().await, 2);
+}
+
+#[actix::test]
+async fn durations_must_be_positive_and_at_most_the_maximum() {
+    let f = Fixture::new();
+    let zero = f.grants.create(new_grant("bot", "*", Duration::ZERO)).await;
+    assert_eq!(zero, Err(GrantError::InvalidDuration("must be > 0".into())));
+    let long = f
+        .grants
+        .create(new_grant("bot", "*", 24 * HOUR + Duration::from_secs(1)))
+        .await;
+    let err = long.unwrap_err();
+    assert_eq!(err.to_string(), "duration exceeds maximum (24h0m0s)");
+    assert!(
+        f.grants
+            .create(new_grant("bot", "*", 24 * HOUR))
+            .await
+            .is_ok()
+    );
+    assert_eq!(f.grants.active_count().await, 1);
+}
+
+#[actix::test]
+async fn a_lower_maximum_is_enforced() {
+    let (clock, _) = Clock::manual();
+    let grants = Grants::start(None, HOUR, clock, 8).unwrap();
+    let err = grants
+        .create(new_grant("bot", "*", 2 * HOUR))
+        .await
+        .unwrap_err();
+    assert_eq!(err, GrantError::TooLong { max: HOUR });
+    assert_eq!(err.to_string(), "duration exceeds maximum (1h0m0s)");
+}
+
+#[actix::test]
+async fn revoke_takes_an_exact_id_or_a_unique_prefix_of_four_or_more() {
+    let f = Fixture::new();
+    let a = f.create(new_grant("bot", "*", HOUR)).await;
+    let b = f.create(new_grant("bot", "*", HOUR)).await;
+    assert_eq!(
+        f.grants.revoke(&a.id[..3]).await,
+        Err(GrantError::NotFound),
+        "too short"
+    );
+    assert_eq!(f.grants.revoke("zzzzzz").await, Err(GrantError::NotFound));
+    let unique = (4..=16)
+        .map(|n| &b.id[..n])
+        .find(|p| !a.id.starts_with(p))
+        .unwrap();
+    assert_eq!(f.grants.revoke(unique).await.unwrap(), b);
+    assert_eq!(f.grants.revoke(&a.id).await.unwrap(), a);
+    assert_eq!(
+        f.grants.revoke(&a.id).await,
+        Err(GrantError::NotFound),
+        "already gone"
+    );
+    assert!(f.ids().await.is_empty());
+}
+
+#[actix::test]
+async fn revoke_refuses_an_ambiguous_prefix() {
+    // Random ids rarely share four digits, so the two grants are written to the store.
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, _) = Clock::manual();
+    let now = clock.wall();
+    let grant = |id: &str| Grant {
+        id: id.into(),
+        agent: "bot".into(),
+        tools: "*".into(),
+        expires_at: now + HOUR,
+        granted_by: "test".into(),
+        created_at: now,
+        condition: None,
+        max_calls: None,
+        calls: 0,
+    };
+    let (first, second) = (grant("abcd111111111111"), grant("abcd222222222222"));
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let change = Change {
+            puts: vec![(1, &first), (2, &second)],
+            deletes: Vec::new(),
+        };
+        store
+            .write_grants(&change)
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    let grants = open(dir.path(), &clock);
+    assert_eq!(grants.revoke("abcd").await, Err(GrantError::Ambiguous));
+    assert_eq!(grants.revoke("abc").await, Err(GrantError::NotFound));
+    assert_eq!(grants.revoke("abcd2").await.unwrap(), second);
+    assert_eq!(grants.revoke("abcd").await.unwrap(), first);
+}
+
+#[actix::test]
+async fn use_grant_matches_agent_and_tool_globs_first_grant_first() {
+    let f = Fixture::new();
+    let fs = f.create(new_grant("bot-*", "fs.*", HOUR)).await;
+    let any = f.create(new_grant("*", "*", HOUR)).await;
+    let cases = [
+        ("bot-1", "fs.read", Some(&fs)),
+        ("bot-1", "net.get", Some(&any)),
+        ("human", "fs.read", Some(&any)),
+    ];
+    for (agent, tool, expected) in cases {
+        let used = f.grants.use_grant(agent, tool, &json!({})).await.unwrap();
+        assert_eq!(
+            used.map(|g| g.id),
+            expected.map(|g| g.id.clone()),
+            "{agent} {tool}"
+        );
+    }
+    f.grants.revoke(&any.id).await.unwrap();
+    assert_eq!(
+        f.grants.use_grant("human", "fs.read", &json!({})).await,
+        Ok(None)
+    );
+    let used = f
+        .grants
+        .use_grant("bot-2", "fs.write", &json!({}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(used.calls, 2, "each use is counted");
+}
+
+#[actix::test]
+async fn an_expired_grant_is_neither_listed_nor_used() {
+    let f = Fixture::new();
+    let short = f.create(new_grant("bot", "*", HOUR)).await;
+    let long = f.create(new_grant("bot", "*", 2 * HOUR)).await;
+    f.manual.advance(HOUR - Duration::from_secs(1));
+    assert_eq!(short.remaining(f.clock.wall()), Duration::from_secs(1));
+    let used = f.grants.use_grant("bot", "x", &json!({})).await.unwrap();
+    assert_eq!(used.unwrap().id, short.id);
+    f.manual.advance(Duration::from_secs(1));
+    assert_eq!(short.remaining(f.clock.wall()), Duration::ZERO);
+    assert_eq!(f.ids().await, std::slice::from_ref(&long.id));
+    let used = f.grants.use_grant("bot", "x", &json!({})).await.unwrap();
+    assert_eq!(used.unwrap().id, long.id);
+    assert_eq!(f.grants.revoke(&short.id).await, Err(GrantError::NotFound));
+    f.manual.advance(HOUR);
+    assert_eq!(f.grants.use_grant("bot", "x", &json!({})).await, Ok(None));
+    assert_eq!(f.grants.active_count().await, 0);
+}
+
+#[actix::test]
+async fn a_condition_limits_the_grant_to_matching_arguments() {
+    let f = Fixture::new();
+    let g = f
+        .create(NewGrant {
+            condition: Some(condition(
+                json!({"field": "params.amount", "operator": "<", "value": 100}),
+            )),
+            ..new_grant("bot", "pay", HOUR)
+        })
+        .await;
+    let cases = [
+        (json!({"amount": 50}), true),
+        (json!({"amount": 500}), false),
+        (json!({}), false),
+    ];
+    for (args, applies) in cases {
+        let used = f.grants.use_grant("bot", "pay", &args).await.unwrap();
+        assert_eq!(used.is_some(), applies, "{args}");
+    }
+    assert_eq!(f.grants.list().await.unwrap()[0].condition, g.condition);
+}
+
+#[actix::test]
+async fn an_invalid_condition_is_refused() {
+    let f = Fixture::new();
+    let bad = NewGrant {
+        condition: Some(condition(
+            json!({"field": "x", "operator": "matches", "value": "("}),
+        )),
+        ..new_grant("bot", "*", HOUR)
+    };
+    let err = f.grants.create(bad).await.unwrap_err();
+    assert!(matches!(err, GrantError::InvalidCondition(_)), "{err:?}");
+    assert_eq!(f.grants.active_count().await, 0);
+}
+
+#[actix::test]
+async fn max_calls_are_honoured_and_a_used_up_grant_goes_away() {
+    let mut f = Fixture::new();
+    let g = f
+        .create(NewGrant {
+            max_calls: Some(2),
+            ..new_grant("bot", "*", HOUR)
+        })
+        .await;
+    let first = f
+        .grants
+        .use_grant("bot", "t", &json!({}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.calls, 1);
+    f.restart().await;
+    assert_eq!(
+        f.grants.list().await.unwrap()[0].calls,
+        1,
+        "the count is durable"
+    );
+    let second = f
+        .grants
+        .use_grant("bot", "t", &json!({}))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.id.as_str(), second.calls), (g.id.as_str(), 2));
+    assert_eq!(f.grants.use_grant("bot", "t", &json!({})).await, Ok(None));
+    assert!(f.ids().await.is_empty());
+    f.restart().await;
+    assert!(f.ids().await.is_empty(), "removed from the store too");
+}
+
+#[actix::test]
+async fn concurrent_uses_never_exceed_max_calls() {
+    let f = Fixture::new();
+    f.create(NewGrant {
+        max_calls: Some(5),
+        ..new_grant("bot", "*", HOUR)
+    })
+    .await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let grants = f.grants.clone();
+            actix::spawn(async move { grants.use_grant("bot", "t", &json!({})).await })
+        })
+        .collect();
+    let mut used = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap().is_some() {
+            used += 1;
+        }
+    }
+    assert_eq!(used, 5);
+}
+
+#[actix::test]
+async fn grants_survive_a_restart_and_expired_ones_are_deleted_at_load() {
+    let mut f = Fixture::new();
+    let short = f.create(new_grant("bot", "a", HOUR)).await;
+    let long = f.create(new_grant("bot", "b", 3 * HOUR)).await;
+    let limited = f
+        .create(NewGrant {
+            max_calls: Some(3),
+            condition: Some(condition(
+                json!({"field": "n", "operator": "==", "value": 1}),
+            )),
+            ..new_grant("bot", "c", 3 * HOUR)
+        })
+        .await;
+    f.grants
+        .use_grant("bot", "c", &json!({"n": 1}))
+        .await
+        .unwrap()
+        .unwrap();
+    f.grants.shutdown().await;
+    f.manual.advance(HOUR + Duration::from_secs(30 * 60));
+    f.restart().await;
+    let loaded = f.grants.list().await.unwrap();
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded[0], long);
+    assert_eq!(loaded[1].id, limited.id);
+    assert_eq!(loaded[1].calls, 1);
+    assert_eq!(
+        f.grants.use_grant("bot", "c", &json!({"n": 2})).await,
+        Ok(None)
+    );
+    assert!(
+        f.grants
+            .use_grant("bot", "c", &json!({"n": 1}))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The expired row is gone from the store itself.
+    f.grants.shutdown().await;
+    let store = Store::open(f.dir.path()).unwrap();
+    let rows: Vec<String> = store
+        .load_grants()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.record.id)
+        .collect();
+    assert!(!rows.contains(&short.id));
+    assert_eq!(rows, [long.id.clone(), limited.id.clone()]);
+}
+
+#[actix::test]
+async fn an_agent_cannot_grant_itself_its_pending_call() {
+    let (clock, _) = Clock::manual();
+    let approvals = Approvals::start(None, ApprovalSettings::default(), clock.clone()).unwrap();
+    let grants = Grants::start(None, DEFAULT_MAX_DURATION, clock, 8)
+        .unwrap()
+        .with_approvals(approvals.clone());
+    let submit = Submit {
+        agent: "bot".into(),
+        tool: "fs.write".into(),
+        params: json!({}),
+        policy_rule: "review".into(),
+        trace_id: String::new(),
+        callback_url: None,
+    };
+    assert!(matches!(
+        approvals.gate(submit).await.unwrap(),
+        Gate::Pending { .. }
+    ));
+    let by = |creator: &str, agent: &str, tools: &str| NewGrant {
+        creator_agent: Some(creator.into()),
+        ..new_grant(agent, tools, HOUR)
+    };
+    let own = grants.create(by("bot", "bot", "fs.*")).await;
+    assert_eq!(own, Err(GrantError::SelfGrant));
+    let wildcard = grants.create(by("bot", "*", "*")).await;
+    assert_eq!(wildcard, Err(GrantError::SelfGrant));
+    assert!(
+        grants.create(by("bot", "bot", "net.*")).await.is_ok(),
+        "no pending net call"
+    );
+    assert!(
+        grants.create(by("supervisor", "bot", "fs.*")).await.is_ok(),
+        "another agent"
+    );
+    assert!(
+        grants.create(new_grant("bot", "fs.*", HOUR)).await.is_ok(),
+        "an operator"
+    );
+}
+
+#[test]
+fn the_view_has_flux7_keys_then_mesh7_extras() {
+    let created = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let mut g = Grant {
+        id: "0123456789abcdef".into(),
+        agent: "bot".into(),
+        tools: "fs.*".into(),
+        expires_at: created + HOUR + Duration::from_millis(500),
+        granted_by: "mcp:supervisor".into(),
+        created_at: created,
+        condition: None,
+        max_calls: None,
+        calls: 0,
+    };
+    let view = g.view(created + Duration::from_secs(90));
+    let keys: Vec<&String> = view.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "agent",
+            "tools",
+            "expires_at",
+            "remaining",
+            "granted_by"
+        ]
+    );
+    assert_eq!(view["expires_at"], "2023-11-14T23:13:20Z");
+    assert_eq!(view["remaining"], "58m30s");
+    g.condition = Some(condition(
+        json!({"field": "n", "operator": ">", "value": 1}),
+    ));
+    g.max_calls = Some(3);
+    g.calls = 1;
+    let view = g.view(created);
+    assert_eq!(
+        view["condition"],
+        json!({"field": "n", "operator": ">", "value": 1})
+    );
+    assert_eq!(view["max_calls"], 3);
+    assert_eq!(view["calls"], 1);
+}

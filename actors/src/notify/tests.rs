@@ -1,0 +1,212 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// A loopback HTTP endpoint that records webhook requests.
+pub(crate) struct Hook {
+    listener: TcpListener,
+    pub(crate) url: String,
+}
+
+impl Hook {
+    pub(crate) async fn bind() -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        Hook { listener, url }
+    }
+
+    /// Accepts one request, answers 200 and returns its head and JSON body (10 s at most).
+    pub(crate) async fn next(&self) -> (String, Value) {
+        tokio::time::timeout(Duration::from_secs(10), self.accept())
+            .await
+            .expect("a webhook arrives within 10 s")
+    }
+
+    async fn accept(&self) -> (String, Value) {
+        let (mut socket, _) = self.listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the headers ended");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap())
+            })
+            .expect("a Content-Length header");
+        while buf.len() < head_end + length {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "connection closed before the body ended");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap();
+        (head, body)
+    }
+}
+
+#[test]
+fn check_target_table() {
+    let cases: [(&str, bool, Result<(), &str>); 22] = [
+        (
+            "http://localhost:8080/x",
+            false,
+            Err("ssrf: localhost is not allowed"),
+        ),
+        (
+            "http://LOCALHOST./x",
+            false,
+            Err("ssrf: localhost is not allowed"),
+        ),
+        (
+            "http://api.localhost/x",
+            false,
+            Err("ssrf: localhost is not allowed"),
+        ),
+        (
+            "http://127.0.0.1/x",
+            false,
+            Err("ssrf: 127.0.0.1 is not a public address (loopback)"),
+        ),
+        (
+            "http://127.8.9.10/x",
+            false,
+            Err("ssrf: 127.8.9.10 is not a public address (loopback)"),
+        ),
+        (
+            "http://10.1.2.3/x",
+            false,
+            Err("ssrf: 10.1.2.3 is not a public address (private)"),
+        ),
+        (
+            "http://172.16.0.1/x",
+            false,
+            Err("ssrf: 172.16.0.1 is not a public address (private)"),
+        ),
+        (
+            "http://172.31.255.255/x",
+            false,
+            Err("ssrf: 172.31.255.255 is not a public address (private)"),
+        ),
+        (
+            "http://192.168.1.1/x",
+            false,
+            Err("ssrf: 192.168.1.1 is not a public address (private)"),
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data",
+            false,
+            Err("ssrf: 169.254.169.254 is not a public address (link-local)"),
+        ),
+        (
+            "http://[::1]:9000/x",
+            false,
+            Err("ssrf: ::1 is not a public address (loopback)"),
+        ),
+        (
+            "http://[fc00::1]/x",
+            false,
+            Err("ssrf: fc00::1 is not a public address (private)"),
+        ),
+        (
+            "http://[fd12:3456::1]/x",
+            false,
+            Err("ssrf: fd12:3456::1 is not a public address (private)"),
+        ),
+        (
+            "http://[fe80::1]/x",
+            false,
+            Err("ssrf: fe80::1 is not a public address (link-local)"),
+        ),
+        (
+            "http://[::ffff:127.0.0.1]/x",
+            false,
+            Err("ssrf: ::ffff:127.0.0.1 is not a public address (loopback)"),
+        ),
+        (
+            "http://0.0.0.0/x",
+            false,
+            Err("ssrf: 0.0.0.0 is not a public address (unspecified)"),
+        ),
+        (
+            "ftp://93.184.216.34/x",
+            false,
+            Err("ssrf: scheme \"ftp\" is not allowed (http or https only)"),
+        ),
+        ("http://93.184.216.34/hook", false, Ok(())),
+        ("https://8.8.8.8/hook", false, Ok(())),
+        ("http://172.32.0.1/x", false, Ok(())),
+        ("http://127.0.0.1:8080/x", true, Ok(())),
+        ("http://localhost:8080/x", true, Ok(())),
+    ];
+    for (url, allow_private, expected) in cases {
+        let got = check_target(url, allow_private);
+        assert_eq!(
+            got,
+            expected.map_err(str::to_owned),
+            "{url} allow_private={allow_private}"
+        );
+    }
+}
+
+#[test]
+fn malformed_urls_are_refused() {
+    for url in ["not a url", "http://", "file:///etc/passwd"] {
+        let err = check_target(url, true).unwrap_err();
+        assert!(err.starts_with("ssrf: "), "{url}: {err}");
+    }
+}
+
+#[actix_rt::test]
+async fn notifier_posts_json_to_an_allowed_local_target() {
+    let hook = Hook::bind().await;
+    let notifier = Notifier::start(true);
+    let payload = json!({"event": "pending", "id": "abc"});
+    assert!(notifier.post(&hook.url, payload.clone()));
+    let (head, body) = hook.next().await;
+    assert!(head.starts_with("POST /hook HTTP/1.1\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    assert_eq!(body, payload);
+}
+
+#[actix_rt::test]
+async fn delivery_refuses_a_private_target_when_not_allowed() {
+    let hook = Hook::bind().await;
+    let job = Job {
+        url: hook.url.clone(),
+        payload: json!({}),
+    };
+    let err = deliver(&job, false).await.unwrap_err();
+    assert_eq!(err, "ssrf: 127.0.0.1 is not a public address (loopback)");
+}
+
+#[actix_rt::test]
+async fn a_full_queue_drops_and_counts_without_waiting() {
+    let notifier = Notifier::start(false);
+    // Nothing yields between the posts, so the sending task cannot drain the queue meanwhile.
+    let queued = (0..QUEUE + 10)
+        .filter(|_| notifier.post("http://10.0.0.1/x", json!({})))
+        .count();
+    assert_eq!(queued, QUEUE);
+    assert_eq!(notifier.stats().dropped, 10);
+}

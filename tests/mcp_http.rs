@@ -1,0 +1,333 @@
+//! Black-box tests of the MCP Streamable HTTP endpoint (`POST`/`DELETE /mcp`) of `mesh7 serve`:
+//! the official Python SDK, the MCP conformance suite, and raw requests for sessions, identity
+//! binding and the DNS-rebinding guard.
+
+mod common;
+#[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
+mod mcp_support;
+
+use common::Daemon;
+use mcp_support::{GOVERNED, run_conformance, run_python_client};
+use serde_json::{Value, json};
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+const PING: &str = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+struct Answer {
+    status: u16,
+    session: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn send(method: reqwest::Method, url: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut req = reqwest::blocking::Client::new()
+        .request(method, url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Answer {
+        status,
+        session,
+        headers,
+        body: resp.text().expect("body"),
+    }
+}
+
+fn post(d: &Daemon, headers: &[(&str, &str)], body: &str) -> Answer {
+    send(
+        reqwest::Method::POST,
+        &format!("{}/mcp", d.url),
+        headers,
+        body,
+    )
+}
+
+/// Initializes a session as `authorization`; returns its id.
+fn session(d: &Daemon, authorization: &str) -> String {
+    let a = post(d, &[("Authorization", authorization)], INIT);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let id = a.session.expect("Mcp-Session-Id on initialize");
+    assert_eq!(id.len(), 32, "{id}");
+    id
+}
+
+fn error_of(a: &Answer) -> (u16, i64, String) {
+    let v = a.json();
+    (
+        a.status,
+        v["error"]["code"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no error: {v}")),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[test]
+fn python_sdk_over_streamable_http_sees_results_denials_and_approval_refusals() {
+    let d = Daemon::start(GOVERNED);
+    let workdir = d.dir.path().display().to_string();
+    let url = format!("{}/mcp", d.url);
+    let (code, output) = run_python_client(&["http", &workdir, &url, "Bearer agent:py-agent"]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("ok"), "{output}");
+    let (_, traces) = d.get("/traces", None);
+    let traces = traces.as_array().expect("traces");
+    assert_eq!(traces.len(), 3, "{traces:?}");
+    for t in traces {
+        assert_eq!(t["agent_id"], "py-agent", "{t}");
+        assert_eq!(t["ingress"], "mcp-http", "{t}");
+        assert_eq!(t["session_id"].as_str().map(str::len), Some(32), "{t}");
+    }
+}
+
+#[test]
+fn conformance_suite_required_scenarios_pass() {
+    let d = Daemon::start(GOVERNED);
+    let url = format!("{}/mcp", d.url);
+    for scenario in [
+        "server-initialize",
+        "ping",
+        "tools-list",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+    ] {
+        let (success, text) = run_conformance(&url, scenario);
+        assert!(success, "{scenario}:\n{text}");
+        assert!(text.contains(", 0 failed"), "{scenario}:\n{text}");
+        assert!(!text.contains("FAILURE"), "{scenario}:\n{text}");
+    }
+}
+
+#[test]
+fn requests_outside_a_valid_session_are_refused() {
+    let d = Daemon::start(GOVERNED);
+    let alice = "Bearer agent:alice";
+    let id = session(&d, alice);
+    let table: [(Headers, u16, &str); 4] = [
+        (
+            &[("Authorization", alice)],
+            400,
+            "Missing Mcp-Session-Id header",
+        ),
+        (
+            &[("Authorization", alice), ("Mcp-Session-Id", "0123")],
+            404,
+            "Unknown session",
+        ),
+        (
+            &[
+                ("Authorization", "Bearer agent:mallory"),
+                ("Mcp-Session-Id", &id),
+            ],
+            403,
+            "Session belongs to another identity",
+        ),
+        (
+            &[("Mcp-Session-Id", &id)],
+            403,
+            "Session belongs to another identity",
+        ),
+    ];
+    for (headers, status, message) in table {
+        let a = post(&d, headers, PING);
+        assert_eq!(
+            error_of(&a),
+            (status, -32600, message.to_owned()),
+            "{headers:?}"
+        );
+    }
+    // The rightful owner still gets through.
+    let a = post(
+        &d,
+        &[("Authorization", alice), ("Mcp-Session-Id", &id)],
+        PING,
+    );
+    assert_eq!((a.status, a.json()["result"].clone()), (200, json!({})));
+    assert_eq!(a.session.as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn notifications_get_202_and_delete_ends_the_session() {
+    let d = Daemon::start(GOVERNED);
+    let auth = "Bearer agent:bob";
+    let id = session(&d, auth);
+    let headers = [("Authorization", auth), ("Mcp-Session-Id", id.as_str())];
+    let a = post(
+        &d,
+        &headers,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!((a.status, a.body.as_str()), (202, ""));
+    assert_eq!(a.session.as_deref(), Some(id.as_str()));
+
+    let url = format!("{}/mcp", d.url);
+    let deleted = send(reqwest::Method::DELETE, &url, &headers, "");
+    assert_eq!(deleted.status, 204);
+    let again = send(reqwest::Method::DELETE, &url, &headers, "");
+    assert_eq!(again.status, 404);
+    let a = post(&d, &headers, PING);
+    assert_eq!(error_of(&a), (404, -32600, "Unknown session".to_owned()));
+}
+
+#[test]
+fn get_and_other_methods_get_405_with_allow() {
+    let d = Daemon::start(GOVERNED);
+    let url = format!("{}/mcp", d.url);
+    for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+        let a = send(method.clone(), &url, &[], "");
+        assert_eq!(a.status, 405, "{method}");
+        assert_eq!(
+            a.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some("POST, DELETE")
+        );
+        assert_eq!(a.json()["error"]["code"], -32600);
+    }
+}
+
+#[test]
+fn malformed_bodies_and_unknown_methods_get_json_rpc_errors() {
+    let d = Daemon::start(GOVERNED);
+    let auth = "Bearer agent:carol";
+    let id = session(&d, auth);
+    let headers = [("Authorization", auth), ("Mcp-Session-Id", id.as_str())];
+    let table: [(&str, u16, i64); 6] = [
+        ("{nope", 400, -32700),
+        (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, 400, -32600),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping","params":7}"#,
+            200,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{}}"#,
+            200,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"x.y"}}"#,
+            200,
+            -32602,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":6,"method":"prompts/list"}"#,
+            200,
+            -32601,
+        ),
+    ];
+    for (body, status, code) in table {
+        let a = post(&d, &headers, body);
+        assert_eq!(
+            (a.status, error_of(&a).1),
+            (status, code),
+            "{body}: {}",
+            a.body
+        );
+    }
+    // A probe for a newer protocol, before any session: a prompt -32601 lets clients fall back.
+    let probe = post(
+        &d,
+        &[("Mcp-Protocol-Version", "2026-07-28")],
+        r#"{"jsonrpc":"2.0","id":"d","method":"server/discover","params":{}}"#,
+    );
+    assert_eq!(
+        error_of(&probe),
+        (200, -32601, "Method not found: server/discover".to_owned())
+    );
+    // An unsupported protocol version header on a session request is refused.
+    let a = post(
+        &d,
+        &[
+            ("Authorization", auth),
+            ("Mcp-Session-Id", id.as_str()),
+            ("Mcp-Protocol-Version", "1999-01-01"),
+        ],
+        PING,
+    );
+    assert_eq!(error_of(&a).0, 400);
+}
+
+#[test]
+fn dns_rebinding_guard_refuses_foreign_host_and_origin_unless_configured() {
+    let yaml = format!(
+        "{GOVERNED}server:\n  allowed_hosts: [\"mesh.internal\"]\n  allowed_origins: [\"https://app.example.com\"]\n"
+    );
+    let d = Daemon::start(&yaml);
+    let table: [(Headers, u16); 6] = [
+        (&[("Host", "evil.example.com")], 403),
+        (&[("Origin", "http://evil.example.com")], 403),
+        (
+            &[
+                ("Host", "localhost:9090"),
+                ("Origin", "http://localhost:3000"),
+            ],
+            200,
+        ),
+        (&[("Host", "mesh.internal:8080")], 200),
+        (&[("Origin", "https://app.example.com")], 200),
+        (&[("Origin", "https://app.example.com.evil.io")], 403),
+    ];
+    for (headers, status) in table {
+        let a = post(&d, headers, INIT);
+        assert_eq!(a.status, status, "{headers:?}: {}", a.body);
+        if status == 403 {
+            assert_eq!(a.json()["error"]["code"], -32600);
+        }
+    }
+}
+
+#[test]
+fn session_count_is_capped_with_503_and_retry_after() {
+    let d = Daemon::start(&format!("{GOVERNED}server:\n  max_mcp_sessions: 2\n"));
+    session(&d, "Bearer agent:a");
+    let second = session(&d, "Bearer agent:b");
+    let a = post(&d, &[("Authorization", "Bearer agent:c")], INIT);
+    assert_eq!(error_of(&a).0, 503, "{}", a.body);
+    assert_eq!(error_of(&a).1, -32603);
+    assert!(a.headers.contains_key("retry-after"));
+    // Ending a session makes room.
+    let url = format!("{}/mcp", d.url);
+    let headers = [
+        ("Authorization", "Bearer agent:b"),
+        ("Mcp-Session-Id", second.as_str()),
+    ];
+    assert_eq!(
+        send(reqwest::Method::DELETE, &url, &headers, "").status,
+        204
+    );
+    session(&d, "Bearer agent:c");
+}
+
+#[test]
+fn require_authentication_refuses_an_anonymous_initialize() {
+    let d = Daemon::start(&format!(
+        "{GOVERNED}auth:\n  require_authentication: true\n"
+    ));
+    let a = post(&d, &[], INIT);
+    assert_eq!(
+        error_of(&a),
+        (401, -32600, "authentication required".to_owned())
+    );
+    session(&d, "Bearer agent:known");
+}
