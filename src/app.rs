@@ -14,6 +14,7 @@ use mesh7_actors::clock::Clock;
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
 use mesh7_actors::trace::{Trace, TraceSettings};
+use mesh7_actors::upstream::Upstream;
 use mesh7_config::{LoadedConfig, PolicySet, duration};
 
 use crate::api::{self, ApiState, BodyLimits};
@@ -94,7 +95,15 @@ impl App {
         .context("trace_file")?;
         let catalog = CliCatalog::from_config(&cfg.cli_tools)
             .map_err(|e| anyhow::anyhow!("cli_tools: {e}"))?;
-        let registry = Arc::new(Registry::new(catalog));
+        let upstreams = cfg
+            .mcp_servers
+            .iter()
+            .map(|server| {
+                Upstream::start(server)
+                    .map_err(|e| anyhow::anyhow!("mcp_servers ({}): {e}", server.name))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let registry = Arc::new(Registry::new(catalog, upstreams));
         let cli = Cli::start(mailbox);
 
         let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok());
@@ -164,6 +173,9 @@ impl App {
                 handle.stop(true).await;
                 running.await.context("http server task")?.context("http server")?;
             }
+        }
+        for upstream in self.pipeline.registry().upstreams() {
+            upstream.shutdown().await;
         }
         tracing::info!("flushing traces");
         self.pipeline
@@ -294,7 +306,6 @@ fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()>
 /// Sections that parse but whose subsystem is not in this version: said once, at start-up.
 fn warn_unused_sections(cfg: &mesh7_config::Config) {
     let unused = [
-        ("mcp_servers", !cfg.mcp_servers.is_empty()),
         ("openapi", !cfg.openapi.is_empty()),
         ("storage_path", cfg.storage_path.is_some()),
         ("memory", cfg.memory.is_some()),

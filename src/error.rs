@@ -94,3 +94,17 @@ impl From<mesh7_actors::cli::CliError> for PipelineError {
         }
     }
 }
+
+impl From<mesh7_actors::upstream::UpstreamError> for PipelineError {
+    fn from(e: mesh7_actors::upstream::UpstreamError) -> Self {
+        use mesh7_actors::upstream::UpstreamError;
+        match e {
+            UpstreamError::Timeout(_) => PipelineError::ForwardTimeout(e.to_string()),
+            UpstreamError::Unavailable(_) => PipelineError::Unavailable(e.to_string()),
+            UpstreamError::NotConnected(_)
+            | UpstreamError::ConnectionLost(_)
+            | UpstreamError::Rpc { .. }
+            | UpstreamError::Protocol(_) => PipelineError::Forward(e.to_string()),
+        }
+    }
+}

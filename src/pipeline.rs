@@ -109,6 +109,8 @@ pub struct Governed {
     pub reason: String,
     pub latency_ms: u64,
     pub verdict: Verdict,
+    /// The HTTP status an HTTP backend (OpenAPI tool) answered with; its body is the result.
+    pub backend_status: Option<u16>,
 }
 
 /// The subsystems the pipeline talks to. Cheap to clone.
@@ -176,6 +178,9 @@ impl Pipeline {
     ) -> Result<Governed, PipelineError> {
         let started = Instant::now();
         let inner = &*self.inner;
+        // Known before forwarding: HTTP backends receive it (`traceparent`).
+        let trace_id = ctx.trace_id.clone().unwrap_or_else(trace::new_trace_id);
+        let mut backend_status = None;
 
         let identity = self.authenticate(&ctx)?;
         // Resolve before policy so that policy sees the effective name (CLI dispatch).
@@ -236,10 +241,13 @@ impl Pipeline {
                     (Mode::DecideOnly, _) | (Mode::Execute, None) => {
                         Verdict::Allowed { result: None }
                     }
-                    (Mode::Execute, Some(target)) => match self.forward(target).await {
-                        Ok(result) => Verdict::Allowed {
-                            result: Some(result),
-                        },
+                    (Mode::Execute, Some(target)) => match self.forward(target, &trace_id).await {
+                        Ok(done) => {
+                            backend_status = done.backend_status;
+                            Verdict::Allowed {
+                                result: Some(done.result),
+                            }
+                        }
                         Err(error) => Verdict::Failed { error },
                     },
                 },
@@ -247,7 +255,7 @@ impl Pipeline {
         };
 
         let governed = Governed {
-            trace_id: ctx.trace_id.clone().unwrap_or_else(trace::new_trace_id),
+            trace_id,
             agent: identity.agent,
             tool: call.tool,
             action,
@@ -255,6 +263,7 @@ impl Pipeline {
             reason,
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             verdict,
+            backend_status,
         };
         self.record(
             &ctx,
@@ -289,12 +298,30 @@ impl Pipeline {
     }
 
     /// Carries out an allowed call.
-    async fn forward(&self, call: ResolvedCall) -> Result<Value, PipelineError> {
+    async fn forward(
+        &self,
+        call: ResolvedCall,
+        trace_id: &str,
+    ) -> Result<Forwarded, PipelineError> {
         match call.target {
             Target::Cli(inv) => {
                 let out = self.inner.cli.execute(inv).await?;
-                Ok(out.to_json())
+                Ok(out.to_json().into())
             }
+            // The backend's body is the result, whatever its status (flux7); the status is kept.
+            Target::OpenApi { tool, args } => {
+                let resp = tool.call(&args, trace_id).await?;
+                Ok(Forwarded {
+                    result: resp.body,
+                    backend_status: Some(resp.status),
+                })
+            }
+            // The upstream's CallToolResult is forwarded as is (content, structuredContent, isError).
+            Target::Mcp {
+                upstream,
+                tool,
+                args,
+            } => Ok(upstream.call_tool(&tool, args, None).await?.into()),
         }
     }
 
@@ -302,10 +329,13 @@ impl Pipeline {
     /// its answer because the call has already happened.
     async fn record(&self, ctx: &RequestContext, g: &Governed, effective: String, params: Value) {
         let (status_code, error, result) = match &g.verdict {
-            Verdict::Allowed { result } => {
-                (status_of(result.as_ref()), String::new(), result.as_ref())
-            }
-            Verdict::Failed { error } => (500, error.to_string(), None),
+            Verdict::Allowed { result } => (
+                g.backend_status
+                    .unwrap_or_else(|| status_of(result.as_ref())),
+                String::new(),
+                result.as_ref(),
+            ),
+            Verdict::Failed { error } => (error.code().status.as_u16(), error.to_string(), None),
             Verdict::Denied => (0, g.reason.clone(), None),
             Verdict::ApprovalRequired => (0, NO_APPROVAL_STORE.to_owned(), None),
             Verdict::RateLimited { message, .. } => (0, message.clone(), None),
@@ -329,6 +359,22 @@ impl Pipeline {
         trace::estimate_tokens(&mut entry, result);
         if let Err(e) = self.inner.trace.record(entry).await {
             tracing::error!(error = %e, trace_id = %g.trace_id, "trace record lost");
+        }
+    }
+}
+
+/// What a forwarded call gave back.
+struct Forwarded {
+    result: Value,
+    /// The HTTP status of an HTTP backend (OpenAPI tools).
+    backend_status: Option<u16>,
+}
+
+impl From<Value> for Forwarded {
+    fn from(result: Value) -> Self {
+        Forwarded {
+            result,
+            backend_status: None,
         }
     }
 }

@@ -8,21 +8,25 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mesh7_actors::cli::{CliCatalog, CliInvocation, CliKind, CliTool};
+use mesh7_actors::upstream::{McpTool, Upstream};
 use mesh7_config::Action;
 use serde_json::{Value, json};
 
 use crate::error::PipelineError;
+use crate::openapi::OpenApiTool;
 
 /// Where a call is forwarded.
 #[derive(Debug, Clone)]
 pub enum ToolSource {
     Cli(Arc<CliTool>),
+    OpenApi(Arc<OpenApiTool>),
 }
 
 impl ToolSource {
     pub fn kind(&self) -> &'static str {
         match self {
             ToolSource::Cli(_) => "cli",
+            ToolSource::OpenApi(_) => "openapi",
         }
     }
 }
@@ -57,17 +61,30 @@ pub struct ResolvedCall {
 #[derive(Debug)]
 pub enum Target {
     Cli(CliInvocation),
+    /// A tool of an upstream MCP server, called by its un-namespaced name.
+    Mcp {
+        upstream: Upstream,
+        tool: String,
+        args: Value,
+    },
+    /// An operation of an OpenAPI backend.
+    OpenApi {
+        tool: Arc<OpenApiTool>,
+        args: Value,
+    },
 }
 
-/// All tools, built once at start-up.
+/// All tools. CLI (and other static) tools are fixed at start-up; upstream MCP tools are read
+/// from each server's live snapshot, so a reconnect or `tools/list_changed` shows at once.
 #[derive(Debug, Default)]
 pub struct Registry {
     cli: Option<CliCatalog>,
     names: BTreeMap<String, ToolSource>,
+    upstreams: Vec<Upstream>,
 }
 
 impl Registry {
-    pub fn new(cli: CliCatalog) -> Self {
+    pub fn new(cli: CliCatalog, upstreams: Vec<Upstream>) -> Self {
         let names = cli
             .tools()
             .iter()
@@ -76,15 +93,80 @@ impl Registry {
         Self {
             cli: Some(cli),
             names,
+            upstreams,
         }
+    }
+
+    /// Adds the tools imported from OpenAPI specs. A name already taken (by a CLI tool, or under
+    /// an MCP server's namespace) is an error naming both.
+    pub fn with_openapi(mut self, tools: Vec<Arc<OpenApiTool>>) -> Result<Self, String> {
+        for tool in tools {
+            if let Some(existing) = self.names.get(&tool.name) {
+                return Err(format!(
+                    "two tools are named {:?}: the {} tool and {}",
+                    tool.name,
+                    existing.kind(),
+                    tool.label()
+                ));
+            }
+            if let Some((prefix, _)) = tool.name.split_once('.')
+                && self.upstreams.iter().any(|u| u.name() == prefix)
+            {
+                return Err(format!(
+                    "{:?} ({}) is in the namespace of MCP server {prefix:?}",
+                    tool.name,
+                    tool.label()
+                ));
+            }
+            self.names
+                .insert(tool.name.clone(), ToolSource::OpenApi(tool));
+        }
+        Ok(self)
+    }
+
+    /// The upstream MCP servers, in configuration order.
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
     }
 
     pub fn len(&self) -> usize {
         self.names.len()
+            + self
+                .upstreams
+                .iter()
+                .map(|u| u.tools().len())
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
+    }
+
+    /// Upstream MCP tools as (namespaced name, server, tool), in name order.
+    fn mcp_tools(&self) -> Vec<(String, &Upstream, McpTool)> {
+        let mut tools: Vec<_> = self
+            .upstreams
+            .iter()
+            .flat_map(|u| {
+                u.tools()
+                    .iter()
+                    .map(|t| (format!("{}.{}", u.name(), t.name), u, t.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        tools.sort_by(|a, b| a.0.cmp(&b.0));
+        tools
+    }
+
+    /// The upstream owning `name` (`server.tool`) and the un-namespaced tool, if it lists it.
+    fn find_mcp(&self, name: &str) -> Option<(&Upstream, String)> {
+        let (server, tool) = name.split_once('.')?;
+        let upstream = self.upstreams.iter().find(|u| u.name() == server)?;
+        upstream
+            .tools()
+            .iter()
+            .any(|t| t.name == tool)
+            .then(|| (upstream, tool.to_owned()))
     }
 
     /// Tools in name order.
@@ -94,6 +176,16 @@ impl Registry {
 
     /// Finds the tool for a called name (with CLI dispatch fallback).
     pub fn resolve(&self, name: &str, args: &Value) -> Result<ResolvedCall, PipelineError> {
+        if let Some(ToolSource::OpenApi(tool)) = self.names.get(name) {
+            return Ok(ResolvedCall {
+                effective_name: name.to_owned(),
+                default_action: None,
+                target: Target::OpenApi {
+                    tool: tool.clone(),
+                    args: args.clone(),
+                },
+            });
+        }
         if let Some(cli) = &self.cli
             && let Some(found) = cli.resolve(name, args)
         {
@@ -104,12 +196,35 @@ impl Registry {
                 target: Target::Cli(inv),
             });
         }
+        if let Some((upstream, tool)) = self.find_mcp(name) {
+            return Ok(ResolvedCall {
+                effective_name: name.to_owned(),
+                default_action: None,
+                target: Target::Mcp {
+                    upstream: upstream.clone(),
+                    tool,
+                    args: args.clone(),
+                },
+            });
+        }
         Err(PipelineError::UnknownTool(name.to_owned()))
     }
 
     /// Every tool with its schemas, in name order.
     pub fn list(&self) -> Vec<ToolView> {
-        self.names
+        let mcp = self.mcp_tools().into_iter().map(|(name, u, t)| ToolView {
+            name,
+            description: t.description,
+            input_schema: t.input_schema,
+            output_schema: t.output_schema,
+            annotations: t.annotations,
+            title: t.title,
+            source: "mcp",
+            group: u.name().to_owned(),
+            runtime: u.runtime(),
+        });
+        let mut all: Vec<ToolView> = self
+            .names
             .iter()
             .map(|(name, source)| match source {
                 ToolSource::Cli(t) => ToolView {
@@ -123,13 +238,40 @@ impl Registry {
                     group: t.cli.clone(),
                     runtime: t.bin.clone(),
                 },
+                ToolSource::OpenApi(t) => ToolView {
+                    name: name.clone(),
+                    description: t.operation.description.clone(),
+                    input_schema: t.operation.input_schema.clone(),
+                    output_schema: None,
+                    annotations: Some(t.annotations()),
+                    title: None,
+                    source: "openapi",
+                    group: t.group.clone(),
+                    runtime: t.backend.base_url.clone(),
+                },
             })
-            .collect()
+            .chain(mcp)
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
-    /// `GET /tools` entries (flux7 §3.6 shape). CLI `env` values are never shown.
+    /// `GET /tools` entries (flux7 §3.6 shape), in name order. CLI `env` values are never shown.
     pub fn describe(&self) -> Vec<Value> {
-        self.names
+        let mcp = self.mcp_tools().into_iter().map(|(name, u, t)| {
+            json!({
+                "name": name,
+                "description": t.description,
+                "method": "",
+                "path": "",
+                "base_url": "",
+                "source": "mcp",
+                "mcp_server": u.name(),
+                "input_schema": t.input_schema,
+            })
+        });
+        let mut all: Vec<Value> = self
+            .names
             .iter()
             .map(|(name, source)| match source {
                 ToolSource::Cli(t) => json!({
@@ -152,7 +294,20 @@ impl Registry {
                         "is_catch_all": matches!(t.kind, CliKind::CatchAll),
                     },
                 }),
+                ToolSource::OpenApi(t) => json!({
+                    "name": name,
+                    "description": t.operation.description,
+                    "method": t.operation.method,
+                    "path": t.operation.path,
+                    "base_url": t.backend.base_url,
+                    "params": t.params_view(),
+                    "source": "openapi",
+                    "input_schema": t.operation.input_schema,
+                }),
             })
-            .collect()
+            .chain(mcp)
+            .collect();
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        all
     }
 }

@@ -114,7 +114,14 @@ pub(super) async fn mcp_servers(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_data_plane(&state, &req)?;
-    Ok(json_response(StatusCode::OK, &json!([])))
+    let infos: Vec<_> = state
+        .pipeline
+        .registry()
+        .upstreams()
+        .iter()
+        .map(mesh7_actors::upstream::Upstream::info)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!(infos)))
 }
 
 /// `require_authentication` on the read-only data-plane routes.
@@ -198,6 +205,10 @@ fn tool_response(g: &Governed) -> HttpResponse {
     let mut body = Map::new();
     if let Some(r) = result {
         body.insert("result".to_owned(), r);
+    }
+    // mesh7: an HTTP backend's status beside its body (flux7 answered 200 and dropped it).
+    if let Some(s) = g.backend_status {
+        body.insert("backend_status".to_owned(), json!(s));
     }
     body.insert("trace_id".to_owned(), json!(g.trace_id));
     body.insert("policy".to_owned(), json!(g.verdict.policy_label()));

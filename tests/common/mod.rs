@@ -228,3 +228,19 @@ pub fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The pinned Node 22 and an npm package's entry script, installed by `scripts/test-deps`.
+/// A missing one fails the test (never skips it).
+pub fn npm_server(package: &str) -> (PathBuf, PathBuf) {
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deps/node_modules");
+    let node = deps.join(".bin/node");
+    let entry = deps.join(package).join("dist/index.js");
+    for path in [&node, &entry] {
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/test-deps to install the test servers",
+            path.display()
+        );
+    }
+    (node, entry)
+}
