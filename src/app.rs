@@ -44,8 +44,9 @@ pub struct App {
 }
 
 impl App {
-    /// Starts every actor for a loaded configuration. Must run inside an actix `System`.
-    pub fn build(loaded: &LoadedConfig, opts: &ServeOptions) -> anyhow::Result<App> {
+    /// Starts every actor for a loaded configuration and imports the OpenAPI specs. Must run
+    /// inside an actix `System`.
+    pub async fn build(loaded: &LoadedConfig, opts: &ServeOptions) -> anyhow::Result<App> {
         let cfg = &loaded.config;
         refuse_unavailable_features(cfg)?;
         warn_unused_sections(cfg);
@@ -95,6 +96,10 @@ impl App {
         .context("trace_file")?;
         let catalog = CliCatalog::from_config(&cfg.cli_tools)
             .map_err(|e| anyhow::anyhow!("cli_tools: {e}"))?;
+        // Any spec that cannot be imported stops the start-up (flux7).
+        let openapi_ctx =
+            crate::openapi::context_for(&loaded.config_path, cfg.storage_path.as_deref());
+        let openapi = crate::openapi::load(&cfg.openapi, &openapi_ctx).await?;
         let upstreams = cfg
             .mcp_servers
             .iter()
@@ -103,7 +108,11 @@ impl App {
                     .map_err(|e| anyhow::anyhow!("mcp_servers ({}): {e}", server.name))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let registry = Arc::new(Registry::new(catalog, upstreams));
+        let registry = Arc::new(
+            Registry::new(catalog, upstreams)
+                .with_openapi(openapi)
+                .map_err(|e| anyhow::anyhow!("openapi: {e}"))?,
+        );
         let cli = Cli::start(mailbox);
 
         let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok());
@@ -306,7 +315,6 @@ fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()>
 /// Sections that parse but whose subsystem is not in this version: said once, at start-up.
 fn warn_unused_sections(cfg: &mesh7_config::Config) {
     let unused = [
-        ("openapi", !cfg.openapi.is_empty()),
         ("storage_path", cfg.storage_path.is_some()),
         ("memory", cfg.memory.is_some()),
         ("otel_endpoint", cfg.otel_endpoint.is_some()),

@@ -6,10 +6,12 @@
 
 pub mod api;
 pub mod app;
+pub mod discover;
 pub mod error;
 pub mod identity;
 pub mod mcp;
 pub mod metrics;
+pub mod openapi;
 pub mod pipeline;
 pub mod registry;
 

@@ -1,4 +1,4 @@
-//! The `mesh7` binary: `serve` (the daemon), `validate`, `--version`.
+//! The `mesh7` binary: `serve` (the daemon), `validate`, `discover`, `--version`.
 //!
 //! Bare `mesh7 [--config F]` runs the daemon, as flux7 does; `mesh7 --mcp` serves MCP on stdio
 //! (or bridges to a running daemon's `/mcp`).
@@ -42,6 +42,29 @@ enum Command {
         #[arg(long, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// List the tools of every source (MCP servers, CLI tools, OpenAPI specs) of a
+    /// configuration and/or one OpenAPI spec, optionally with a starter policy.
+    Discover(DiscoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiscoverArgs {
+    /// Configuration file whose sources are discovered.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// An OpenAPI spec to discover too: a URL or a file.
+    #[arg(long)]
+    openapi: Option<String>,
+    /// The backend base URL for `--openapi` (instead of the spec's servers).
+    #[arg(long)]
+    backend: Option<String>,
+    /// Let `--openapi` and `--backend` be loopback or private addresses.
+    #[arg(long)]
+    allow_private: bool,
+    /// Print a starter policy (read → allow, write → human_approval, other → deny) as YAML,
+    /// with the tool list as comments.
+    #[arg(long)]
+    generate_policy: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,7 +96,9 @@ struct McpArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // discover prints for people: only errors are logged (flux7).
+    let discovering = matches!(cli.command, Some(Command::Discover(_)));
+    init_logging(if discovering { "error" } else { "info" });
     if cli.version {
         let v = &mesh7::VERSION;
         return out(&format!(
@@ -84,15 +109,16 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Discover(args)) => discover(args),
         None if cli.mcp.mcp => mcp(cli.serve, cli.mcp),
         None => serve(cli.serve),
     }
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("MESH7_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("MESH7_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -135,7 +161,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         listen: args.listen,
     };
     let result = actix_web::rt::System::new().block_on(async move {
-        let app = App::build(&loaded, &opts)?;
+        let app = App::build(&loaded, &opts).await?;
         app.serve().await
     });
     match result {
@@ -194,7 +220,7 @@ fn mcp(args: ServeArgs, mcp: McpArgs) -> ExitCode {
                 .await
                 .map_err(anyhow::Error::from);
         }
-        let app = App::build(&loaded, &opts)?;
+        let app = App::build(&loaded, &opts).await?;
         app.serve_mcp(stdio).await
     });
     let _ = std::io::stdout().flush();
@@ -205,6 +231,59 @@ fn mcp(args: ServeArgs, mcp: McpArgs) -> ExitCode {
             std::process::exit(1);
         }
     }
+}
+
+fn discover(args: DiscoverArgs) -> ExitCode {
+    use mesh7::discover::{self, Sources};
+
+    if args.config.is_none() && args.openapi.is_none() {
+        err(
+            "usage: mesh7 discover [--config FILE] [--openapi URL|FILE [--backend URL]] [--generate-policy]",
+        );
+        err("  give --config, --openapi, or both");
+        return ExitCode::FAILURE;
+    }
+    let loaded = match args.config.as_deref().map(mesh7_config::load) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(errors)) => {
+            let all: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+            err(&format!("Error loading config: {}", all.join("\n  ")));
+            return ExitCode::FAILURE;
+        }
+    };
+    let sources = Sources {
+        config: loaded
+            .as_ref()
+            .map(|l| (&l.config, l.config_path.as_path())),
+        openapi: args
+            .openapi
+            .as_deref()
+            .map(|spec| discover::openapi_entry(spec, args.backend.clone(), args.allow_private)),
+    };
+    if sources.is_empty() {
+        err("No MCP servers, CLI tools or OpenAPI specs to discover.");
+        return ExitCode::FAILURE;
+    }
+    let gathered = actix_web::rt::System::new()
+        .block_on(async { discover::gather(&sources, |line| err(line)).await });
+    let tools = match gathered {
+        Ok(tools) => tools,
+        Err(e) => {
+            err(&format!("Error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if tools.is_empty() {
+        return out("No tools discovered.");
+    }
+    let text = if args.generate_policy {
+        discover::starter_policy(&tools)
+    } else {
+        discover::listing(&tools)
+    };
+    let _ = write!(std::io::stdout(), "{text}");
+    ExitCode::SUCCESS
 }
 
 fn out(line: &str) -> ExitCode {

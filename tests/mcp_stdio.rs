@@ -14,6 +14,15 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// A stdio identity case: extra flags, environment, expected agent, expected session id (`None`:
+/// minted).
+type Case<'a> = (
+    &'a [&'a str],
+    &'a [(&'a str, &'a str)],
+    &'a str,
+    Option<&'a str>,
+);
+
 fn config_dir(yaml: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = common::write_config(dir.path(), yaml);
@@ -199,13 +208,6 @@ fn eof_lets_calls_in_flight_finish_then_exits_zero() {
 fn stdio_serves_the_http_api_and_traces_carry_agent_session_and_trace_id() {
     let yaml = format!("{GOVERNED}auth:\n  agent_tokens:\n    s3cret: billing-bot\n");
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    // (extra flags, environment, expected agent, expected session id or None for minted)
-    type Case<'a> = (
-        &'a [&'a str],
-        &'a [(&'a str, &'a str)],
-        &'a str,
-        Option<&'a str>,
-    );
     let table: [Case; 3] = [
         (&[], &[], "claude", None),
         (

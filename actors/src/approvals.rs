@@ -219,7 +219,7 @@ impl Default for ApprovalSettings {
 struct Enqueue(Submit);
 
 #[derive(Debug, Message)]
-#[rtype(result = "Result<ApprovalRecord, ApprovalError>")]
+#[rtype(result = "Result<Waited, ApprovalError>")]
 struct Wait(String);
 
 #[derive(Debug, Message)]
@@ -329,7 +329,14 @@ impl Approvals {
     /// Resolves when the approval leaves Pending (decision or timeout); returns the resolved
     /// record. Many waiters allowed.
     pub async fn wait(&self, id: &str) -> Result<ApprovalRecord, ApprovalError> {
-        self.wait.send(Wait(id.to_owned())).await?
+        // The receiver lives in this future: a caller that gives up drops it, and the queue
+        // forgets the waiter.
+        match self.wait.send(Wait(id.to_owned())).await?? {
+            Waited::Done(record) => Ok(*record),
+            Waited::Later(rx) => rx.await.unwrap_or_else(|_| {
+                Err(ApprovalError::Unavailable("approval queue stopped".into()))
+            }),
+        }
     }
 
     /// Marks an approved record consumed (the blocking /tool path runs the call itself after
@@ -513,18 +520,10 @@ impl Handler<Enqueue> for ApprovalsActor {
 }
 
 impl Handler<Wait> for ApprovalsActor {
-    type Result = ResponseFuture<Outcome<ApprovalRecord>>;
+    type Result = ResponseFuture<Outcome<Waited>>;
 
     fn handle(&mut self, msg: Wait, ctx: &mut Context<Self>) -> Self::Result {
-        let waited = self.transact(ctx, |book, _, _| book.wait(&msg.0));
-        Box::pin(async move {
-            match waited.await? {
-                Waited::Done(record) => Ok(*record),
-                Waited::Later(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(ApprovalError::Unavailable("approval queue stopped".into()))
-                }),
-            }
-        })
+        Box::pin(self.transact(ctx, |book, _, _| book.wait(&msg.0)))
     }
 }
 
@@ -589,6 +588,7 @@ impl Handler<Shutdown> for ApprovalsActor {
 type CallKey = (String, String, u64);
 type Waiter = oneshot::Sender<Outcome<ApprovalRecord>>;
 
+#[derive(Debug)]
 enum Waited {
     Done(Box<ApprovalRecord>),
     Later(oneshot::Receiver<Outcome<ApprovalRecord>>),

@@ -1,20 +1,20 @@
-//! Outbound approval webhooks (`approval.notify_url` and `X-Callback-URL`), with an SSRF guard.
+//! Outbound approval webhooks (`approval.notify_url` and `X-Callback-URL`), behind the SSRF
+//! guard of [`crate::ssrf`].
 //!
 //! Invariants:
 //! - Posting never blocks the caller: jobs go into a bounded queue; when it is full the job is
 //!   dropped and counted.
-//! - Every target is checked when it is sent: scheme http or https, host not `localhost`, and
-//!   every address the host resolves to is public (not loopback, private, unique-local,
-//!   link-local such as 169.254.169.254, shared, multicast, broadcast or unspecified), unless
-//!   private targets are allowed. The connection then goes to the vetted address itself, so a
-//!   second DNS answer cannot redirect it (DNS rebinding). Redirects are not followed and no
-//!   proxy is used.
+//! - Every target is checked when it is sent, unless private targets are allowed: scheme http
+//!   or https, host not `localhost`, and every address the host resolves to public (not
+//!   loopback, private, link-local such as 169.254.169.254, ...). The client's own resolver does
+//!   the vetting and the connection goes to a vetted address, so a second DNS answer cannot
+//!   redirect it (DNS rebinding). Redirects are not followed and no proxy is used.
 //! - At most `CONCURRENCY` posts are in flight, each bounded by a 10 s timeout.
 //!
 //! Only plain `http://` targets are delivered: the client is built without TLS to keep the
 //! build lean, so an `https://` post fails and is counted as failed.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +24,8 @@ use reqwest::redirect::Policy;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::ssrf::{self, SsrfError};
+
 /// Jobs waiting to be sent; past this, new ones are dropped.
 pub const QUEUE: usize = 256;
 /// Posts in flight at once.
@@ -31,134 +33,36 @@ const CONCURRENCY: usize = 16;
 /// The whole request, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the operator lifts the guard, named in refusals.
+const HINT: &str = "set approval.allow_private_targets: true to allow it";
+
 /// Checks a webhook target, resolving its host with the system resolver (this may block on
 /// DNS). Errors start with `ssrf:`.
 pub fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
-    let target = parse(url, allow_private)?;
-    match target.host {
-        Host::Ip(_) => Ok(()),
-        Host::Domain(_) if allow_private => Ok(()),
-        Host::Domain(ref name) => {
-            let addrs: Vec<SocketAddr> = (name.as_str(), target.port)
-                .to_socket_addrs()
-                .map_err(|e| format!("ssrf: cannot resolve {name}: {e}"))?
-                .collect();
-            vet(name, &addrs).map(drop)
-        }
+    ssrf::check_url(url, allow_private).map_err(refusal)?;
+    if allow_private {
+        return Ok(());
     }
-}
-
-/// The parts of a URL the guard looks at.
-struct Target {
-    url: Url,
-    host: Host,
-    port: u16,
-}
-
-enum Host {
-    Ip(IpAddr),
-    Domain(String),
-}
-
-/// Scheme, host and, for a literal address, the address itself.
-fn parse(url: &str, allow_private: bool) -> Result<Target, String> {
     let parsed = Url::parse(url).map_err(|e| format!("ssrf: invalid URL {url:?}: {e}"))?;
-    let scheme = parsed.scheme();
-    if scheme != "http" && scheme != "https" {
-        return Err(format!(
-            "ssrf: scheme {scheme:?} is not allowed (http or https only)"
-        ));
+    if let Some(url::Host::Domain(name)) = parsed.host() {
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<SocketAddr> = (name, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("ssrf: cannot resolve {name}: {e}"))?
+            .collect();
+        ssrf::vet(name, addrs).map_err(refusal)?;
     }
-    let port = parsed
-        .port_or_known_default()
-        .ok_or_else(|| format!("ssrf: no port for {url:?}"))?;
-    let host = match parsed.host() {
-        None => return Err(format!("ssrf: no host in {url:?}")),
-        Some(url::Host::Ipv4(ip)) => Host::Ip(IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Host::Ip(IpAddr::V6(ip)),
-        Some(url::Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if !allow_private && (name == "localhost" || name.ends_with(".localhost")) {
-                return Err("ssrf: localhost is not allowed".to_owned());
-            }
-            Host::Domain(name)
+    Ok(())
+}
+
+/// The guard's refusal, pointing at the approval setting rather than the generic one.
+fn refusal(e: SsrfError) -> String {
+    match e {
+        SsrfError::Forbidden { host, kind } => format!("ssrf: {host} is {kind}; {HINT}"),
+        SsrfError::Resolved { host, ip, kind } => {
+            format!("ssrf: {host} resolves to {ip}, {kind}; {HINT}")
         }
-    };
-    if let Host::Ip(ip) = host
-        && !allow_private
-        && let Some(kind) = forbidden(ip)
-    {
-        return Err(format!("ssrf: {ip} is not a public address ({kind})"));
-    }
-    Ok(Target {
-        url: parsed,
-        host,
-        port,
-    })
-}
-
-/// The first address, once every address is known to be public.
-fn vet(name: &str, addrs: &[SocketAddr]) -> Result<SocketAddr, String> {
-    for addr in addrs {
-        if let Some(kind) = forbidden(addr.ip()) {
-            return Err(format!(
-                "ssrf: {name} resolves to {}, not a public address ({kind})",
-                addr.ip()
-            ));
-        }
-    }
-    addrs
-        .first()
-        .copied()
-        .ok_or_else(|| format!("ssrf: {name} resolves to no address"))
-}
-
-/// Why an address may not be a webhook target, if it may not.
-fn forbidden(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => forbidden_v4(v4),
-            None => forbidden_v6(v6),
-        },
-    }
-}
-
-fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if a == 0 {
-        Some("unspecified")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if ip.is_broadcast() {
-        Some("broadcast")
-    } else {
-        None
-    }
-}
-
-fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_unspecified() {
-        Some("unspecified")
-    } else if first & 0xfe00 == 0xfc00 {
-        Some("private")
-    } else if first & 0xffc0 == 0xfe80 {
-        Some("link-local")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else {
-        None
+        other => other.to_string(),
     }
 }
 
@@ -235,15 +139,25 @@ impl Notifier {
 }
 
 async fn run(mut rx: mpsc::Receiver<Job>, allow_private: bool, counters: Arc<Counters>) {
+    // The guarded client vets host names when it connects and dials only vetted addresses.
+    // Redirects are not followed: a webhook has no reason to move.
+    let client = ssrf::client_builder(allow_private)
+        .timeout(TIMEOUT)
+        .redirect(Policy::none())
+        .build();
     let slots = Arc::new(Semaphore::new(CONCURRENCY));
     while let Some(job) = rx.recv().await {
         // Waiting for a slot here lets the queue fill, so overload turns into counted drops.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        let client = client.as_ref().map_err(ToString::to_string).cloned();
         let counters = counters.clone();
         tokio::spawn(async move {
-            let outcome = deliver(&job, allow_private).await;
+            let outcome = match client {
+                Ok(client) => deliver(&client, &job, allow_private).await,
+                Err(e) => Err(format!("cannot build the webhook client: {e}")),
+            };
             drop(slot);
             match outcome {
                 Ok(()) => {
@@ -258,38 +172,18 @@ async fn run(mut rx: mpsc::Receiver<Job>, allow_private: bool, counters: Arc<Cou
     }
 }
 
-async fn deliver(job: &Job, allow_private: bool) -> Result<(), String> {
-    let target = parse(&job.url, allow_private)?;
-    let mut client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(Policy::none())
-        .no_proxy();
-    if let Host::Domain(name) = &target.host {
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(
-            TIMEOUT,
-            tokio::net::lookup_host((name.as_str(), target.port)),
-        )
-        .await
-        .map_err(|_| format!("ssrf: resolving {name} timed out"))?
-        .map_err(|e| format!("ssrf: cannot resolve {name}: {e}"))?
-        .collect();
-        let addr = if allow_private {
-            addrs
-                .first()
-                .copied()
-                .ok_or_else(|| format!("ssrf: {name} resolves to no address"))?
-        } else {
-            vet(name, &addrs)?
-        };
-        client = client.resolve(name, addr);
-    }
-    let client = client.build().map_err(|e| e.to_string())?;
+async fn deliver(client: &reqwest::Client, job: &Job, allow_private: bool) -> Result<(), String> {
+    // IP literals never reach the resolver, so the URL itself is checked first.
+    ssrf::check_url(&job.url, allow_private).map_err(refusal)?;
     let response = client
-        .post(target.url)
+        .post(&job.url)
         .json(&job.payload)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match ssrf::find(&e) {
+            Some(refused) => refusal(refused.clone()),
+            None => e.to_string(),
+        })?;
     let status = response.status();
     if status.as_u16() >= 400 {
         return Err(format!("status {status}"));

@@ -200,9 +200,8 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let vetted = vet(&host, found)?;
             let addrs: Addrs = Box::new(vetted.into_iter());
             Ok(addrs)
@@ -311,9 +310,7 @@ mod tests {
             (
                 "http://127.0.0.1:8080/spec.json",
                 false,
-                Err(
-                    "ssrf: 127.0.0.1 is a loopback address; set allow_private: true to allow it",
-                ),
+                Err("ssrf: 127.0.0.1 is a loopback address; set allow_private: true to allow it"),
             ),
             (
                 "http://localhost:9000/",
@@ -333,7 +330,9 @@ mod tests {
             (
                 "http://[::ffff:10.0.0.1]/",
                 false,
-                Err("ssrf: ::ffff:10.0.0.1 is a private address; set allow_private: true to allow it"),
+                Err(
+                    "ssrf: ::ffff:10.0.0.1 is a private address; set allow_private: true to allow it",
+                ),
             ),
             // Obfuscated IPv4 literals are normalised by the URL parser before the check.
             (
@@ -368,7 +367,11 @@ mod tests {
             ),
             ("http://127.0.0.1:8080/", true, Ok(())),
             ("http://localhost/", true, Ok(())),
-            ("https://petstore3.swagger.io/api/v3/openapi.json", false, Ok(())),
+            (
+                "https://petstore3.swagger.io/api/v3/openapi.json",
+                false,
+                Ok(()),
+            ),
             ("http://8.8.8.8/", false, Ok(())),
         ];
         for (url, allow, expected) in table {

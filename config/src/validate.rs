@@ -296,8 +296,16 @@ fn openapi(entries: &[OpenApiConfig], indices: &[usize], issues: &mut Issues) {
         let has_url = entry.url.as_deref().is_some_and(|u| !u.is_empty());
         let has_file = entry.file.as_deref().is_some_and(|f| !f.is_empty());
         match (has_url, has_file) {
-            (false, false) => issues.push(format!("openapi[{i}]"), at.clone(), "url or file is required"),
-            (true, true) => issues.push(format!("openapi[{i}]"), at.clone(), "set url or file, not both"),
+            (false, false) => issues.push(
+                format!("openapi[{i}]"),
+                at.clone(),
+                "url or file is required",
+            ),
+            (true, true) => issues.push(
+                format!("openapi[{i}]"),
+                at.clone(),
+                "set url or file, not both",
+            ),
             _ => {}
         }
         if let Some(timeout) = &entry.timeout

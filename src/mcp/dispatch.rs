@@ -14,6 +14,7 @@ use crate::error::PipelineError;
 use crate::pipeline::{
     Governed, Ingress, Mode, NO_APPROVAL_STORE, Pipeline, RequestContext, ToolCall, Verdict,
 };
+use crate::registry::Target;
 
 /// The `serverInfo` flux7 announces; clients and hooks may match on it.
 pub const SERVER_NAME: &str = "flux7-mesh";
@@ -156,18 +157,30 @@ impl Dispatcher {
             session_id: caller.session_id.clone(),
             trace_id: meta_trace_id(&params),
         };
+        let call = ToolCall {
+            tool,
+            args: args.clone(),
+        };
         let governed = self
             .pipeline
-            .handle(ctx, ToolCall { tool, args }, Mode::Execute)
+            .handle(ctx, call, Mode::Execute)
             .await
             .map_err(|e| rpc_error(&e))?;
-        let source = self
-            .pipeline
-            .registry()
-            .tools()
-            .find(|(name, _)| *name == governed.tool)
-            .map(|(_, s)| s.kind());
+        let source = match governed.verdict {
+            Verdict::Allowed { result: Some(_) } => self.source_of(&governed.tool, &args),
+            _ => None,
+        };
         Ok(call_tool_result(&governed, source))
+    }
+
+    /// Where a called name goes (`cli`, `mcp`, `openapi`): what a forwarded result looks like.
+    fn source_of(&self, tool: &str, args: &Value) -> Option<&'static str> {
+        let resolved = self.pipeline.registry().resolve(tool, args).ok()?;
+        Some(match resolved.target {
+            Target::Cli(_) => "cli",
+            Target::Mcp { .. } => "mcp",
+            Target::OpenApi { .. } => "openapi",
+        })
     }
 
     fn call_virtual(&self, caller: &Caller, tool: &VirtualTool, args: &Value) -> Value {
@@ -382,6 +395,7 @@ mod tests {
             reason: "policy=p tool=echo.run action=deny".into(),
             latency_ms: 0,
             verdict,
+            backend_status: None,
         }
     }
 

@@ -68,7 +68,11 @@ pub fn build(op: &Operation, base_url: &str, args: &Value) -> Result<BackendRequ
         };
         match p.location {
             Location::Path => {
-                path = path.replacen(&format!("{{{}}}", p.name), &encode_segment(&plain(&value)), 1);
+                path = path.replacen(
+                    &format!("{{{}}}", p.name),
+                    &encode_segment(&plain(&value)),
+                    1,
+                );
             }
             Location::Query => push_query(&mut query, &p.name, &value),
             Location::Header => headers.push((p.name.clone(), plain(&value))),
@@ -91,7 +95,8 @@ pub fn build(op: &Operation, base_url: &str, args: &Value) -> Result<BackendRequ
     };
 
     let joined = format!("{}{}", base_url.trim_end_matches('/'), path);
-    let mut url = Url::parse(&joined).map_err(|e| format!("invalid backend URL {joined:?}: {e}"))?;
+    let mut url =
+        Url::parse(&joined).map_err(|e| format!("invalid backend URL {joined:?}: {e}"))?;
     if !query.is_empty() {
         url.query_pairs_mut().extend_pairs(&query);
     }
@@ -470,7 +475,12 @@ mod tests {
         ];
         for (operation, args, expected) in table {
             let got = build(&operation, "http://h:1/api/", &args);
-            assert_eq!(got, expected.map_err(str::to_owned), "{} {args}", operation.path);
+            assert_eq!(
+                got,
+                expected.map_err(str::to_owned),
+                "{} {args}",
+                operation.path
+            );
         }
     }
 }

@@ -248,7 +248,9 @@ pub fn operations(doc: &Value) -> Result<Vec<Operation>, SpecError> {
                 continue;
             };
             let at = format!("paths.{path}.{method}");
-            out.push(operation(&mut refs, version, path, method, op, &shared, &at)?);
+            out.push(operation(
+                &mut refs, version, path, method, op, &shared, &at,
+            )?);
         }
     }
     Ok(out)
@@ -283,15 +285,26 @@ fn operation(
     let mut raw: Vec<(String, String, Value)> = Vec::new();
     for (list, list_at) in [
         (shared, format!("{item_at}.parameters")),
-        (op.get("parameters").unwrap_or(&Value::Null), format!("{at}.parameters")),
+        (
+            op.get("parameters").unwrap_or(&Value::Null),
+            format!("{at}.parameters"),
+        ),
     ] {
         let Some(items) = list.as_array() else {
             continue;
         };
         for (i, p) in items.iter().enumerate() {
             let p = refs.deref(p, &format!("{list_at}[{i}]"))?.clone();
-            let name = p.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
-            let location = p.get("in").and_then(Value::as_str).unwrap_or("query").to_owned();
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            let location = p
+                .get("in")
+                .and_then(Value::as_str)
+                .unwrap_or("query")
+                .to_owned();
             if name.is_empty() {
                 return Err(SpecError::Invalid {
                     at: format!("{list_at}[{i}]"),
@@ -354,10 +367,7 @@ fn operation(
             .filter(|(_, r, _)| *r)
             .map(|(n, _, _)| json!(n))
             .collect();
-        let props: Map<String, Value> = form_fields
-            .into_iter()
-            .map(|(n, _, s)| (n, s))
-            .collect();
+        let props: Map<String, Value> = form_fields.into_iter().map(|(n, _, s)| (n, s)).collect();
         let any_required = !required.is_empty();
         Some((
             Media::Form,
@@ -425,8 +435,10 @@ fn operation(
 
 /// A parameter's description goes on its schema, where MCP clients show it.
 fn with_description(mut schema: Value, param: &Value) -> Value {
-    if let (Some(desc), Value::Object(obj)) = (param.get("description").and_then(Value::as_str), &mut schema)
-        && !obj.contains_key("description")
+    if let (Some(desc), Value::Object(obj)) = (
+        param.get("description").and_then(Value::as_str),
+        &mut schema,
+    ) && !obj.contains_key("description")
     {
         obj.insert("description".to_owned(), json!(desc));
     }
@@ -436,9 +448,22 @@ fn with_description(mut schema: Value, param: &Value) -> Value {
 /// Swagger 2 non-body parameters carry their schema keywords inline.
 fn v2_schema(p: &Value) -> Value {
     const KEYS: [&str; 16] = [
-        "type", "format", "items", "enum", "default", "minimum", "maximum", "exclusiveMinimum",
-        "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
-        "uniqueItems", "multipleOf",
+        "type",
+        "format",
+        "items",
+        "enum",
+        "default",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "multipleOf",
     ];
     let mut out = Map::new();
     for k in KEYS {
@@ -471,7 +496,12 @@ fn pick_content(rb: &Value) -> (Media, Value) {
     };
     let schema_of = |m: &Value| m.get("schema").cloned().unwrap_or_else(|| json!({}));
     let is_json = |k: &str| {
-        let k = k.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let k = k
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         k == "application/json" || k.ends_with("+json") || k == "*/*" || k == "application/*"
     };
     if let Some(m) = content.iter().find(|(k, _)| is_json(k)).map(|(_, m)| m) {
@@ -559,11 +589,7 @@ pub fn path_name(method: &str, path: &str) -> String {
             _ => '_',
         })
         .collect();
-    format!(
-        "{}_{}",
-        method.to_ascii_lowercase(),
-        tail.trim_matches('_')
-    )
+    format!("{}_{}", method.to_ascii_lowercase(), tail.trim_matches('_'))
 }
 
 /// `$ref` resolution over one document, with a budget on the total expansion.
@@ -604,9 +630,9 @@ impl<'a> Refs<'a> {
             )));
         };
         let decoded = percent_decode(pointer);
-        self.root.pointer(&decoded).ok_or_else(|| {
-            SpecError::Ref(format!("{at}: $ref {reference:?} points to nothing"))
-        })
+        self.root
+            .pointer(&decoded)
+            .ok_or_else(|| SpecError::Ref(format!("{at}: $ref {reference:?} points to nothing")))
     }
 
     /// A schema with every `$ref` inlined and OpenAPI 3.0 idioms turned into JSON Schema.
@@ -645,7 +671,10 @@ impl<'a> Refs<'a> {
                 let mut out = Map::with_capacity(obj.len());
                 for (k, v) in obj {
                     // Examples are documentation; they are not expanded into the schema.
-                    let v = if matches!(k.as_str(), "example" | "examples" | "enum" | "default" | "const") {
+                    let v = if matches!(
+                        k.as_str(),
+                        "example" | "examples" | "enum" | "default" | "const"
+                    ) {
                         v.clone()
                     } else {
                         self.expand(v, stack)?
@@ -674,7 +703,10 @@ fn normalize(obj: &mut Map<String, Value>) {
     {
         obj.insert("type".to_owned(), json!([t, "null"]));
     }
-    for (flag, bound) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
+    for (flag, bound) in [
+        ("exclusiveMinimum", "minimum"),
+        ("exclusiveMaximum", "maximum"),
+    ] {
         if let Some(Value::Bool(exclusive)) = obj.get(flag).cloned() {
             obj.remove(flag);
             if exclusive && let Some(b) = obj.remove(bound) {
@@ -723,7 +755,11 @@ mod tests {
         }
         let table = [
             ("GET", "/pets/{id}", "get_pets_id"),
-            ("post", "/user-accounts/{account-id}/keys", "post_user_accounts_account_id_keys"),
+            (
+                "post",
+                "/user-accounts/{account-id}/keys",
+                "post_user_accounts_account_id_keys",
+            ),
             ("DELETE", "/", "delete_"),
         ];
         for (method, path, expected) in table {
@@ -761,7 +797,11 @@ mod tests {
                 Some(&spec_url),
                 Some("https://api.example.com/v2"),
             ),
-            (json!({"openapi": "3.0.0", "servers": [{"url": "/relative"}]}), None, None),
+            (
+                json!({"openapi": "3.0.0", "servers": [{"url": "/relative"}]}),
+                None,
+                None,
+            ),
         ];
         for (doc, url, expected) in table {
             assert_eq!(base_url(&doc, url).as_deref(), expected, "{doc}");
@@ -801,7 +841,9 @@ mod tests {
     fn nullable_and_boolean_exclusive_bounds_become_json_schema() {
         let mut obj = json!({"type": "integer", "nullable": true, "minimum": 1, "exclusiveMinimum": true,
             "maximum": 9, "exclusiveMaximum": false});
-        let Value::Object(map) = &mut obj else { unreachable!() };
+        let Value::Object(map) = &mut obj else {
+            unreachable!()
+        };
         normalize(map);
         assert_eq!(
             obj,
@@ -833,7 +875,10 @@ mod tests {
             let props: Map<String, Value> = (0..10)
                 .map(|k| (format!("p{k}"), json!({"$ref": prev})))
                 .collect();
-            schemas.insert(format!("L{i}"), json!({"type": "object", "properties": props}));
+            schemas.insert(
+                format!("L{i}"),
+                json!({"type": "object", "properties": props}),
+            );
         }
         let doc = json!({"openapi": "3.0.0",
             "paths": {"/a": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/L8"}}}}}}},

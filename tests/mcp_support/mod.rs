@@ -5,7 +5,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ pub fn python() -> PathBuf {
 #[allow(clippy::disallowed_types)]
 pub fn run_conformance(url: &str, scenario: &str) -> (bool, String) {
     let (node, suite) = conformance();
-    let out = Command::new(node)
+    let out = std::process::Command::new(node)
         .arg(suite)
         .args(["server", "--url", url, "--scenario", scenario])
         .stdin(Stdio::null())
@@ -90,11 +90,16 @@ pub fn conformance() -> (PathBuf, PathBuf) {
 }
 
 /// Runs `tests/python/mcp_client.py` with `args`; returns (exit code, stdout + stderr).
+pub fn run_python_client(args: &[&str]) -> (i32, String) {
+    run_python("mcp_client.py", args)
+}
+
+/// Runs the script `tests/python/<script>` with `args` (bounded); returns (exit code, output).
 // The test drives a child process synchronously: the blocking API is the right one here.
 #[allow(clippy::disallowed_types)]
-pub fn run_python_client(args: &[&str]) -> (i32, String) {
-    let script = repo().join("tests/python/mcp_client.py");
-    let mut child = Command::new(python())
+pub fn run_python(script: &str, args: &[&str]) -> (i32, String) {
+    let script = repo().join("tests/python").join(script);
+    let mut child = std::process::Command::new(python())
         .arg(script)
         .args(args)
         .stdin(Stdio::null())
@@ -139,7 +144,7 @@ pub struct McpChild {
 impl McpChild {
     /// Starts `mesh7 <args>` in `dir` with `MESH7_LOG=info`.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> McpChild {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mesh7"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh7"))
             .args(args)
             .current_dir(dir)
             .env("MESH7_LOG", "info")

@@ -206,6 +206,42 @@ async fn a_pending_approval_times_out_on_read_and_releases_waiters() {
 }
 
 #[actix::test]
+async fn the_timer_times_out_an_approval_nobody_reads() {
+    let quick = ApprovalSettings {
+        timeout: Duration::from_millis(50),
+        ..settings()
+    };
+    // The real clock: only the timer can expire the approval, since nothing reads it.
+    let approvals = Approvals::start(None, quick, Clock::System).unwrap();
+    let gate = approvals.gate(submit("bot", "t", json!({}))).await.unwrap();
+    let Gate::Pending { record, .. } = gate else {
+        panic!("{gate:?}")
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(10), approvals.wait(&record.id))
+        .await
+        .expect("the timer fires within 10 s")
+        .unwrap();
+    assert_eq!(waited.status, ApprovalStatus::Timeout);
+    assert_eq!(waited.resolved_by, TIMEOUT_RESOLVER);
+}
+
+#[test]
+fn abandoned_waiters_are_forgotten() {
+    let (clock, _) = Clock::manual();
+    let mut book = Book::new(settings());
+    let mut fx = Effects::default();
+    let gate = book.enqueue(submit("bot", "t", json!({})), clock.wall(), &mut fx);
+    let Ok(Gate::Pending { record, .. }) = gate else {
+        panic!("{gate:?}")
+    };
+    for _ in 0..100 {
+        drop(book.wait(&record.id).unwrap());
+    }
+    let _kept = book.wait(&record.id).unwrap();
+    assert_eq!(book.entries[&record.id].waiters.len(), 1);
+}
+
+#[actix::test]
 async fn unknown_ids_are_not_found() {
     let f = Fixture::new();
     f.pending("bot", "fs.write", json!({})).await;
@@ -284,7 +320,7 @@ async fn the_same_call_joins_its_pending_approval() {
             assert!(!created);
             assert_eq!(record, first);
         }
-        other => panic!("{other:?}"),
+        other @ Gate::Approved(_) => panic!("{other:?}"),
     }
     assert_eq!(f.approvals.pending_count().await, 1);
 }
@@ -318,7 +354,7 @@ async fn an_approved_call_runs_once_then_needs_a_new_approval() {
             assert_eq!(record.id, r.id);
             assert!(record.consumed);
         }
-        other => panic!("{other:?}"),
+        other @ Gate::Pending { .. } => panic!("{other:?}"),
     }
     assert!(f.approvals.get(&r.id).await.unwrap().consumed);
     assert_eq!(f.approvals.consume(&r.id).await, Ok(false), "already used");
@@ -327,7 +363,7 @@ async fn an_approved_call_runs_once_then_needs_a_new_approval() {
             assert!(created);
             assert_ne!(record.id, r.id);
         }
-        other => panic!("{other:?}"),
+        other @ Gate::Approved(_) => panic!("{other:?}"),
     }
 }
 
@@ -521,7 +557,7 @@ async fn a_pending_approval_survives_a_restart_with_its_remaining_time() {
             assert!(!created);
             assert_eq!(record.id, r.id);
         }
-        other => panic!("{other:?}"),
+        other @ Gate::Approved(_) => panic!("{other:?}"),
     }
     f.manual.advance(Duration::from_secs(200));
     assert_eq!(
@@ -592,7 +628,7 @@ async fn history_and_the_consumed_flag_survive_a_restart() {
         .unwrap()
     {
         Gate::Approved(record) => assert_eq!(record.id, unused.id),
-        other => panic!("{other:?}"),
+        other @ Gate::Pending { .. } => panic!("{other:?}"),
     }
     // New approvals keep sorting after the loaded ones.
     let newest = f.approvals.list(None, None).await.unwrap();
