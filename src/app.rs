@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use actix_web::{App as HttpApp, HttpServer, web};
 use anyhow::{Context as _, bail};
+use mesh7_actors::approvals::{self, ApprovalSettings, Approvals};
 use mesh7_actors::cli::{Cli, CliCatalog};
 use mesh7_actors::clock::Clock;
+use mesh7_actors::grants::{self, Grants};
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
+use mesh7_actors::store::Store;
 use mesh7_actors::trace::{Trace, TraceSettings};
 use mesh7_actors::upstream::Upstream;
 use mesh7_config::{LoadedConfig, PolicySet, duration};
@@ -21,7 +24,7 @@ use crate::api::{self, ApiState, BodyLimits};
 use crate::identity::Authenticator;
 use crate::mcp::{Dispatcher, McpHttp, McpHttpSettings, StdioOptions};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{ApprovalRouting, Parts, Pipeline};
 use crate::registry::Registry;
 
 /// Where to listen, from the command line.
@@ -91,7 +94,7 @@ impl App {
                 max_file_bytes: cfg.trace.max_file_bytes,
                 mailbox,
             },
-            clock,
+            clock.clone(),
         )
         .context("trace_file")?;
         let catalog = CliCatalog::from_config(&cfg.cli_tools)
@@ -116,15 +119,51 @@ impl App {
         let cli = Cli::start(mailbox);
 
         let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok());
-        let pipeline = Pipeline::new(
+        let store = match &cfg.storage_path {
+            Some(path) => Some(
+                Store::open(std::path::Path::new(path))
+                    .with_context(|| format!("storage_path {path}"))?,
+            ),
+            None => None,
+        };
+        let approvals = Approvals::start(
+            store.clone(),
+            ApprovalSettings {
+                timeout: approval_timeout(cfg.approval.timeout_seconds),
+                retention: cfg
+                    .approval
+                    .retention
+                    .unwrap_or(approvals::DEFAULT_RETENTION),
+                notify_url: cfg.approval.notify_url.clone(),
+                allow_private_targets: cfg.approval.allow_private_targets,
+                mailbox,
+            },
+            clock.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("approvals: {e}"))?;
+        let max_grant = match &cfg.supervisor.max_grant_duration {
+            Some(d) => duration::parse(d)
+                .map_err(|e| anyhow::anyhow!("supervisor.max_grant_duration: {e}"))?,
+            None => grants::DEFAULT_MAX_DURATION,
+        };
+        let grants = Grants::start(store, max_grant, clock.clone(), mailbox)
+            .map_err(|e| anyhow::anyhow!("grants: {e}"))?
+            .with_approvals(approvals.clone());
+        let pipeline = Pipeline::new(Parts {
             auth,
             registry,
             policy,
             rate_limit,
             cli,
             trace,
-            Arc::new(Metrics::default()),
-        );
+            approvals,
+            grants,
+            routing: ApprovalRouting {
+                block_mcp: cfg.supervisor.enabled,
+                channel: cfg.approval.channel,
+            },
+            metrics: Arc::new(Metrics::default()),
+        });
         let client_timeout = duration::parse(&cfg.server.client_timeout)
             .map_err(|e| anyhow::anyhow!("server.client_timeout: {e}"))?;
         let state = ApiState {
@@ -134,6 +173,7 @@ impl App {
                 timeout: client_timeout,
             },
             version: &crate::VERSION,
+            expose_content: cfg.supervisor.expose_content,
             mcp: McpHttp::new(&McpHttpSettings {
                 allowed_hosts: cfg.server.allowed_hosts.clone(),
                 allowed_origins: cfg.server.allowed_origins.clone(),
@@ -186,6 +226,8 @@ impl App {
         for upstream in self.pipeline.registry().upstreams() {
             upstream.shutdown().await;
         }
+        self.pipeline.approvals().shutdown().await;
+        self.pipeline.grants().shutdown().await;
         tracing::info!("flushing traces");
         self.pipeline
             .trace()
@@ -315,10 +357,8 @@ fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()>
 /// Sections that parse but whose subsystem is not in this version: said once, at start-up.
 fn warn_unused_sections(cfg: &mesh7_config::Config) {
     let unused = [
-        ("storage_path", cfg.storage_path.is_some()),
         ("memory", cfg.memory.is_some()),
         ("otel_endpoint", cfg.otel_endpoint.is_some()),
-        ("approval.notify_url", cfg.approval.notify_url.is_some()),
     ];
     for (key, set) in unused {
         if set {
@@ -328,4 +368,12 @@ fn warn_unused_sections(cfg: &mesh7_config::Config) {
             );
         }
     }
+}
+
+/// `approval.timeout_seconds`: 0 or negative means flux7's 300 s.
+fn approval_timeout(seconds: i64) -> std::time::Duration {
+    u64::try_from(seconds)
+        .ok()
+        .filter(|s| *s > 0)
+        .map_or(approvals::DEFAULT_TIMEOUT, std::time::Duration::from_secs)
 }

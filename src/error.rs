@@ -108,3 +108,16 @@ impl From<mesh7_actors::upstream::UpstreamError> for PipelineError {
         }
     }
 }
+
+impl From<mesh7_actors::approvals::ApprovalError> for PipelineError {
+    fn from(e: mesh7_actors::approvals::ApprovalError) -> Self {
+        // The governance path fails closed: an approval that cannot be read or stored never runs.
+        PipelineError::Unavailable(e.to_string())
+    }
+}
+
+impl From<mesh7_actors::grants::GrantError> for PipelineError {
+    fn from(e: mesh7_actors::grants::GrantError) -> Self {
+        PipelineError::Unavailable(e.to_string())
+    }
+}

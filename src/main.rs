@@ -109,7 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Serve(args)) => serve(args),
-        Some(Command::Discover(args)) => discover(args),
+        Some(Command::Discover(args)) => discover(&args),
         None if cli.mcp.mcp => mcp(cli.serve, cli.mcp),
         None => serve(cli.serve),
     }
@@ -233,7 +233,7 @@ fn mcp(args: ServeArgs, mcp: McpArgs) -> ExitCode {
     }
 }
 
-fn discover(args: DiscoverArgs) -> ExitCode {
+fn discover(args: &DiscoverArgs) -> ExitCode {
     use mesh7::discover::{self, Sources};
 
     if args.config.is_none() && args.openapi.is_none() {
@@ -265,8 +265,8 @@ fn discover(args: DiscoverArgs) -> ExitCode {
         err("No MCP servers, CLI tools or OpenAPI specs to discover.");
         return ExitCode::FAILURE;
     }
-    let gathered = actix_web::rt::System::new()
-        .block_on(async { discover::gather(&sources, |line| err(line)).await });
+    let gathered =
+        actix_web::rt::System::new().block_on(async { discover::gather(&sources, err).await });
     let tools = match gathered {
         Ok(tools) => tools,
         Err(e) => {

@@ -31,7 +31,11 @@ impl Metrics {
         let decision = match verdict {
             Verdict::Allowed { .. } => 0,
             Verdict::Denied => 1,
-            Verdict::ApprovalRequired => 2,
+            Verdict::ApprovalRequired
+            | Verdict::ApprovalPending
+            | Verdict::ApprovalDenied
+            | Verdict::ApprovalTimedOut
+            | Verdict::ApprovalUnavailable { .. } => 2,
             Verdict::RateLimited { is_loop, .. } => {
                 if *is_loop {
                     self.loop_hits.fetch_add(1, Ordering::Relaxed);

@@ -8,11 +8,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use mesh7_actors::approvals::{ApprovalRecord, ApprovalStatus, Approvals, Gate, Submit};
 use mesh7_actors::cli::Cli;
+use mesh7_actors::grants::{Grant, Grants, rfc3339_secs};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
 use mesh7_actors::trace::{self, Trace, TraceEntry};
-use mesh7_config::Action;
+use mesh7_config::{Action, ApprovalChannel};
 use serde_json::Value;
 
 use crate::error::PipelineError;
@@ -58,6 +60,24 @@ pub struct RequestContext {
     pub session_id: String,
     /// A trace id handed in by the caller (`Traceparent` / `X-Trace-Id`).
     pub trace_id: Option<String>,
+    /// `Prefer: respond-async` on `/tool`: answer a pending approval at once instead of waiting.
+    pub prefer_async: bool,
+    /// `X-Callback-URL`: told when the approval of this call is decided.
+    pub callback_url: Option<String>,
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        Self {
+            ingress: Ingress::Http,
+            authorization: None,
+            on_behalf_of: None,
+            session_id: String::new(),
+            trace_id: None,
+            prefer_async: false,
+            callback_url: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,8 +98,16 @@ pub enum Verdict {
         error: PipelineError,
     },
     Denied,
-    /// The policy asks for a human; without an approval queue the call is refused (fail closed).
+    /// `/decide`: the call needs a human (nothing is queued; the caller asks one).
     ApprovalRequired,
+    /// Queued for a human and answered without waiting; `Governed::approval` has the id.
+    ApprovalPending,
+    ApprovalDenied,
+    ApprovalTimedOut,
+    /// Refused without asking anyone (e.g. `approval.channel: tty` with no terminal).
+    ApprovalUnavailable {
+        message: String,
+    },
     RateLimited {
         message: String,
         is_loop: bool,
@@ -92,7 +120,11 @@ impl Verdict {
         match self {
             Verdict::Allowed { .. } | Verdict::Failed { .. } => "allow",
             Verdict::Denied => "deny",
-            Verdict::ApprovalRequired => "human_approval",
+            Verdict::ApprovalRequired
+            | Verdict::ApprovalPending
+            | Verdict::ApprovalDenied
+            | Verdict::ApprovalTimedOut
+            | Verdict::ApprovalUnavailable { .. } => "human_approval",
             Verdict::RateLimited { .. } => "rate_limited",
         }
     }
@@ -111,6 +143,73 @@ pub struct Governed {
     pub verdict: Verdict,
     /// The HTTP status an HTTP backend (OpenAPI tool) answered with; its body is the result.
     pub backend_status: Option<u16>,
+    /// The approval this call went through, if any.
+    pub approval: Option<ApprovalInfo>,
+}
+
+impl Governed {
+    /// The `policy` field of responses and traces: an approved call says `human_approval`.
+    pub fn policy_label(&self) -> &'static str {
+        match (&self.verdict, &self.approval) {
+            (Verdict::Allowed { .. } | Verdict::Failed { .. }, Some(_)) => "human_approval",
+            (verdict, _) => verdict.policy_label(),
+        }
+    }
+}
+
+/// What the caller and the trace learn of an approval.
+#[derive(Debug, Clone)]
+pub struct ApprovalInfo {
+    pub id: String,
+    pub status: ApprovalStatus,
+    pub resolved_by: String,
+    pub reasoning: String,
+    pub confidence: f64,
+    /// Seconds left while pending.
+    pub remaining_secs: u64,
+    /// How long this call waited for the decision.
+    pub waited_ms: u64,
+}
+
+impl ApprovalInfo {
+    fn of(r: &ApprovalRecord, waited_ms: u64) -> Self {
+        Self {
+            id: r.id.clone(),
+            status: r.status,
+            resolved_by: r.resolved_by.clone(),
+            reasoning: r.reasoning.clone(),
+            confidence: r.confidence,
+            remaining_secs: r.remaining(std::time::SystemTime::now()).as_secs(),
+            waited_ms,
+        }
+    }
+
+    pub fn short_id(&self) -> &str {
+        self.id.get(..8).unwrap_or(&self.id)
+    }
+}
+
+/// How calls that need a human are routed (flux7 §5.3).
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalRouting {
+    /// `supervisor.enabled`: MCP calls wait for the decision instead of answering at once.
+    pub block_mcp: bool,
+    pub channel: ApprovalChannel,
+}
+
+/// The flux7 text for `approval.channel: tty` without a terminal (mesh7 never prompts).
+pub const TTY_UNAVAILABLE: &str = "Approval denied: approval.channel is 'tty' but no interactive terminal is available. Use 'queue' or 'tty-fallback' for headless deployments.";
+
+/// What the grant / approval step decided for a `human_approval` call.
+enum Gatekeeper {
+    Grant(Grant),
+    Approved(ApprovalInfo),
+    Waiting(ApprovalInfo),
+    Denied(ApprovalInfo),
+    TimedOut(ApprovalInfo),
+    /// `/decide`: no grant; a human must be asked.
+    Ask,
+    Refused(String),
 }
 
 /// The subsystems the pipeline talks to. Cheap to clone.
@@ -119,36 +218,26 @@ pub struct Pipeline {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    auth: Authenticator,
-    registry: Arc<Registry>,
-    policy: Policy,
-    rate_limit: RateLimit,
-    cli: Cli,
-    trace: Trace,
-    metrics: Arc<Metrics>,
+/// Everything the pipeline talks to, handed over once by `app.rs`.
+pub struct Parts {
+    pub auth: Authenticator,
+    pub registry: Arc<Registry>,
+    pub policy: Policy,
+    pub rate_limit: RateLimit,
+    pub cli: Cli,
+    pub trace: Trace,
+    pub approvals: Approvals,
+    pub grants: Grants,
+    pub routing: ApprovalRouting,
+    pub metrics: Arc<Metrics>,
 }
 
+type Inner = Parts;
+
 impl Pipeline {
-    pub fn new(
-        auth: Authenticator,
-        registry: Arc<Registry>,
-        policy: Policy,
-        rate_limit: RateLimit,
-        cli: Cli,
-        trace: Trace,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                auth,
-                registry,
-                policy,
-                rate_limit,
-                cli,
-                trace,
-                metrics,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
@@ -167,6 +256,12 @@ impl Pipeline {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+    pub fn approvals(&self) -> &Approvals {
+        &self.inner.approvals
+    }
+    pub fn grants(&self) -> &Grants {
+        &self.inner.grants
+    }
 
     /// Governs one call. Errors are returned only when no verdict could be reached (bad
     /// credentials, unknown tool, a subsystem unavailable); every verdict is traced.
@@ -181,6 +276,7 @@ impl Pipeline {
         // Known before forwarding: HTTP backends receive it (`traceparent`).
         let trace_id = ctx.trace_id.clone().unwrap_or_else(trace::new_trace_id);
         let mut backend_status = None;
+        let mut approval = None;
 
         let identity = self.authenticate(&ctx)?;
         // Resolve before policy so that policy sees the effective name (CLI dispatch).
@@ -196,7 +292,8 @@ impl Pipeline {
 
         let policies = inner.policy.current();
         let decision = policies.evaluate(&identity.agent, effective, &call.args);
-        let (action, rule, reason) = match resolved.as_ref().and_then(|r| r.default_action) {
+        let (action, mut rule, mut reason) = match resolved.as_ref().and_then(|r| r.default_action)
+        {
             // No rule matched a CLI tool that declares what it wants in that case.
             Some(fallback) if decision.is_default() => (
                 fallback,
@@ -211,46 +308,86 @@ impl Pipeline {
         };
 
         // Rate limits and loop detection come before acting on the verdict (flux7 order), so a
-        // throttled agent is throttled whatever it calls; denied calls are checked, not counted.
-        let acquire = Acquire {
+        // throttled agent is throttled whatever it calls. Only calls that run are counted: an
+        // allowed call now, a human_approval call once a grant or an approval lets it run (so
+        // approve-then-retry is not mistaken for a loop); denied calls are checked, not counted.
+        let usage = Acquire {
             agent: identity.agent.as_str().into(),
             tool: effective.into(),
             fingerprint: rate_limit::fingerprint(&call.args),
             limits: decision.rate_limit(),
-            record: action != Action::Deny,
-        };
-        let limited = match inner.rate_limit.acquire(acquire).await {
-            Ok(()) => None,
-            Err(RateLimitError::Limited(l)) => Some(l),
-            Err(e @ RateLimitError::Unavailable(_)) => return Err(e.into()),
+            record: true,
         };
         drop(policies);
+        let check = Acquire {
+            record: action == Action::Allow,
+            ..usage.clone()
+        };
+        let limited = self.limit(check).await?;
 
         let verdict = if let Some(l) = limited {
-            Verdict::RateLimited {
-                message: l.to_string(),
-                is_loop: l.is_loop(),
-            }
+            limited_verdict(&l)
         } else {
             match action {
                 Action::Deny => Verdict::Denied,
-                // The grant and approval steps plug in here; until then a call that needs a
-                // human is refused, never run.
-                Action::HumanApproval => Verdict::ApprovalRequired,
-                Action::Allow => match (mode, resolved) {
-                    (Mode::DecideOnly, _) | (Mode::Execute, None) => {
-                        Verdict::Allowed { result: None }
-                    }
-                    (Mode::Execute, Some(target)) => match self.forward(target, &trace_id).await {
-                        Ok(done) => {
-                            backend_status = done.backend_status;
-                            Verdict::Allowed {
-                                result: Some(done.result),
+                Action::HumanApproval => {
+                    let gate = self
+                        .gatekeep(
+                            &ctx,
+                            &identity.agent,
+                            effective,
+                            &call.args,
+                            &rule,
+                            &trace_id,
+                            mode,
+                        )
+                        .await?;
+                    match gate {
+                        Gatekeeper::Grant(grant) => {
+                            rule = format!("grant:{}", grant.id);
+                            reason = format!(
+                                "temporal grant {} (expires {})",
+                                grant.id,
+                                rfc3339_secs(grant.expires_at)
+                            );
+                            match self.limit(usage).await? {
+                                Some(l) => limited_verdict(&l),
+                                None => {
+                                    self.run(mode, resolved, &trace_id, &mut backend_status)
+                                        .await
+                                }
                             }
                         }
-                        Err(error) => Verdict::Failed { error },
-                    },
-                },
+                        Gatekeeper::Approved(info) => {
+                            approval = Some(info);
+                            match self.limit(usage).await? {
+                                Some(l) => limited_verdict(&l),
+                                None => {
+                                    self.run(mode, resolved, &trace_id, &mut backend_status)
+                                        .await
+                                }
+                            }
+                        }
+                        Gatekeeper::Waiting(info) => {
+                            approval = Some(info);
+                            Verdict::ApprovalPending
+                        }
+                        Gatekeeper::Denied(info) => {
+                            approval = Some(info);
+                            Verdict::ApprovalDenied
+                        }
+                        Gatekeeper::TimedOut(info) => {
+                            approval = Some(info);
+                            Verdict::ApprovalTimedOut
+                        }
+                        Gatekeeper::Ask => Verdict::ApprovalRequired,
+                        Gatekeeper::Refused(message) => Verdict::ApprovalUnavailable { message },
+                    }
+                }
+                Action::Allow => {
+                    self.run(mode, resolved, &trace_id, &mut backend_status)
+                        .await
+                }
             }
         };
 
@@ -261,9 +398,10 @@ impl Pipeline {
             action,
             rule,
             reason,
-            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latency_ms: millis(started.elapsed()),
             verdict,
             backend_status,
+            approval,
         };
         self.record(
             &ctx,
@@ -274,6 +412,108 @@ impl Pipeline {
         .await;
         inner.metrics.count(ctx.ingress, &governed.verdict);
         Ok(governed)
+    }
+
+    /// Asks the rate limiter; `Some` when the call is refused.
+    async fn limit(&self, req: Acquire) -> Result<Option<rate_limit::Limited>, PipelineError> {
+        match self.inner.rate_limit.acquire(req).await {
+            Ok(()) => Ok(None),
+            Err(RateLimitError::Limited(l)) => Ok(Some(l)),
+            Err(e @ RateLimitError::Unavailable(_)) => Err(e.into()),
+        }
+    }
+
+    /// Forwards an allowed call (`Execute`), or only reports it allowed (`/decide`).
+    async fn run(
+        &self,
+        mode: Mode,
+        resolved: Option<ResolvedCall>,
+        trace_id: &str,
+        backend_status: &mut Option<u16>,
+    ) -> Verdict {
+        match (mode, resolved) {
+            (Mode::DecideOnly, _) | (Mode::Execute, None) => Verdict::Allowed { result: None },
+            (Mode::Execute, Some(target)) => match self.forward(target, trace_id).await {
+                Ok(done) => {
+                    *backend_status = done.backend_status;
+                    Verdict::Allowed {
+                        result: Some(done.result),
+                    }
+                }
+                Err(error) => Verdict::Failed { error },
+            },
+        }
+    }
+
+    /// The grant / approval step of a `human_approval` call: a grant lifts it; otherwise the
+    /// approval queue decides (an approved identical call runs once), waiting for the human on
+    /// `/tool` (unless `Prefer: respond-async`) and, with `supervisor.enabled`, on MCP.
+    #[allow(clippy::too_many_arguments)]
+    async fn gatekeep(
+        &self,
+        ctx: &RequestContext,
+        agent: &str,
+        tool: &str,
+        args: &Value,
+        rule: &str,
+        trace_id: &str,
+        mode: Mode,
+    ) -> Result<Gatekeeper, PipelineError> {
+        let inner = &*self.inner;
+        // Grants only ever lift human_approval, never deny, and apply on every ingress.
+        if let Some(grant) = inner.grants.use_grant(agent, tool, args).await? {
+            return Ok(Gatekeeper::Grant(grant));
+        }
+        // `/decide` never queues an approval (flux7): the caller asks its own human.
+        if mode == Mode::DecideOnly {
+            return Ok(Gatekeeper::Ask);
+        }
+        let mcp = matches!(ctx.ingress, Ingress::McpStdio | Ingress::McpHttp);
+        if mcp && inner.routing.channel == ApprovalChannel::Tty {
+            return Ok(Gatekeeper::Refused(TTY_UNAVAILABLE.to_owned()));
+        }
+        let submit = Submit {
+            agent: agent.to_owned(),
+            tool: tool.to_owned(),
+            params: args.clone(),
+            policy_rule: rule.to_owned(),
+            trace_id: trace_id.to_owned(),
+            callback_url: ctx.callback_url.clone(),
+        };
+        let record = match inner.approvals.gate(submit).await? {
+            Gate::Approved(record) => {
+                return Ok(Gatekeeper::Approved(ApprovalInfo::of(&record, 0)));
+            }
+            Gate::Pending { record, .. } => record,
+        };
+        let block = if mcp {
+            inner.routing.block_mcp
+        } else {
+            !ctx.prefer_async
+        };
+        if !block {
+            return Ok(Gatekeeper::Waiting(ApprovalInfo::of(&record, 0)));
+        }
+        // If the caller goes away while waiting, this future is dropped: the approval stays,
+        // and a later decision runs nothing until the identical call is made again.
+        let waited = Instant::now();
+        let decided = inner.approvals.wait(&record.id).await?;
+        let info = ApprovalInfo::of(&decided, millis(waited.elapsed()));
+        Ok(match decided.status {
+            ApprovalStatus::Approved => {
+                if inner.approvals.consume(&decided.id).await? {
+                    Gatekeeper::Approved(info)
+                } else {
+                    Gatekeeper::Refused(format!(
+                        "approval {} was already used by an identical call",
+                        decided.id
+                    ))
+                }
+            }
+            ApprovalStatus::Denied => Gatekeeper::Denied(info),
+            ApprovalStatus::Timeout => Gatekeeper::TimedOut(info),
+            ApprovalStatus::Pending => Gatekeeper::Waiting(info),
+        })
     }
 
     /// Step 1: credentials → identity, with `require_authentication` and the `/decide` body agent.
@@ -337,7 +577,17 @@ impl Pipeline {
             ),
             Verdict::Failed { error } => (error.code().status.as_u16(), error.to_string(), None),
             Verdict::Denied => (0, g.reason.clone(), None),
-            Verdict::ApprovalRequired => (0, NO_APPROVAL_STORE.to_owned(), None),
+            Verdict::ApprovalRequired | Verdict::ApprovalPending => (0, String::new(), None),
+            Verdict::ApprovalDenied => (
+                0,
+                format!(
+                    "approval denied by {}",
+                    g.approval.as_ref().map_or("", |a| a.resolved_by.as_str())
+                ),
+                None,
+            ),
+            Verdict::ApprovalTimedOut => (0, "approval timed out".to_owned(), None),
+            Verdict::ApprovalUnavailable { message } => (0, message.clone(), None),
             Verdict::RateLimited { message, .. } => (0, message.clone(), None),
         };
         let mut entry = TraceEntry {
@@ -346,7 +596,7 @@ impl Pipeline {
             agent_id: g.agent.clone(),
             tool: g.tool.clone(),
             params,
-            policy: g.verdict.policy_label().to_owned(),
+            policy: g.policy_label().to_owned(),
             policy_rule: g.rule.clone(),
             status_code,
             latency_ms: g.latency_ms,
@@ -356,6 +606,14 @@ impl Pipeline {
             effective_tool: effective,
             ..TraceEntry::default()
         };
+        if let Some(a) = &g.approval {
+            entry.approval_id.clone_from(&a.id);
+            entry.approval_status = a.status.as_str().to_owned();
+            entry.approved_by.clone_from(&a.resolved_by);
+            entry.approval_ms = a.waited_ms;
+            entry.supervisor_reasoning.clone_from(&a.reasoning);
+            entry.supervisor_confidence = a.confidence;
+        }
         trace::estimate_tokens(&mut entry, result);
         if let Err(e) = self.inner.trace.record(entry).await {
             tracing::error!(error = %e, trace_id = %g.trace_id, "trace record lost");
@@ -379,9 +637,16 @@ impl From<Value> for Forwarded {
     }
 }
 
-/// The message a call gets when its policy needs a human and no approval queue exists.
-pub const NO_APPROVAL_STORE: &str =
-    "This action requires human approval but no approval store is configured.";
+fn limited_verdict(l: &rate_limit::Limited) -> Verdict {
+    Verdict::RateLimited {
+        message: l.to_string(),
+        is_loop: l.is_loop(),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 fn effective_name_of(g: &Governed, effective: &str) -> String {
     if effective == g.tool {

@@ -91,8 +91,15 @@ fn quickstart_runs_out_of_the_box() {
     assert_eq!(status, 200, "{body}");
     let (status, body) = d.call("claude", "date.run", &json!({"args": ["--set=2000-01-01"]}));
     assert_eq!(status, 502, "{body}");
-    let (status, body) = d.call("claude", "ls.run", &json!({}));
-    assert_eq!(status, 403, "{body}");
+    let (status, body) = d.post_with(
+        "/tool/ls.run",
+        &[
+            ("Authorization", "Bearer agent:claude"),
+            ("Prefer", "respond-async"),
+        ],
+        "{}",
+    );
+    assert_eq!(status, 202, "{body}");
     assert_eq!(body["policy"], "human_approval");
     // The policy_dir file applies to its agent.
     let (status, body) = d.call("readonly-bot", "echo.run", &json!({"args": ["hi"]}));

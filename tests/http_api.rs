@@ -80,12 +80,48 @@ fn deny_rule_and_condition_and_fail_closed_default_answer_403() {
 }
 
 #[test]
-fn approval_required_without_an_approval_queue_is_refused_not_run() {
+fn approval_with_respond_async_answers_202_and_runs_nothing_until_approved() {
     let d = Daemon::start(BASE);
-    let (status, body) = d.call("claude", "ls.run", &json!({}));
-    assert_eq!(status, 403, "{body}");
+    let async_call = |args: &Value| {
+        d.post_with(
+            "/tool/ls.run",
+            &[
+                ("Authorization", "Bearer agent:claude"),
+                ("Prefer", "respond-async"),
+            ],
+            &json!({ "params": args }).to_string(),
+        )
+    };
+    let (status, body) = async_call(&json!({"args": ["-d", "."]}));
+    assert_eq!(status, 202, "{body}");
     assert_eq!(body["policy"], "human_approval");
     assert!(body.get("result").is_none());
+    let id = body["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16);
+
+    // The same call again joins the same pending approval.
+    let (_, again) = async_call(&json!({"args": ["-d", "."]}));
+    assert_eq!(again["approval_id"], id.as_str());
+
+    let (status, pending) = d.get("/approvals?status=pending", None);
+    assert_eq!(status, 200);
+    assert_eq!(pending.as_array().unwrap().len(), 1);
+    assert_eq!(pending[0]["id"], id.as_str());
+    assert_eq!(pending[0]["tool"], "ls.run");
+
+    let (status, body) = d.post(&format!("/approvals/{}/approve", &id[..8]), None, "");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "approved", "id": &id[..8]}));
+
+    // The identical retry runs once; the next one needs a new approval.
+    let (status, body) = async_call(&json!({"args": ["-d", "."]}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"], "human_approval");
+    assert_eq!(body["approval_id"], id.as_str());
+    assert_eq!(body["result"]["stdout"], ".\n");
+    let (status, body) = async_call(&json!({"args": ["-d", "."]}));
+    assert_eq!(status, 202, "{body}");
+    assert_ne!(body["approval_id"], id.as_str());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! Every error is JSON `{"error": …}` (tool calls keep flux7's ToolCallResponse shape). Bodies are
 //! bounded (`server.max_body_bytes`, 413) and must arrive within `server.client_timeout` (408).
 
+mod approvals;
 mod body;
 mod control;
 mod tools;
@@ -29,6 +30,8 @@ pub struct ApiState {
     pub version: &'static Version,
     /// `/mcp` sessions and its DNS-rebinding guard.
     pub mcp: crate::mcp::McpHttp,
+    /// `supervisor.expose_content`: false redacts arguments in approval views.
+    pub expose_content: bool,
 }
 
 /// Build identity, for `/version` and `--version`.
@@ -52,6 +55,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/sessions").route(web::get().to(control::sessions)))
         .service(resource("/sessions/{id}").route(web::get().to(control::session)))
         .service(resource("/metrics").route(web::get().to(control::metrics)))
+        .service(resource("/approvals").route(web::get().to(approvals::list)))
+        .service(resource("/approvals/{id}").route(web::get().to(approvals::detail)))
+        .service(resource("/approvals/{id}/approve").route(web::post().to(approvals::approve)))
+        .service(resource("/approvals/{id}/deny").route(web::post().to(approvals::deny)))
+        .service(
+            resource("/grants")
+                .route(web::get().to(approvals::grants))
+                .route(web::post().to(approvals::create_grant)),
+        )
+        .service(resource("/grants/{id}").route(web::delete().to(approvals::revoke_grant)))
         .service(crate::mcp::http::resource())
         .default_service(web::to(not_found));
 }

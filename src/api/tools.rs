@@ -7,9 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, body, header_str, json_response};
 use crate::error::PipelineError;
-use crate::pipeline::{
-    Governed, Ingress, Mode, NO_APPROVAL_STORE, RequestContext, ToolCall, Verdict,
-};
+use crate::pipeline::{Governed, Ingress, Mode, RequestContext, ToolCall, Verdict};
 
 /// `POST /tool/{name}`: body `{"params": {...}}`, or the bare arguments object.
 pub(super) async fn call_tool(
@@ -168,6 +166,13 @@ fn request_context(
         on_behalf_of,
         session_id: header_str(req, "x-session-id").unwrap_or("").to_owned(),
         trace_id: incoming_trace_id(req),
+        prefer_async: header_str(req, "prefer").is_some_and(|p| {
+            p.split(',')
+                .any(|v| v.trim().eq_ignore_ascii_case("respond-async"))
+        }),
+        callback_url: header_str(req, "x-callback-url")
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
     }
 }
 
@@ -193,10 +198,28 @@ fn tool_response(g: &Governed) -> HttpResponse {
         Verdict::Allowed { result } => (StatusCode::OK, result.clone(), None),
         Verdict::Failed { error } => (error.code().status, None, Some(error.to_string())),
         Verdict::Denied => (StatusCode::FORBIDDEN, None, Some(g.reason.clone())),
+        // Queued and answered at once (`Prefer: respond-async`): what the Python SDK expects.
+        Verdict::ApprovalPending => (StatusCode::ACCEPTED, None, None),
+        Verdict::ApprovalDenied => (
+            StatusCode::FORBIDDEN,
+            None,
+            Some(format!(
+                "approval denied by {}",
+                g.approval.as_ref().map_or("", |a| a.resolved_by.as_str())
+            )),
+        ),
+        Verdict::ApprovalTimedOut => (
+            StatusCode::REQUEST_TIMEOUT,
+            None,
+            Some("approval timed out".to_owned()),
+        ),
+        Verdict::ApprovalUnavailable { message } => {
+            (StatusCode::FORBIDDEN, None, Some(message.clone()))
+        }
         Verdict::ApprovalRequired => (
             StatusCode::FORBIDDEN,
             None,
-            Some(NO_APPROVAL_STORE.to_owned()),
+            Some("This action requires human approval.".to_owned()),
         ),
         Verdict::RateLimited { message, .. } => {
             (StatusCode::TOO_MANY_REQUESTS, None, Some(message.clone()))
@@ -211,7 +234,10 @@ fn tool_response(g: &Governed) -> HttpResponse {
         body.insert("backend_status".to_owned(), json!(s));
     }
     body.insert("trace_id".to_owned(), json!(g.trace_id));
-    body.insert("policy".to_owned(), json!(g.verdict.policy_label()));
+    if let Some(a) = &g.approval {
+        body.insert("approval_id".to_owned(), json!(a.id));
+    }
+    body.insert("policy".to_owned(), json!(g.policy_label()));
     body.insert("latency_ms".to_owned(), json!(g.latency_ms));
     if let Some(e) = error {
         body.insert("error".to_owned(), json!(e));

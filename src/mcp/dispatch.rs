@@ -11,9 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError};
 use crate::error::PipelineError;
-use crate::pipeline::{
-    Governed, Ingress, Mode, NO_APPROVAL_STORE, Pipeline, RequestContext, ToolCall, Verdict,
-};
+use crate::pipeline::{Governed, Ingress, Mode, Pipeline, RequestContext, ToolCall, Verdict};
 use crate::registry::Target;
 
 /// The `serverInfo` flux7 announces; clients and hooks may match on it.
@@ -156,6 +154,7 @@ impl Dispatcher {
             on_behalf_of: None,
             session_id: caller.session_id.clone(),
             trace_id: meta_trace_id(&params),
+            ..RequestContext::default()
         };
         let call = ToolCall {
             tool,
@@ -312,10 +311,34 @@ pub fn call_tool_result(g: &Governed, source: Option<&str>) -> Value {
         Verdict::Allowed { result: None } => json!({ "content": [], "isError": false }),
         Verdict::Failed { error } => text_result(&format!("Backend error: {error}"), true),
         Verdict::Denied => text_result(&format!("Policy denied: {}", g.reason), true),
-        Verdict::ApprovalRequired => text_result(NO_APPROVAL_STORE, true),
+        Verdict::ApprovalPending => {
+            let (id, remaining) = g
+                .approval
+                .as_ref()
+                .map_or(("", 0), |a| (a.short_id(), a.remaining_secs));
+            text_result(
+                &format!(
+                    "Approval required (id: {id}). Tool: {}. Timeout: {remaining}s.\nUse approval.resolve with id={id} and decision=approve or deny.",
+                    g.tool
+                ),
+                true,
+            )
+        }
+        Verdict::ApprovalDenied => {
+            let reasoning = g.approval.as_ref().map_or("", |a| a.reasoning.as_str());
+            text_result(&format!("Denied by supervisor: {reasoning}"), true)
+        }
+        Verdict::ApprovalTimedOut => text_result(APPROVAL_TIMED_OUT, true),
+        Verdict::ApprovalUnavailable { message } => text_result(message, true),
+        Verdict::ApprovalRequired => text_result(APPROVAL_REQUIRED, true),
         Verdict::RateLimited { message, .. } => text_result(message, true),
     }
 }
+
+/// flux7's text when a blocking approval expires.
+pub const APPROVAL_TIMED_OUT: &str = "Approval timed out — no supervisor or human resolved it.";
+/// A call that needs a human where none can be asked from this path.
+pub const APPROVAL_REQUIRED: &str = "This action requires human approval.";
 
 /// A forwarded result as a CallToolResult.
 fn tool_result(result: &Value, source: Option<&str>) -> Value {
@@ -396,6 +419,7 @@ mod tests {
             latency_ms: 0,
             verdict,
             backend_status: None,
+            approval: None,
         }
     }
 
@@ -406,7 +430,7 @@ mod tests {
                 Verdict::Denied,
                 "Policy denied: policy=p tool=echo.run action=deny",
             ),
-            (Verdict::ApprovalRequired, NO_APPROVAL_STORE),
+            (Verdict::ApprovalTimedOut, APPROVAL_TIMED_OUT),
             (
                 Verdict::RateLimited {
                     message: "loop detected".into(),

@@ -12,6 +12,7 @@ the denied and unapproved writes would land if they ran.
 
 import asyncio
 import os
+import re
 import sys
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -19,7 +20,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-NO_APPROVAL_STORE = "This action requires human approval but no approval store is configured."
+# flux7's text for a call queued for a human, answered at once (approve, then retry).
+APPROVAL_REQUIRED = re.compile(
+    r"Approval required \(id: ([0-9a-f]{8})\)\. Tool: approver\.run\. Timeout: \d+s\.\n"
+    r"Use approval\.resolve with id=\1 and decision=approve or deny\."
+)
 
 
 async def expect_error(call, code):
@@ -63,11 +68,11 @@ async def check(session: ClientSession, workdir: str) -> None:
     assert result.content[0].text == "Policy denied: policy=governed tool=writer.run action=deny", result.content
     assert not os.path.exists(denied), "a denied call ran"
 
-    # A call that needs a human is refused while no approval queue exists, and nothing runs.
+    # A call that needs a human is queued and answered at once; nothing runs.
     unapproved = os.path.join(workdir, "unapproved.txt")
     result = await session.call_tool("approver.run", {"args": [unapproved]})
     assert result.is_error, result
-    assert result.content[0].text == NO_APPROVAL_STORE, result.content
+    assert APPROVAL_REQUIRED.fullmatch(result.content[0].text), result.content
     assert not os.path.exists(unapproved), "a call needing approval ran"
 
     message = await expect_error(session.call_tool("nope.run", {}), -32602)

@@ -228,9 +228,12 @@ class ApprovalsAndGrants(unittest.TestCase):
             self.reviewer.approval_detail("ffffffffffffffff")
 
     def test_grant_lets_a_human_approval_call_run(self):
-        g = self.bot.create_grant("say.*", "10m")
+        # Its own agent, so this grant can never lift another test's approval.
+        grantee = AgentMesh(URL, agent="grantee", timeout=10)
+        g = grantee.create_grant("say.*", "10m")
+        self.addCleanup(grantee.revoke_grant, g["id"])
         self.assertEqual(len(g["id"]), 16)
-        self.assertEqual(g["agent"], "bot")
+        self.assertEqual(g["agent"], "grantee")
         self.assertEqual(g["tools"], "say.*")
         self.assertTrue(g["expires_at"].endswith("Z"), g)
         self.assertIn(g["remaining"], ("10m0s", "9m59s", "9m58s"))
@@ -238,23 +241,20 @@ class ApprovalsAndGrants(unittest.TestCase):
         self.assertIn(g["id"], [x["id"] for x in self.reviewer.grants()])
 
         # The grant turns human_approval into allow: the call runs at once.
-        quick = AgentMesh(URL, agent="bot", timeout=10)
         word = unique("granted")
-        d = quick.call_tool("say.run", {"args": [word]})
+        d = grantee.call_tool("say.run", {"args": [word]})
         self.assertEqual(d.action, Action.ALLOW, d.error)
         self.assertIn(word, d.result)
-        self.assertEqual(quick.decide("say.run", {"args": [unique("g")]}).action, Action.ALLOW)
+        self.assertEqual(grantee.decide("say.run", {"args": [unique("g")]}).action, Action.ALLOW)
         # Only for the agent it names.
-        other = AgentMesh(URL, agent="someone-else", timeout=10)
-        self.assertEqual(other.decide("say.run").action, Action.HUMAN_APPROVAL)
+        self.assertEqual(self.bot.decide("say.run").action, Action.HUMAN_APPROVAL)
 
-        self.assertTrue(self.bot.revoke_grant(g["id"]))
+        self.assertTrue(grantee.revoke_grant(g["id"]))
         self.assertNotIn(g["id"], [x["id"] for x in self.reviewer.grants()])
-        self.assertFalse(self.bot.revoke_grant(g["id"]))
+        self.assertFalse(grantee.revoke_grant(g["id"]))
         self.assertEqual(
-            quick.decide("say.run", {"args": [unique("g")]}).action, Action.HUMAN_APPROVAL
+            grantee.decide("say.run", {"args": [unique("g")]}).action, Action.HUMAN_APPROVAL
         )
-
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
