@@ -73,9 +73,17 @@ pub(super) async fn decide(
             g.rule.as_str(),
             g.reason.clone(),
         ),
-        _ => (
+        // A grant turns human_approval into allow (rule `grant:<id>`).
+        Verdict::Allowed { .. } | Verdict::Failed { .. } => {
+            (StatusCode::OK, "allow", g.rule.as_str(), g.reason.clone())
+        }
+        Verdict::ApprovalRequired
+        | Verdict::ApprovalPending
+        | Verdict::ApprovalDenied
+        | Verdict::ApprovalTimedOut
+        | Verdict::ApprovalUnavailable { .. } => (
             StatusCode::OK,
-            g.action.as_str(),
+            "human_approval",
             g.rule.as_str(),
             g.reason.clone(),
         ),
