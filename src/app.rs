@@ -99,9 +99,16 @@ impl App {
         .context("trace_file")?;
         let catalog = CliCatalog::from_config(&cfg.cli_tools)
             .map_err(|e| anyhow::anyhow!("cli_tools: {e}"))?;
-        // Any spec that cannot be imported stops the start-up (flux7).
-        let openapi_ctx =
-            crate::openapi::context_for(&loaded.config_path, cfg.storage_path.as_deref());
+        let store = match &cfg.storage_path {
+            Some(path) => Some(
+                Store::open(std::path::Path::new(path))
+                    .with_context(|| format!("storage_path {path}"))?,
+            ),
+            None => None,
+        };
+        // Any spec that cannot be imported stops the start-up (flux7); the store keeps the
+        // last good copy of URL specs.
+        let openapi_ctx = crate::openapi::context_for(&loaded.config_path, store.clone());
         let openapi = crate::openapi::load(&cfg.openapi, &openapi_ctx).await?;
         let upstreams = cfg
             .mcp_servers
@@ -119,13 +126,6 @@ impl App {
         let cli = Cli::start(mailbox);
 
         let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok());
-        let store = match &cfg.storage_path {
-            Some(path) => Some(
-                Store::open(std::path::Path::new(path))
-                    .with_context(|| format!("storage_path {path}"))?,
-            ),
-            None => None,
-        };
         let approvals = Approvals::start(
             store.clone(),
             ApprovalSettings {

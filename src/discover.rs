@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mesh7_actors::cli::CliCatalog;
+use mesh7_actors::store::Store;
 use mesh7_actors::upstream::Upstream;
 use mesh7_config::{Config, OpenApiConfig};
 use serde_json::Value;
@@ -58,7 +59,18 @@ pub async fn gather(
     let empty = Config::default();
     let (cfg, config_path) = sources.config.unwrap_or((&empty, Path::new("")));
     let catalog = CliCatalog::from_config(&cfg.cli_tools).map_err(|e| format!("cli_tools: {e}"))?;
-    let ctx = openapi::context_for(config_path, cfg.storage_path.as_deref());
+    // The store's last good spec copies, unless a running daemon holds the store.
+    let store = match cfg.storage_path.as_deref() {
+        Some(path) => match Store::open(Path::new(path)) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                progress(&format!("Note: no cached specs (storage_path {path}: {e})"));
+                None
+            }
+        },
+        None => None,
+    };
+    let ctx = openapi::context_for(config_path, store);
     let mut tools = openapi::load(&cfg.openapi, &ctx)
         .await
         .map_err(|e| e.to_string())?;

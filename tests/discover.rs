@@ -68,11 +68,19 @@ fn lists_cli_openapi_and_mcp_tools_grouped_by_source() {
     let (code, stdout, stderr) = discover(dir.path(), &["--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains(&format!("Connecting to MCP server: fs ({} {} {})", node.display(), entry.display(), root.display())),
+        stderr.contains(&format!(
+            "Connecting to MCP server: fs ({} {} {})",
+            node.display(),
+            entry.display(),
+            root.display()
+        )),
         "{stderr}"
     );
     // Groups in order of first appearance in the name-sorted list.
-    let headings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ") && !l.starts_with("    ")).collect();
+    let headings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+        .collect();
     assert_eq!(headings.len(), 3, "{stdout}");
     assert_eq!(headings[0], "  CLI tool \"echo\" (1 tools):");
     assert!(headings[1].starts_with("  MCP server \"fs\" ("), "{stdout}");
@@ -84,14 +92,25 @@ fn lists_cli_openapi_and_mcp_tools_grouped_by_source() {
         format!("    {:<40} Write a note", "notes.create_note"),
         format!("    {:<40} -", "notes.delete_note"),
     ] {
-        assert!(lines.contains(&expected.as_str()), "{expected:?} in\n{stdout}");
+        assert!(
+            lines.contains(&expected.as_str()),
+            "{expected:?} in\n{stdout}"
+        );
     }
     assert!(stdout.contains("    fs.read_text_file "), "{stdout}");
     let total = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("Discovered ")?.strip_suffix(" tools:")?.parse::<usize>().ok())
+        .find_map(|l| {
+            l.strip_prefix("Discovered ")?
+                .strip_suffix(" tools:")?
+                .parse::<usize>()
+                .ok()
+        })
         .expect("a total");
-    assert_eq!(total, stdout.lines().filter(|l| l.starts_with("    ")).count());
+    assert_eq!(
+        total,
+        stdout.lines().filter(|l| l.starts_with("    ")).count()
+    );
 }
 
 #[test]
@@ -107,7 +126,10 @@ fn the_generated_policy_validates_and_governs_calls() {
         &[],
     );
     assert_eq!(code, 0, "{stderr}");
-    assert!(policy.contains("policies:\n  - name: discovered\n"), "{policy}");
+    assert!(
+        policy.contains("policies:\n  - name: discovered\n"),
+        "{policy}"
+    );
 
     // The whole output is a configuration fragment: with the sources it validates.
     let full = write_config(dir.path(), &format!("{base}{policy}"));
@@ -129,11 +151,18 @@ fn the_generated_policy_validates_and_governs_calls() {
     assert_eq!(body["result"]["path"], "/notes");
     // Write → a human decides.
     let (status, body) = d.decide("claude", "notes.create_note", &json!({"text": "hi"}));
-    assert_eq!((status, &body["action"]), (200, &json!("human_approval")), "{body}");
+    assert_eq!(
+        (status, &body["action"]),
+        (200, &json!("human_approval")),
+        "{body}"
+    );
     // Destructive, or arbitrary → denied.
     let (status, body) = d.call("claude", "notes.delete_note", &json!({"id": 1}));
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"], "policy=discovered tool=notes.delete_note action=deny");
+    assert_eq!(
+        body["error"],
+        "policy=discovered tool=notes.delete_note action=deny"
+    );
     let (status, _) = d.call("claude", "echo.run", &json!({"args": ["x"]}));
     assert_eq!(status, 403);
 }
@@ -167,7 +196,10 @@ fn refuses_without_sources() {
     let config = write_config(dir.path(), "port: 9999\n");
     let (code, _, stderr) = discover(dir.path(), &["--config", config.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
-    assert_eq!(stderr.trim(), "No MCP servers, CLI tools or OpenAPI specs to discover.");
+    assert_eq!(
+        stderr.trim(),
+        "No MCP servers, CLI tools or OpenAPI specs to discover."
+    );
 
     let config = write_config(dir.path(), "prot: 9999\n");
     let (code, _, stderr) = discover(dir.path(), &["--config", config.to_str().unwrap()], &[]);
@@ -187,22 +219,42 @@ fn the_filesystem_example_lists_its_tools_and_serves_reads() {
         ("MESH7_FS_ROOT", sandbox.to_str().unwrap()),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = discover(dir.path(), &["--config", config.to_str().unwrap()], &env);
+    let (code, stdout, stderr) =
+        discover(dir.path(), &["--config", config.to_str().unwrap()], &env);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("  MCP server \"fs\" ("), "{stdout}");
     assert!(stdout.contains("    fs.read_text_file "), "{stdout}");
 
     let d = Daemon::spawn(tempfile::tempdir().unwrap(), &config, &env);
     let file = sandbox.join("hello.txt");
-    let ready = common::wait_for(Duration::from_secs(60), || {
-        let (status, body) = d.call("claude", "fs.read_text_file", &json!({"path": file}));
-        (status == 200).then_some(body)
+    let listed = common::wait_for(Duration::from_secs(60), || {
+        let (_, tools) = d.get("/tools", None);
+        tools
+            .as_array()?
+            .iter()
+            .any(|t| t["name"] == "fs.read_text_file")
+            .then_some(())
     });
-    let (body, _) = ready.expect("the filesystem server never answered");
     assert!(
-        body["result"].to_string().contains("Hello from the mesh7 filesystem example."),
+        listed.is_some(),
+        "the filesystem server never listed its tools"
+    );
+    let (status, body) = d.call("claude", "fs.read_text_file", &json!({"path": file}));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["result"]
+            .to_string()
+            .contains("Hello from the mesh7 filesystem example."),
         "{body}"
     );
-    let (status, body) = d.decide("claude", "fs.write_file", &json!({"path": "x", "content": "y"}));
-    assert_eq!((status, &body["action"]), (200, &json!("human_approval")), "{body}");
+    let (status, body) = d.decide(
+        "claude",
+        "fs.write_file",
+        &json!({"path": "x", "content": "y"}),
+    );
+    assert_eq!(
+        (status, &body["action"]),
+        (200, &json!("human_approval")),
+        "{body}"
+    );
 }

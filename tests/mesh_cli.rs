@@ -395,6 +395,7 @@ struct Terminal {
     child: tokio::process::Child,
     stdin: Option<tokio::process::ChildStdin>,
     stdout: tokio::process::ChildStdout,
+    raw: Vec<u8>,
     seen: String,
     pos: usize,
 }
@@ -421,6 +422,7 @@ impl Terminal {
             child,
             stdin,
             stdout,
+            raw: Vec::new(),
             seen: String::new(),
             pos: 0,
         }
@@ -441,7 +443,9 @@ impl Terminal {
                     if n == 0 {
                         return None;
                     }
-                    self.seen.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    // Decoded whole, so a character split across reads is not mangled.
+                    self.raw.extend_from_slice(&chunk[..n]);
+                    self.seen = String::from_utf8_lossy(&self.raw).into_owned();
                 }
             })
             .await
@@ -457,12 +461,13 @@ impl Terminal {
     }
 
     fn type_line(&mut self, line: &str) {
+        self.type_bytes(format!("{line}\n").as_bytes());
+    }
+
+    fn type_bytes(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("terminal input open");
         self.rt.block_on(async {
-            stdin
-                .write_all(format!("{line}\n").as_bytes())
-                .await
-                .expect("type");
+            stdin.write_all(bytes).await.expect("type");
             stdin.flush().await.expect("flush");
         });
     }
@@ -543,4 +548,21 @@ fn watch_prompts_on_a_terminal_and_resolves_what_is_typed() {
 
     // End of input ends the watch cleanly.
     assert_eq!(term.close(), Some(0), "{}", term.seen);
+}
+
+#[test]
+fn watch_ends_cleanly_on_ctrl_c() {
+    let d = Daemon::start(GATED);
+    let mut term = Terminal::watch(&d.url);
+    term.expect("waiting for approvals (ctrl+c to quit)");
+    // The terminal turns ^C into SIGINT for the foreground process.
+    term.type_bytes(b"\x03");
+    let code = term.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), term.child.wait())
+            .await
+            .expect("watch ended on ctrl+c")
+            .expect("wait")
+            .code()
+    });
+    assert_eq!(code, Some(0), "{}", term.seen);
 }

@@ -82,7 +82,11 @@ fn the_petstore_example_serves_its_spec_through_the_policy() {
     let id = body["result"]["id"].as_i64().expect("new pet id");
 
     let (status, body) = d.call("claude", "show_pet_by_id", &json!({"petId": id}));
-    assert_eq!((status, &body["result"]["name"]), (200, &json!("Bo")), "{body}");
+    assert_eq!(
+        (status, &body["result"]["name"]),
+        (200, &json!("Bo")),
+        "{body}"
+    );
     let (_, body) = d.call("claude", "list_pets", &json!({"tag": "parrot"}));
     assert_eq!(body["result"][0]["id"], id, "{body}");
 
@@ -93,9 +97,20 @@ fn the_petstore_example_serves_its_spec_through_the_policy() {
     assert_eq!(body["result"]["message"], "pet not found");
 
     // The policy: a pet already sold is refused; deleting needs a human.
-    let (status, body) = d.call("claude", "create_pets", &json!({"name": "X", "status": "sold"}));
+    let (status, body) = d.call(
+        "claude",
+        "create_pets",
+        &json!({"name": "X", "status": "sold"}),
+    );
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"], "policy=petstore tool=create_pets action=deny");
+    assert_eq!(
+        body["error"],
+        "policy=petstore tool=create_pets action=deny"
+    );
     let (status, body) = d.decide("claude", "delete_pet", &json!({"petId": id}));
-    assert_eq!((status, &body["action"]), (200, &json!("human_approval")), "{body}");
+    assert_eq!(
+        (status, &body["action"]),
+        (200, &json!("human_approval")),
+        "{body}"
+    );
 }

@@ -5,6 +5,8 @@
 //!   refused rather than misread.
 //! - tree `approvals`: key = the approval id (16 hex digits), value = JSON `{"seq", "record"}`.
 //! - tree `grants`: key = the grant id (16 hex digits), value = JSON `{"seq", "record"}`.
+//! - tree `openapi_specs`: key = a spec URL, value = the last good copy of that spec (bytes
+//!   chosen by the caller). A cache: losing it only loses the fallback.
 //!
 //! `seq` is the creation order, which survives restarts (ids are random, so they cannot order).
 //!
@@ -28,6 +30,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const APPROVALS_TREE: &[u8] = b"approvals";
 const GRANTS_TREE: &[u8] = b"grants";
+const SPECS_TREE: &[u8] = b"openapi_specs";
 /// The page cache sled may use; its default (1 GiB) is far beyond what approvals need.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -58,6 +61,7 @@ pub struct Store {
     db: sled::Db,
     approvals: sled::Tree,
     grants: sled::Tree,
+    specs: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,11 +155,25 @@ impl Store {
         }
         let approvals = db.open_tree(APPROVALS_TREE)?;
         let grants = db.open_tree(GRANTS_TREE)?;
+        let specs = db.open_tree(SPECS_TREE)?;
         Ok(Store {
             db,
             approvals,
             grants,
+            specs,
         })
+    }
+
+    /// The cached copy of the OpenAPI spec at `url`, if any.
+    pub fn spec(&self, url: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.specs.get(url.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Replaces the cached copy of the OpenAPI spec at `url`; durable once this resolves.
+    pub async fn put_spec(&self, url: &str, copy: &[u8]) -> Result<(), StoreError> {
+        self.specs.insert(url.as_bytes(), copy)?;
+        self.specs.flush_async().await?;
+        Ok(())
     }
 
     /// The schema version recorded in the store.
@@ -286,6 +304,35 @@ mod tests {
             StoreError::NewerSchema {
                 found: SCHEMA_VERSION + 1
             }
+        );
+    }
+
+    #[actix_rt::test]
+    async fn spec_copies_are_kept_per_url_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.spec("https://a.example/spec").unwrap(), None);
+        store
+            .put_spec("https://a.example/spec", b"v1")
+            .await
+            .unwrap();
+        store
+            .put_spec("https://a.example/spec", b"v2")
+            .await
+            .unwrap();
+        store
+            .put_spec("https://b.example/spec", b"b")
+            .await
+            .unwrap();
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.spec("https://a.example/spec").unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert_eq!(
+            reopened.spec("https://b.example/spec").unwrap().as_deref(),
+            Some(&b"b"[..])
         );
     }
 

@@ -150,12 +150,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Deny { id, reason } => resolve(&mesh, &id, Verdict::Deny, reason).await,
         Command::Watch => {
             tokio::select! {
-                r = watch(&mesh) => r,
+                // Polled first, so the handler is in place before the banner invites Ctrl-C.
+                biased;
                 // Ctrl-C is the way out of `watch`: end it cleanly, on a fresh line.
                 Ok(()) = tokio::signal::ctrl_c() => {
                     out("");
                     Ok(())
                 }
+                r = watch(&mesh) => r,
             }
         }
     }

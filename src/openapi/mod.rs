@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh7_actors::store::Store;
 use mesh7_config::OpenApiConfig;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
@@ -276,7 +277,7 @@ async fn fetch_document(
         }
         (Ok((doc, _)), None) => Ok(doc),
         (Err(e), Some(cache)) => {
-            let Some(cached) = cache.get(url).await else {
+            let Some(cached) = cache.get(url) else {
                 return Err(e);
             };
             // An SSRF refusal is a configuration decision, not an outage: never bypassed.
@@ -301,17 +302,14 @@ pub(crate) fn require_tls_support(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The context for a configuration: its directory, and the spec cache under `storage_path`.
-pub fn context_for(config_path: &Path, storage_path: Option<&str>) -> LoadContext {
+/// The context for a configuration: its directory, and the spec cache in its store.
+pub fn context_for(config_path: &Path, store: Option<Store>) -> LoadContext {
     let base_dir = match config_path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
     LoadContext {
-        cache: storage_path
-            .filter(|s| !s.is_empty())
-            // Relative to the working directory, like `trace_file` (and flux7's `storage_path`).
-            .map(|s| SpecCache::new(Path::new(s))),
+        cache: store.map(SpecCache::new),
         base_dir,
     }
 }

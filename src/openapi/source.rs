@@ -1,11 +1,11 @@
 //! Getting a spec's text: a file, or a URL fetched through the SSRF guard with a timeout and a
-//! size limit. The last good copy of every URL spec is kept under `storage_path`, so a restart
-//! works while the spec URL is down.
+//! size limit. The last good copy of every URL spec is kept in the store (`storage_path`), so a
+//! restart works while the spec URL is down.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
+use mesh7_actors::store::Store;
 
 use super::forward::error_chain;
 
@@ -81,10 +81,10 @@ pub async fn read_file(file: &str, base_dir: &Path) -> Result<String, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The last good copy of URL specs, one file per URL under `<storage_path>/openapi-specs/`.
+/// The last good copy of each URL spec, kept in the store (`storage_path`).
 #[derive(Debug, Clone)]
 pub struct SpecCache {
-    dir: PathBuf,
+    store: Store,
 }
 
 /// A cached spec and when it was fetched.
@@ -97,25 +97,18 @@ pub struct CachedSpec {
 }
 
 impl SpecCache {
-    pub fn new(storage_path: &Path) -> SpecCache {
-        SpecCache {
-            dir: storage_path.join("openapi-specs"),
-        }
-    }
-
-    fn path_for(&self, url: &str) -> PathBuf {
-        let digest = Sha256::digest(url.as_bytes());
-        self.dir.join(format!("{}.json", hex::encode(digest)))
+    pub fn new(store: Store) -> SpecCache {
+        SpecCache { store }
     }
 
     /// The cached copy of `url`, if any (an unreadable copy counts as none).
-    pub async fn get(&self, url: &str) -> Option<CachedSpec> {
-        let bytes = tokio::fs::read(self.path_for(url)).await.ok()?;
+    pub fn get(&self, url: &str) -> Option<CachedSpec> {
+        let bytes = self.store.spec(url).ok()??;
         let cached: CachedSpec = serde_json::from_slice(&bytes).ok()?;
         (cached.url == url).then_some(cached)
     }
 
-    /// Stores a good copy, atomically (written aside, then renamed over the old one).
+    /// Stores a good copy, durably.
     pub async fn put(&self, url: &str, text: &str) -> Result<(), String> {
         let entry = CachedSpec {
             url: url.to_owned(),
@@ -123,17 +116,10 @@ impl SpecCache {
             text: text.to_owned(),
         };
         let bytes = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
-        tokio::fs::create_dir_all(&self.dir)
+        self.store
+            .put_spec(url, &bytes)
             .await
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let path = self.path_for(url);
-        let tmp = path.with_extension("tmp");
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -144,12 +130,12 @@ mod tests {
     #[actix_rt::test]
     async fn cache_keeps_the_last_copy_per_url() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = SpecCache::new(dir.path());
-        assert_eq!(cache.get("https://a.example/spec").await, None);
+        let cache = SpecCache::new(Store::open(dir.path()).unwrap());
+        assert_eq!(cache.get("https://a.example/spec"), None);
         cache.put("https://a.example/spec", "v1").await.unwrap();
         cache.put("https://a.example/spec", "v2").await.unwrap();
         cache.put("https://b.example/spec", "other").await.unwrap();
-        let got = cache.get("https://a.example/spec").await.unwrap();
+        let got = cache.get("https://a.example/spec").unwrap();
         assert_eq!(
             (got.url.as_str(), got.text.as_str()),
             ("https://a.example/spec", "v2")
