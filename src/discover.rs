@@ -243,10 +243,7 @@ const DESTRUCTIVE: [&str; 12] = [
 /// PATCH or a writing verb first → write; anything else → other.
 pub fn classify(name: &str, method: &str) -> Class {
     let own = name.rsplit('.').next().unwrap_or(name).to_ascii_lowercase();
-    let words: Vec<&str> = own
-        .split(['_', '-'])
-        .filter(|w| !w.is_empty())
-        .collect();
+    let words: Vec<&str> = own.split(['_', '-']).filter(|w| !w.is_empty()).collect();
     let first = words.first().copied().unwrap_or("");
     let method = method.to_ascii_uppercase();
     if method == "DELETE" || words.iter().any(|w| DESTRUCTIVE.contains(w)) {
