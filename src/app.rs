@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use actix_web::{App as HttpApp, HttpServer, web};
 use anyhow::{Context as _, bail};
-use mesh7_actors::approvals::{self, ApprovalSettings, Approvals};
+use mesh7_actors::approvals::{self, ApprovalSettings, Approvals, ResolutionHook};
 use mesh7_actors::cli::{Cli, CliCatalog};
 use mesh7_actors::clock::Clock;
 use mesh7_actors::grants::{self, Grants};
+use mesh7_actors::memory::{self, DecisionFact, Memory, MemorySettings, WriteEvent};
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
 use mesh7_actors::store::Store;
@@ -26,6 +27,7 @@ use crate::mcp::{Dispatcher, McpHttp, McpHttpSettings, StdioOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{ApprovalRouting, Parts, Pipeline};
 use crate::registry::Registry;
+use crate::telemetry::Telemetry;
 
 /// Where to listen, from the command line.
 #[derive(Debug, Clone, Default)]
@@ -52,7 +54,6 @@ impl App {
     pub async fn build(loaded: &LoadedConfig, opts: &ServeOptions) -> anyhow::Result<App> {
         let cfg = &loaded.config;
         refuse_unavailable_features(cfg)?;
-        warn_unused_sections(cfg);
 
         let clock = Clock::System;
         let mailbox = cfg.server.mailbox_capacity;
@@ -125,8 +126,15 @@ impl App {
         );
         let cli = Cli::start(mailbox);
 
-        let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok());
-        let approvals = Approvals::start(
+        let auth = Authenticator::new(&cfg.auth, std::env::var("MESH_ADMIN_TOKEN").ok())
+            .with_supervisor_agents(&cfg.supervisor.supervisor_agents);
+        let auth = match &cfg.auth.jwt {
+            Some(jwt) => auth.with_jwt(jwt).await?,
+            None => auth,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let memory = start_memory(cfg, &metrics)?;
+        let approvals = Approvals::start_observed(
             store.clone(),
             ApprovalSettings {
                 timeout: approval_timeout(cfg.approval.timeout_seconds),
@@ -139,6 +147,14 @@ impl App {
                 mailbox,
             },
             clock.clone(),
+            // Every decision is written back to mem7; `/decide` decides nothing that is kept.
+            memory.clone().map(|memory| {
+                ResolutionHook::new(move |record| {
+                    if let Some(fact) = DecisionFact::of_resolution(record) {
+                        memory.remember(fact);
+                    }
+                })
+            }),
         )
         .map_err(|e| anyhow::anyhow!("approvals: {e}"))?;
         let max_grant = match &cfg.supervisor.max_grant_duration {
@@ -149,6 +165,12 @@ impl App {
         let grants = Grants::start(store, max_grant, clock.clone(), mailbox)
             .map_err(|e| anyhow::anyhow!("grants: {e}"))?
             .with_approvals(approvals.clone());
+        let telemetry = match cfg.otel_endpoint.as_deref().map(str::trim) {
+            Some(endpoint) if !endpoint.is_empty() => Telemetry::start(endpoint, metrics.clone())
+                .await
+                .with_context(|| format!("otel_endpoint {endpoint}"))?,
+            _ => Telemetry::disabled(),
+        };
         let pipeline = Pipeline::new(Parts {
             auth,
             registry,
@@ -162,7 +184,9 @@ impl App {
                 block_mcp: cfg.supervisor.enabled,
                 channel: cfg.approval.channel,
             },
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            telemetry,
+            memory: memory.filter(|_| cfg.supervisor.auto_approve),
         });
         let client_timeout = duration::parse(&cfg.server.client_timeout)
             .map_err(|e| anyhow::anyhow!("server.client_timeout: {e}"))?;
@@ -202,6 +226,9 @@ impl App {
         })
         .client_request_timeout(self.client_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        // A client that goes away drops its request, so a call blocked on an approval never runs
+        // for nobody (the approval then waits for the identical retry).
+        .h1_allow_half_closed(false)
         .shutdown_timeout(10)
         // Signals are handled below: actix's own handler would stop the whole actor system,
         // racing the trace writer's final flush.
@@ -229,6 +256,7 @@ impl App {
         self.pipeline.approvals().shutdown().await;
         self.pipeline.grants().shutdown().await;
         tracing::info!("flushing traces");
+        self.pipeline.telemetry().shutdown(TELEMETRY_DRAIN).await;
         self.pipeline
             .trace()
             .flush()
@@ -251,6 +279,9 @@ impl App {
         })
         .client_request_timeout(self.client_timeout)
         .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        // A client that goes away drops its request, so a call blocked on an approval never runs
+        // for nobody (the approval then waits for the identical retry).
+        .h1_allow_half_closed(false)
         .shutdown_timeout(10)
         .disable_signals()
         .bind(self.listen);
@@ -288,6 +319,7 @@ impl App {
                 tracing::error!(error = %e, "http server task");
             }
         }
+        self.pipeline.telemetry().shutdown(TELEMETRY_DRAIN).await;
         self.pipeline
             .trace()
             .flush()
@@ -296,6 +328,9 @@ impl App {
         served
     }
 }
+
+/// How long shutdown waits for queued spans to reach `otel_endpoint`.
+const TELEMETRY_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves with the name of the first SIGTERM or SIGINT.
 async fn shutdown_signal() -> &'static str {
@@ -339,9 +374,6 @@ pub fn listen_addr(cfg: &mesh7_config::Config, opts: &ServeOptions) -> anyhow::R
 
 /// Settings whose absence of support would silently weaken governance stop the start-up.
 fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()> {
-    if cfg.auth.jwt.is_some() {
-        bail!("auth.jwt: JWT authentication is not available in this version; remove the section");
-    }
     if cfg
         .tls
         .as_ref()
@@ -354,20 +386,38 @@ fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Sections that parse but whose subsystem is not in this version: said once, at start-up.
-fn warn_unused_sections(cfg: &mesh7_config::Config) {
-    let unused = [
-        ("memory", cfg.memory.is_some()),
-        ("otel_endpoint", cfg.otel_endpoint.is_some()),
-    ];
-    for (key, set) in unused {
-        if set {
-            tracing::warn!(
-                key,
-                "configured but not used by this version: its tools or features are absent"
-            );
-        }
-    }
+/// The mem7 client when `memory.url` is set; its writes are counted in `/metrics`.
+fn start_memory(cfg: &mesh7_config::Config, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Memory>> {
+    let Some(mem) = cfg.memory.as_ref().filter(|m| !m.url.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let timeout = match &mem.timeout {
+        Some(t) => duration::parse(t).map_err(|e| anyhow::anyhow!("memory.timeout: {e}"))?,
+        None => memory::DEFAULT_TIMEOUT,
+    };
+    let settings = MemorySettings {
+        url: mem.url.trim().to_owned(),
+        token: mem.token.clone(),
+        timeout,
+        // flux7: 0 or less means 3.
+        min_approvals: usize::try_from(cfg.supervisor.min_approvals)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(memory::DEFAULT_MIN_APPROVALS),
+        mailbox: cfg.server.mailbox_capacity,
+    };
+    let counters = metrics.clone();
+    let observer = Arc::new(move |event: WriteEvent| {
+        let counter = match event {
+            WriteEvent::Attempted => &counters.mem7_writes_attempted,
+            WriteEvent::Succeeded => &counters.mem7_writes_succeeded,
+            WriteEvent::Failed => &counters.mem7_writes_failed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    Memory::start(settings, observer)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("memory: {e}"))
 }
 
 /// `approval.timeout_seconds`: 0 or negative means flux7's 300 s.

@@ -79,10 +79,17 @@ pub async fn gather(
             base_dir: ".".into(),
             cache: None,
         };
+        // On the command line the switch is a flag, not a key.
+        let flag = |e: openapi::OpenApiError| {
+            e.to_string().replace(
+                "set allow_private: true to allow it",
+                "use --allow-private to allow it",
+            )
+        };
         tools.extend(
             openapi::load(std::slice::from_ref(extra), &cwd)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(flag)?,
         );
     }
     let mut upstreams = Vec::new();

@@ -11,6 +11,7 @@ use std::time::Instant;
 use mesh7_actors::approvals::{ApprovalRecord, ApprovalStatus, Approvals, Gate, Submit};
 use mesh7_actors::cli::Cli;
 use mesh7_actors::grants::{Grant, Grants, rfc3339_secs};
+use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
 use mesh7_actors::trace::{self, Trace, TraceEntry};
@@ -19,8 +20,9 @@ use serde_json::Value;
 
 use crate::error::PipelineError;
 use crate::identity::{Authenticator, Identity};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
 use crate::registry::{Registry, ResolvedCall, Target};
+use crate::telemetry::{CallSpan, Step, Telemetry};
 
 /// Where a call came in; recorded in its trace and its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,9 @@ pub struct RequestContext {
     pub session_id: String,
     /// A trace id handed in by the caller (`Traceparent` / `X-Trace-Id`).
     pub trace_id: Option<String>,
+    /// The caller's span id (`Traceparent`): the call's span becomes its child. Used only with
+    /// the `trace_id` of the same header.
+    pub parent_span_id: Option<String>,
     /// `Prefer: respond-async` on `/tool`: answer a pending approval at once instead of waiting.
     pub prefer_async: bool,
     /// `X-Callback-URL`: told when the approval of this call is decided.
@@ -74,6 +79,7 @@ impl Default for RequestContext {
             on_behalf_of: None,
             session_id: String::new(),
             trace_id: None,
+            parent_span_id: None,
             prefer_async: false,
             callback_url: None,
         }
@@ -202,7 +208,9 @@ pub const TTY_UNAVAILABLE: &str = "Approval denied: approval.channel is 'tty' bu
 
 /// What the grant / approval step decided for a `human_approval` call.
 enum Gatekeeper {
-    Grant(Grant),
+    Grant(Box<Grant>),
+    /// mem7 remembers this many approvals of the same call (`supervisor:mem7`).
+    Remembered(usize),
     Approved(ApprovalInfo),
     Waiting(ApprovalInfo),
     Denied(ApprovalInfo),
@@ -230,6 +238,10 @@ pub struct Parts {
     pub grants: Grants,
     pub routing: ApprovalRouting,
     pub metrics: Arc<Metrics>,
+    /// mem7 (`memory.url` with `supervisor.auto_approve`): Level-1 auto-approve.
+    pub memory: Option<Memory>,
+    /// Span export (`otel_endpoint`); `Telemetry::disabled()` when none is configured.
+    pub telemetry: Telemetry,
 }
 
 type Inner = Parts;
@@ -256,6 +268,9 @@ impl Pipeline {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
+    }
     pub fn approvals(&self) -> &Approvals {
         &self.inner.approvals
     }
@@ -265,6 +280,9 @@ impl Pipeline {
 
     /// Governs one call. Errors are returned only when no verdict could be reached (bad
     /// credentials, unknown tool, a subsystem unavailable); every verdict is traced.
+    #[tracing::instrument(name = "call", skip_all, fields(
+        ingress = ctx.ingress.as_str(), tool = %call.tool, trace_id = tracing::field::Empty,
+    ))]
     pub async fn handle(
         &self,
         ctx: RequestContext,
@@ -275,23 +293,39 @@ impl Pipeline {
         let inner = &*self.inner;
         // Known before forwarding: HTTP backends receive it (`traceparent`).
         let trace_id = ctx.trace_id.clone().unwrap_or_else(trace::new_trace_id);
+        tracing::Span::current().record("trace_id", trace_id.as_str());
+        // The call's span ends when `spans` is dropped, so an early error return still has one.
+        let mut spans = inner
+            .telemetry
+            .call(&inner.metrics, &ctx, &trace_id, &call.tool);
         let mut backend_status = None;
         let mut approval = None;
 
-        let identity = self.authenticate(&ctx)?;
+        let identity = spans
+            .try_step(Step::Authenticate, self.authenticate(&ctx))
+            .await?;
         // Resolve before policy so that policy sees the effective name (CLI dispatch).
         // `/decide` evaluates any name (flux7), resolving it only when it is known.
-        let resolved = match mode {
-            Mode::Execute => Some(inner.registry.resolve(&call.tool, &call.args)?),
-            Mode::DecideOnly => inner.registry.resolve(&call.tool, &call.args).ok(),
-        };
+        let resolved = spans
+            .try_step(Step::Resolve, async {
+                match mode {
+                    Mode::Execute => inner.registry.resolve(&call.tool, &call.args).map(Some),
+                    Mode::DecideOnly => Ok(inner.registry.resolve(&call.tool, &call.args).ok()),
+                }
+            })
+            .await?;
+        let source = source_of(resolved.as_ref());
         let effective = resolved
             .as_ref()
             .map_or_else(|| call.tool.clone(), |r| r.effective_name.clone());
         let effective = effective.as_str();
 
         let policies = inner.policy.current();
-        let decision = policies.evaluate(&identity.agent, effective, &call.args);
+        let decision = spans
+            .step(Step::Evaluate, async {
+                policies.evaluate(&identity.agent, effective, &call.args)
+            })
+            .await;
         let (action, mut rule, mut reason) = match resolved.as_ref().and_then(|r| r.default_action)
         {
             // No rule matched a CLI tool that declares what it wants in that case.
@@ -323,7 +357,7 @@ impl Pipeline {
             record: action == Action::Allow,
             ..usage.clone()
         };
-        let limited = self.limit(check).await?;
+        let limited = spans.try_step(Step::RateLimit, self.limit(check)).await?;
 
         let verdict = if let Some(l) = limited {
             limited_verdict(&l)
@@ -331,15 +365,18 @@ impl Pipeline {
             match action {
                 Action::Deny => Verdict::Denied,
                 Action::HumanApproval => {
-                    let gate = self
-                        .gatekeep(
-                            &ctx,
-                            &identity.agent,
-                            effective,
-                            &call.args,
-                            &rule,
-                            &trace_id,
-                            mode,
+                    let gate = spans
+                        .try_step(
+                            Step::Approval,
+                            self.gatekeep(
+                                &ctx,
+                                &identity.agent,
+                                effective,
+                                &call.args,
+                                &rule,
+                                &trace_id,
+                                mode,
+                            ),
                         )
                         .await?;
                     match gate {
@@ -350,21 +387,50 @@ impl Pipeline {
                                 grant.id,
                                 rfc3339_secs(grant.expires_at)
                             );
-                            match self.limit(usage).await? {
+                            match spans.try_step(Step::RateLimit, self.limit(usage)).await? {
                                 Some(l) => limited_verdict(&l),
                                 None => {
-                                    self.run(mode, resolved, &trace_id, &mut backend_status)
-                                        .await
+                                    self.run(
+                                        &mut spans,
+                                        mode,
+                                        resolved,
+                                        &trace_id,
+                                        &mut backend_status,
+                                    )
+                                    .await
+                                }
+                            }
+                        }
+                        Gatekeeper::Remembered(approvals) => {
+                            rule = memory::RULE.to_owned();
+                            reason = Recall::approval_reason(approvals);
+                            match spans.try_step(Step::RateLimit, self.limit(usage)).await? {
+                                Some(l) => limited_verdict(&l),
+                                None => {
+                                    self.run(
+                                        &mut spans,
+                                        mode,
+                                        resolved,
+                                        &trace_id,
+                                        &mut backend_status,
+                                    )
+                                    .await
                                 }
                             }
                         }
                         Gatekeeper::Approved(info) => {
                             approval = Some(info);
-                            match self.limit(usage).await? {
+                            match spans.try_step(Step::RateLimit, self.limit(usage)).await? {
                                 Some(l) => limited_verdict(&l),
                                 None => {
-                                    self.run(mode, resolved, &trace_id, &mut backend_status)
-                                        .await
+                                    self.run(
+                                        &mut spans,
+                                        mode,
+                                        resolved,
+                                        &trace_id,
+                                        &mut backend_status,
+                                    )
+                                    .await
                                 }
                             }
                         }
@@ -385,7 +451,7 @@ impl Pipeline {
                     }
                 }
                 Action::Allow => {
-                    self.run(mode, resolved, &trace_id, &mut backend_status)
+                    self.run(&mut spans, mode, resolved, &trace_id, &mut backend_status)
                         .await
                 }
             }
@@ -404,13 +470,17 @@ impl Pipeline {
             approval,
         };
         self.record(
+            &mut spans,
             &ctx,
             &governed,
             effective_name_of(&governed, effective),
             call.args,
         )
         .await;
-        inner.metrics.count(ctx.ingress, &governed.verdict);
+        inner
+            .metrics
+            .count_call(ctx.ingress, source, &governed.verdict);
+        spans.end();
         Ok(governed)
     }
 
@@ -426,6 +496,7 @@ impl Pipeline {
     /// Forwards an allowed call (`Execute`), or only reports it allowed (`/decide`).
     async fn run(
         &self,
+        spans: &mut CallSpan<'_>,
         mode: Mode,
         resolved: Option<ResolvedCall>,
         trace_id: &str,
@@ -433,7 +504,10 @@ impl Pipeline {
     ) -> Verdict {
         match (mode, resolved) {
             (Mode::DecideOnly, _) | (Mode::Execute, None) => Verdict::Allowed { result: None },
-            (Mode::Execute, Some(target)) => match self.forward(target, trace_id).await {
+            (Mode::Execute, Some(target)) => match spans
+                .try_step(Step::Forward, self.forward(target, trace_id))
+                .await
+            {
                 Ok(done) => {
                     *backend_status = done.backend_status;
                     Verdict::Allowed {
@@ -445,9 +519,10 @@ impl Pipeline {
         }
     }
 
-    /// The grant / approval step of a `human_approval` call: a grant lifts it; otherwise the
-    /// approval queue decides (an approved identical call runs once), waiting for the human on
-    /// `/tool` (unless `Prefer: respond-async`) and, with `supervisor.enabled`, on MCP.
+    /// The grant / approval step of a `human_approval` call: a grant lifts it, then mem7 may
+    /// approve it from earlier decisions; otherwise the approval queue decides (an approved
+    /// identical call runs once), waiting for the human on `/tool` (unless
+    /// `Prefer: respond-async`) and, with `supervisor.enabled`, on MCP.
     #[allow(clippy::too_many_arguments)]
     async fn gatekeep(
         &self,
@@ -462,7 +537,17 @@ impl Pipeline {
         let inner = &*self.inner;
         // Grants only ever lift human_approval, never deny, and apply on every ingress.
         if let Some(grant) = inner.grants.use_grant(agent, tool, args).await? {
-            return Ok(Gatekeeper::Grant(grant));
+            return Ok(Gatekeeper::Grant(Box::new(grant)));
+        }
+        // mem7 (Level 1) only ever approves, and any failure of it means asking a human.
+        if let Some(memory) = &inner.memory
+            && let Recall::Approve { approvals } = memory.auto_approve(agent, tool, args).await
+        {
+            // `/decide` runs nothing, so it records no decision either.
+            if mode == Mode::Execute {
+                memory.remember(DecisionFact::auto_approved(agent, tool));
+            }
+            return Ok(Gatekeeper::Remembered(approvals));
         }
         // `/decide` never queues an approval (flux7): the caller asks its own human.
         if mode == Mode::DecideOnly {
@@ -517,9 +602,12 @@ impl Pipeline {
     }
 
     /// Step 1: credentials → identity, with `require_authentication` and the `/decide` body agent.
-    fn authenticate(&self, ctx: &RequestContext) -> Result<Identity, PipelineError> {
+    async fn authenticate(&self, ctx: &RequestContext) -> Result<Identity, PipelineError> {
         let auth = &self.inner.auth;
-        let mut identity = auth.identify(ctx.authorization.as_deref());
+        let mut identity = auth.identify_async(ctx.authorization.as_deref()).await;
+        if let Some(refused) = identity.refused.take() {
+            return Err(PipelineError::Unauthenticated(refused));
+        }
         if identity.is_anonymous() && auth.requires_authentication() {
             return Err(PipelineError::AuthenticationRequired);
         }
@@ -567,7 +655,14 @@ impl Pipeline {
 
     /// Writes the trace entry. A trace that cannot be written is logged; the caller still gets
     /// its answer because the call has already happened.
-    async fn record(&self, ctx: &RequestContext, g: &Governed, effective: String, params: Value) {
+    async fn record(
+        &self,
+        spans: &mut CallSpan<'_>,
+        ctx: &RequestContext,
+        g: &Governed,
+        effective: String,
+        params: Value,
+    ) {
         let (status_code, error, result) = match &g.verdict {
             Verdict::Allowed { result } => (
                 g.backend_status
@@ -615,7 +710,12 @@ impl Pipeline {
             entry.supervisor_confidence = a.confidence;
         }
         trace::estimate_tokens(&mut entry, result);
-        if let Err(e) = self.inner.trace.record(entry).await {
+        spans.outcome(&entry);
+        if let Err(e) = spans
+            .step(Step::Trace, self.inner.trace.record(entry))
+            .await
+        {
+            self.inner.metrics.trace_record_lost();
             tracing::error!(error = %e, trace_id = %g.trace_id, "trace record lost");
         }
     }
@@ -634,6 +734,16 @@ impl From<Value> for Forwarded {
             result,
             backend_status: None,
         }
+    }
+}
+
+/// The `source` metrics label of a resolved call.
+fn source_of(resolved: Option<&ResolvedCall>) -> Source {
+    match resolved.map(|r| &r.target) {
+        Some(Target::Cli(_)) => Source::Cli,
+        Some(Target::Mcp { .. }) => Source::Mcp,
+        Some(Target::OpenApi { .. }) => Source::OpenApi,
+        None => Source::None,
     }
 }
 

@@ -389,3 +389,19 @@ async fn namespaces_prefix_names_and_two_tools_with_one_name_is_an_error_naming_
         "openapi: two tools are named \"list_orders\": GET /stores/{storeId}/orders (a.yaml) and GET /stores/{storeId}/orders (b.json)"
     );
 }
+
+#[test]
+fn an_entry_timeout_must_be_a_positive_duration() {
+    let yaml = "openapi:\n  - file: a.yaml\n    backend_url: http://127.0.0.1:9\n    timeout: soon\n  - file: b.yaml\n    timeout: 0s\n";
+    let errors = mesh7_config::load_str(yaml, std::path::Path::new("mesh7.yaml")).unwrap_err();
+    let texts: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts[0].contains("openapi[0]") && texts[0].contains("invalid timeout \"soon\""),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].contains("openapi[1]") && texts[1].contains("invalid timeout \"0s\""),
+        "{texts:?}"
+    );
+}

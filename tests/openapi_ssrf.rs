@@ -88,7 +88,7 @@ fn a_spec_cannot_send_calls_to_cloud_metadata() {
     assert_eq!((code, stdout.as_str()), (1, ""), "{stderr}");
     assert_eq!(
         stderr.trim(),
-        "Error: load OpenAPI spec.json: backend http://169.254.169.254/latest: ssrf: 169.254.169.254 is a link-local address (cloud metadata); set allow_private: true to allow it"
+        "Error: load OpenAPI spec.json: backend http://169.254.169.254/latest: ssrf: 169.254.169.254 is a link-local address (cloud metadata); use --allow-private to allow it"
     );
 }
 

@@ -19,9 +19,12 @@
 //! - Memory and store are bounded: at most `MAX_PENDING` pending approvals, and `retention`
 //!   resolved ones (the oldest pruned first; approved-but-unconsumed ones last).
 //! - All time comes from the injected `Clock`.
+//! - An optional [`ResolutionHook`] hears every resolution (decision, timeout, and approvals
+//!   found expired at start-up) once it is durable; it must not block (mem7 write-back queues).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix::prelude::{
@@ -211,6 +214,27 @@ impl Default for ApprovalSettings {
     }
 }
 
+/// Told of every resolved approval (approved, denied, timed out). Called on the actor's
+/// thread, so it must only hand the record on (e.g. queue a write), never wait.
+#[derive(Clone)]
+pub struct ResolutionHook(Arc<dyn Fn(&ApprovalRecord) + Send + Sync>);
+
+impl ResolutionHook {
+    pub fn new(hook: impl Fn(&ApprovalRecord) + Send + Sync + 'static) -> Self {
+        ResolutionHook(Arc::new(hook))
+    }
+
+    fn call(&self, record: &ApprovalRecord) {
+        (self.0)(record);
+    }
+}
+
+impl std::fmt::Debug for ResolutionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResolutionHook")
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Messages
 
@@ -283,6 +307,16 @@ impl Approvals {
         settings: ApprovalSettings,
         clock: Clock,
     ) -> Result<Approvals, ApprovalError> {
+        Self::start_observed(store, settings, clock, None)
+    }
+
+    /// Like [`Approvals::start`], with a hook told of every resolution once it is durable.
+    pub fn start_observed(
+        store: Option<Store>,
+        settings: ApprovalSettings,
+        clock: Clock,
+        on_resolved: Option<ResolutionHook>,
+    ) -> Result<Approvals, ApprovalError> {
         let now = clock.wall();
         let rows = match &store {
             Some(store) => store.load_approvals()?,
@@ -296,6 +330,10 @@ impl Approvals {
             Some(store) => Some(store.write_approvals(&fx.change())?),
             None => None,
         };
+        if let Some(hook) = &on_resolved {
+            // Their write is queued with the store's; nobody waits on either.
+            fx.resolved.iter().for_each(|r| hook.call(r));
+        }
         let (alive_tx, alive) = watch::channel(());
         let actor = ApprovalsActor {
             book,
@@ -305,6 +343,7 @@ impl Approvals {
             mailbox,
             timer: None,
             startup,
+            on_resolved,
             _alive: alive_tx,
         };
         let addr = actor.start();
@@ -398,6 +437,7 @@ struct ApprovalsActor {
     timer: Option<(SystemTime, SpawnHandle)>,
     /// The flush of the start-up changes, awaited once the actor runs.
     startup: Option<Flush>,
+    on_resolved: Option<ResolutionHook>,
     _alive: watch::Sender<()>,
 }
 
@@ -452,6 +492,7 @@ impl ApprovalsActor {
             None => Ok(Flush::none()),
         };
         let notifier = self.notifier.clone();
+        let on_resolved = self.on_resolved.clone();
         async move {
             let durable = match write {
                 Ok(flush) => flush.durable().await,
@@ -468,6 +509,9 @@ impl ApprovalsActor {
                 Ok(()) => {
                     for (url, payload) in fx.posts {
                         notifier.post(&url, payload);
+                    }
+                    if let Some(hook) = on_resolved {
+                        fx.resolved.iter().for_each(|r| hook.call(r));
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "approval state not persisted"),
@@ -604,6 +648,8 @@ struct Effects {
     wake: Vec<(Vec<Waiter>, ApprovalRecord)>,
     /// Webhooks to send: (url, payload).
     posts: Vec<(String, Value)>,
+    /// Approvals that left `pending`, for the resolution hook.
+    resolved: Vec<ApprovalRecord>,
 }
 
 impl Effects {
@@ -683,6 +729,7 @@ impl Book {
                 break;
             }
             if let Some(record) = book.time_out(deadline, seq) {
+                fx.resolved.push(record.clone());
                 fx.puts.push((seq, record));
             }
         }
@@ -746,6 +793,7 @@ impl Book {
                         .push((record.callback_url.clone(), event_payload(&record)));
                 }
                 fx.wake.push((waiters, record.clone()));
+                fx.resolved.push(record.clone());
                 fx.puts.push((seq, record));
                 expired = true;
             }
@@ -878,6 +926,7 @@ impl Book {
                 .push((record.callback_url.clone(), event_payload(&record)));
         }
         fx.wake.push((waiters, record.clone()));
+        fx.resolved.push(record.clone());
         fx.puts.push((seq, record.clone()));
         self.prune(fx);
         Ok(record)

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -46,11 +47,19 @@ pub enum PolicyError {
     Watch { path: String, message: String },
 }
 
+/// Reloads so far, for `/metrics`.
+#[derive(Debug, Default)]
+struct ReloadCounts {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
 /// Cloneable handle to the policy evaluator.
 #[derive(Clone)]
 pub struct Policy {
     current: Arc<ArcSwap<PolicySet>>,
     last_reload: Arc<ArcSwap<Option<ReloadStatus>>>,
+    counts: Arc<ReloadCounts>,
     reload: Recipient<Reload>,
 }
 
@@ -59,16 +68,19 @@ impl Policy {
     pub fn start(config_path: PathBuf, initial: PolicySet, clock: Clock) -> Policy {
         let current = Arc::new(ArcSwap::from_pointee(initial));
         let last_reload = Arc::new(ArcSwap::from_pointee(None));
+        let counts = Arc::new(ReloadCounts::default());
         let actor = PolicyActor {
             config_path,
             current: current.clone(),
             last_reload: last_reload.clone(),
+            counts: counts.clone(),
             clock,
         };
         let addr = actor.start();
         Policy {
             current,
             last_reload,
+            counts,
             reload: addr.recipient(),
         }
     }
@@ -85,6 +97,14 @@ impl Policy {
 
     pub fn last_reload(&self) -> Option<ReloadStatus> {
         self.last_reload.load().as_ref().clone()
+    }
+
+    /// Reloads that succeeded and that failed since start-up.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.counts.ok.load(Ordering::Relaxed),
+            self.counts.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Watches the configuration file's directory and `policy_dir` (if any) and reloads after
@@ -193,6 +213,7 @@ struct PolicyActor {
     config_path: PathBuf,
     current: Arc<ArcSwap<PolicySet>>,
     last_reload: Arc<ArcSwap<Option<ReloadStatus>>>,
+    counts: Arc<ReloadCounts>,
     clock: Clock,
 }
 
@@ -228,6 +249,12 @@ impl Handler<Reload> for PolicyActor {
                 }
             }
         };
+        let count = if status.ok {
+            &self.counts.ok
+        } else {
+            &self.counts.failed
+        };
+        count.fetch_add(1, Ordering::Relaxed);
         self.last_reload.store(Arc::new(Some(status.clone())));
         MessageResult(status)
     }
@@ -313,5 +340,6 @@ mod tests {
             mesh7_config::Action::Deny
         );
         assert_eq!(policy.last_reload(), Some(status));
+        assert_eq!(policy.reload_counts(), (1, 1));
     }
 }

@@ -110,6 +110,9 @@ pub(crate) fn config(config: &Config, indices: &Indices) -> Vec<Issue> {
     if config.approval.retention == Some(0) {
         issues.positive(root.key("approval").key("retention"), 0);
     }
+    if let Some(timeout) = config.memory.as_ref().and_then(|m| m.timeout.as_ref()) {
+        issues.duration(root.key("memory").key("timeout"), timeout);
+    }
     if let Some(max) = &config.supervisor.max_grant_duration {
         issues.duration(root.key("supervisor").key("max_grant_duration"), max);
     }

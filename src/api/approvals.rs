@@ -10,7 +10,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use mesh7_actors::approvals::{ApprovalError, ApprovalStatus, Resolution};
 use mesh7_actors::grants::{GrantError, NewGrant};
-use mesh7_actors::supervisor::approval_view;
+use mesh7_actors::supervisor::{approval_view, redact};
 use mesh7_actors::trace::{TraceQuery, TraceUpdate};
 use mesh7_config::{ConditionConfig, Glob, duration};
 use serde::Deserialize;
@@ -70,7 +70,16 @@ pub(super) async fn detail(
         .await
         .map_err(PipelineError::from)?;
     if !traces.is_empty() {
-        view["recent_traces"] = json!(traces);
+        let mut traces = json!(traces);
+        // The agent's recent calls are part of what the supervisor is shown: redacted alike.
+        if !state.expose_content
+            && let Some(list) = traces.as_array_mut()
+        {
+            for t in list {
+                t["params"] = redact(&t["params"]);
+            }
+        }
+        view["recent_traces"] = traces;
     }
     let grants: Vec<Value> = p
         .grants()

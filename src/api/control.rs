@@ -1,14 +1,17 @@
-//! Open and control-plane routes: `/health`, `/version`, `/policies`, `/traces`, `/sessions`,
-//! `/sessions/{id}`, `/metrics`.
+//! Open and control-plane routes: `/health`, `/version`, `/policies`, `/traces`,
+//! `/otel-traces`, `/sessions`, `/sessions/{id}`, `/metrics`.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use mesh7_actors::trace::TraceQuery;
+use mesh7_actors::upstream::UpstreamStatus;
 use serde_json::json;
 
 use super::{ApiError, ApiState, json_response, parse_limit, query_map, require_control_plane};
 use crate::error::PipelineError;
+use crate::metrics::Scrape;
+use crate::telemetry;
 
 /// The most entries one query returns, whatever `limit` asks.
 const MAX_LIMIT: usize = 10_000;
@@ -110,34 +113,68 @@ pub(super) async fn session(
     Ok(json_response(StatusCode::OK, &json!(entries)))
 }
 
+/// `GET /otel-traces?agent=&tool=&limit=` (limit default 200): the trace ring as one OTLP/JSON
+/// export object, most recent first.
+pub(super) async fn otel_traces(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let mut q = query_map(&req)?;
+    let query = TraceQuery {
+        agent: q.remove("agent").filter(|s| !s.is_empty()),
+        tool: q.remove("tool").filter(|s| !s.is_empty()),
+        session: None,
+        limit: parse_limit(q.get("limit").map(String::as_str), 200, MAX_LIMIT)?,
+    };
+    let entries = state
+        .pipeline
+        .trace()
+        .query(query)
+        .await
+        .map_err(PipelineError::from)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &telemetry::otlp_json(&entries),
+    ))
+}
+
+/// `GET /metrics`: counters kept by the pipeline, and what the other subsystems say now.
 pub(super) async fn metrics(
     state: web::Data<ApiState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_control_plane(&state, &req)?;
     let p = &state.pipeline;
-    let reload_ok = p.policy().last_reload().map_or(1, |r| u64::from(r.ok));
-    let text = p.metrics().render(&[
-        (
-            "mesh7_tools",
-            "Tools in the registry.",
-            p.registry().len() as u64,
-        ),
-        (
-            "mesh7_policy_rules",
-            "Rules in the active policy set.",
-            p.policy().current().rule_count() as u64,
-        ),
-        (
-            "mesh7_policy_last_reload_ok",
-            "1 when the last policy reload succeeded (or none happened).",
-            reload_ok,
-        ),
-    ]);
+    let (reloads_ok, reloads_failed) = p.policy().reload_counts();
+    let (pending, active, write_errors) = tokio::join!(
+        p.approvals().pending_count(),
+        p.grants().active_count(),
+        p.trace().write_errors(),
+    );
+    let scrape = Scrape {
+        tools: p.registry().len() as u64,
+        policy_rules: p.policy().current().rule_count() as u64,
+        policy_last_reload_ok: p.policy().last_reload().map_or(1, |r| u64::from(r.ok)),
+        policy_reloads_ok: reloads_ok,
+        policy_reloads_failed: reloads_failed,
+        pending_approvals: pending as u64,
+        active_grants: active as u64,
+        upstreams: p
+            .registry()
+            .upstreams()
+            .iter()
+            .map(|u| {
+                let info = u.info();
+                (info.name, info.status == UpstreamStatus::Ready)
+            })
+            .collect(),
+        trace_write_errors: write_errors,
+    };
     Ok(HttpResponse::Ok()
         .insert_header((
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         ))
-        .body(text))
+        .body(p.metrics().render(&scrape)))
 }

@@ -3,7 +3,7 @@
 //! Data plane: `POST /tool/{name}`, `POST /decide`, `GET /tools`, `GET /mcp-servers`.
 //! Open: `GET /health`, `GET /version`. MCP Streamable HTTP: `POST`/`DELETE /mcp` (`crate::mcp::http`).
 //! Control plane (admin token, or a loopback peer when none is set): `/policies`, `/traces`,
-//! `/sessions`, `/sessions/{id}`, `/metrics`.
+//! `/otel-traces`, `/sessions`, `/sessions/{id}`, `/metrics`.
 //!
 //! Every error is JSON `{"error": …}` (tool calls keep flux7's ToolCallResponse shape). Bodies are
 //! bounded (`server.max_body_bytes`, 413) and must arrive within `server.client_timeout` (408).
@@ -52,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/version").route(web::get().to(control::version)))
         .service(resource("/policies").route(web::get().to(control::policies)))
         .service(resource("/traces").route(web::get().to(control::traces)))
+        .service(resource("/otel-traces").route(web::get().to(control::otel_traces)))
         .service(resource("/sessions").route(web::get().to(control::sessions)))
         .service(resource("/sessions/{id}").route(web::get().to(control::session)))
         .service(resource("/metrics").route(web::get().to(control::metrics)))

@@ -174,6 +174,7 @@ fn request_context(
         on_behalf_of,
         session_id: header_str(req, "x-session-id").unwrap_or("").to_owned(),
         trace_id: incoming_trace_id(req),
+        parent_span_id: header_str(req, "traceparent").and_then(crate::telemetry::parent_span_id),
         prefer_async: header_str(req, "prefer").is_some_and(|p| {
             p.split(',')
                 .any(|v| v.trim().eq_ignore_ascii_case("respond-async"))

@@ -1,16 +1,31 @@
 //! The MCP methods, shared by both transports: `initialize`, `ping`, `tools/list`, `tools/call`.
 //!
 //! Every `tools/call` of a registry tool goes through `Pipeline::handle` in `Execute` mode; only
-//! the virtual tools (`mesh.catalog`, `grant.list`) are answered here, untraced, as in flux7.
-//! Governance outcomes are tool results with `isError: true`; protocol problems are JSON-RPC
-//! errors.
+//! the virtual tools (flux7 §4.4–4.5) are answered here, untraced, as in flux7: `mesh.catalog`
+//! and `grant.list` for everyone, and for supervisors `approval.resolve`, `approval.pending`,
+//! `grant.create` and `grant.revoke`. Governance outcomes are tool results with `isError: true`;
+//! protocol problems are JSON-RPC errors.
+//!
+//! A supervisor is the operator (admin token), or an agent matching `supervisor.supervisor_agents`
+//! whose id is vouched for: by an `auth.agent_tokens` token over `/mcp` (a self-declared
+//! `agent:<id>` only with `auth.trust_declared_agents`), or by whoever launched `mesh7 --mcp`
+//! (`--mcp-agent`) over stdio. Approving never runs the call for the resolver: the requesting
+//! agent's identical call runs once (approve-then-retry, or its blocked call when
+//! `supervisor.enabled`).
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
+use mesh7_actors::approvals::{ApprovalError, ApprovalStatus, Resolution};
+use mesh7_actors::grants::{GrantError, NewGrant, rfc3339_secs};
+use mesh7_actors::trace::TraceUpdate;
+use mesh7_config::ConditionConfig;
+use mesh7_config::duration::{self, format_secs};
 use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError};
 use crate::error::PipelineError;
+use crate::identity::{Identity, IdentityKind};
 use crate::pipeline::{Governed, Ingress, Mode, Pipeline, RequestContext, ToolCall, Verdict};
 use crate::registry::Target;
 
@@ -32,23 +47,92 @@ pub struct Caller {
     pub session_id: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Virtual {
+    ApprovalResolve,
+    ApprovalPending,
+    GrantList,
+    GrantCreate,
+    GrantRevoke,
+    Catalog,
+}
+
 /// A tool answered by mesh7 itself rather than by a registry source.
 struct VirtualTool {
+    kind: Virtual,
     name: &'static str,
     description: &'static str,
     /// The shorter text `mesh.catalog` shows (flux7's wording).
     catalog_description: &'static str,
     properties: fn() -> Value,
+    required: &'static [&'static str],
+    /// Listed and callable by supervisors only (flux7's operator-only tools).
+    supervisor_only: bool,
 }
 
+/// In flux7's `tools/list` order.
 const VIRTUAL_TOOLS: &[VirtualTool] = &[
     VirtualTool {
+        kind: Virtual::ApprovalResolve,
+        name: "approval.resolve",
+        description: "Approve or deny a pending approval request. Approving lets the requesting agent's identical call run once; it does not run the call here.",
+        catalog_description: "Approve or deny a pending approval request",
+        properties: || {
+            json!({
+                "id": {"type": "string", "description": "Approval ID (full or 8-char prefix)"},
+                "decision": {"type": "string", "enum": ["approve", "deny"], "description": "Decision: approve or deny"},
+                "reasoning": {"type": "string", "description": "Why (recorded with the decision)"},
+            })
+        },
+        required: &["id", "decision"],
+        supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::ApprovalPending,
+        name: "approval.pending",
+        description: "List all pending approval requests",
+        catalog_description: "List all pending approval requests",
+        properties: || json!({}),
+        required: &[],
+        supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::GrantList,
         name: "grant.list",
         description: "List all active temporal grants",
         catalog_description: "List all active temporal grants",
         properties: || json!({}),
+        required: &[],
+        supervisor_only: false,
     },
     VirtualTool {
+        kind: Virtual::GrantCreate,
+        name: "grant.create",
+        description: "Create a temporal grant — temporarily allow a tool pattern without approval. Like sudo for agents.",
+        catalog_description: "Create a temporal grant",
+        properties: || {
+            json!({
+                "agent": {"type": "string", "description": "Agent glob the grant is for (default: the calling agent)"},
+                "tools": {"type": "string", "description": "Tool glob pattern (e.g. filesystem.write_*, gmail.*)"},
+                "duration": {"type": "string", "description": "Duration (e.g. 30m, 2h, 1h30m)"},
+                "condition": {"type": "object", "description": "Policy condition the call's arguments must meet"},
+                "max_calls": {"type": "integer", "description": "Calls the grant allows before it is used up"},
+            })
+        },
+        required: &["tools", "duration"],
+        supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::GrantRevoke,
+        name: "grant.revoke",
+        description: "Revoke an active temporal grant",
+        catalog_description: "Revoke an active temporal grant",
+        properties: || json!({"id": {"type": "string", "description": "Grant ID (full or prefix)"}}),
+        required: &["id"],
+        supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::Catalog,
         name: "mesh.catalog",
         description: "List all available tools grouped by source/category, with policy actions for the current agent",
         catalog_description: "This tool",
@@ -60,11 +144,10 @@ const VIRTUAL_TOOLS: &[VirtualTool] = &[
                 }
             })
         },
+        required: &[],
+        supervisor_only: false,
     },
 ];
-
-/// What `grant.list` says until a grant store exists.
-pub const NO_GRANT_STORE: &str = "No grant store configured.";
 
 /// Answers MCP requests over the pipeline. Cheap to clone.
 #[derive(Clone)]
@@ -82,7 +165,7 @@ impl Dispatcher {
         match req.method.as_str() {
             "initialize" => Ok(initialize_result(&req.params)),
             "ping" => Ok(json!({})),
-            "tools/list" => Ok(self.list_tools()),
+            "tools/list" => Ok(self.list_tools(caller)),
             "tools/call" => self.call_tool(caller, req.params).await,
             other => Err(RpcError::new(
                 METHOD_NOT_FOUND,
@@ -91,8 +174,10 @@ impl Dispatcher {
         }
     }
 
-    /// Every registry tool in name order with its whole schemas, then the virtual tools.
-    pub fn list_tools(&self) -> Value {
+    /// Every registry tool in name order with its whole schemas, then the virtual tools the
+    /// caller may call.
+    pub fn list_tools(&self, caller: &Caller) -> Value {
+        let supervisor = self.is_supervisor(caller, &self.identify(caller));
         let mut tools: Vec<Value> = self
             .pipeline
             .registry()
@@ -117,13 +202,18 @@ impl Dispatcher {
                 Value::Object(entry)
             })
             .collect();
-        tools.extend(VIRTUAL_TOOLS.iter().map(|v| {
-            json!({
-                "name": v.name,
-                "description": v.description,
-                "inputSchema": { "type": "object", "properties": (v.properties)() },
-            })
-        }));
+        tools.extend(
+            VIRTUAL_TOOLS
+                .iter()
+                .filter(|v| supervisor || !v.supervisor_only)
+                .map(|v| {
+                    let mut schema = json!({ "type": "object", "properties": (v.properties)() });
+                    if !v.required.is_empty() {
+                        schema["required"] = json!(v.required);
+                    }
+                    json!({ "name": v.name, "description": v.description, "inputSchema": schema })
+                }),
+        );
         json!({ "tools": tools })
     }
 
@@ -146,7 +236,7 @@ impl Dispatcher {
             }
         };
         if let Some(v) = virtual_tool(&tool) {
-            return Ok(self.call_virtual(caller, v, &args));
+            return self.call_virtual(caller, v, &args).await;
         }
         let ctx = RequestContext {
             ingress: caller.ingress,
@@ -154,6 +244,11 @@ impl Dispatcher {
             on_behalf_of: None,
             session_id: caller.session_id.clone(),
             trace_id: meta_trace_id(&params),
+            parent_span_id: params
+                .get("_meta")
+                .and_then(|m| m.get("traceparent"))
+                .and_then(Value::as_str)
+                .and_then(crate::telemetry::parent_span_id),
             ..RequestContext::default()
         };
         let call = ToolCall {
@@ -182,21 +277,235 @@ impl Dispatcher {
         })
     }
 
-    fn call_virtual(&self, caller: &Caller, tool: &VirtualTool, args: &Value) -> Value {
-        match tool.name {
-            "mesh.catalog" => {
-                let filter = args.get("source").and_then(Value::as_str).unwrap_or("");
-                let agent = self
-                    .pipeline
-                    .auth()
-                    .identify(caller.authorization.as_deref())
-                    .agent;
-                let text =
-                    serde_json::to_string_pretty(&self.catalog(&agent, filter)).unwrap_or_default();
-                text_result(&text, false)
-            }
-            _ => text_result(NO_GRANT_STORE, false),
+    /// Who the caller is (virtual tools are answered outside the pipeline).
+    fn identify(&self, caller: &Caller) -> Identity {
+        self.pipeline
+            .auth()
+            .identify(caller.authorization.as_deref())
+    }
+
+    /// Whether the caller may see and call the supervisor tools.
+    fn is_supervisor(&self, caller: &Caller, identity: &Identity) -> bool {
+        let auth = self.pipeline.auth();
+        match identity.kind {
+            IdentityKind::Operator => true,
+            _ if !auth.is_supervisor_agent(&identity.agent) => false,
+            // `--mcp-agent` is set by whoever launched the process, not claimed by a peer.
+            _ if caller.ingress == Ingress::McpStdio => true,
+            IdentityKind::Token => true,
+            IdentityKind::Declared => auth.trusts_declared_agents(),
+            IdentityKind::Anonymous => false,
         }
+    }
+
+    async fn call_virtual(
+        &self,
+        caller: &Caller,
+        tool: &VirtualTool,
+        args: &Value,
+    ) -> Result<Value, RpcError> {
+        let identity = self.identify(caller);
+        if tool.supervisor_only && !self.is_supervisor(caller, &identity) {
+            return Err(RpcError::new(
+                METHOD_NOT_FOUND,
+                format!(
+                    "{} is operator-only — not callable by this agent. Use the HTTP API or a declared supervisor agent.",
+                    tool.name
+                ),
+            ));
+        }
+        match tool.kind {
+            Virtual::ApprovalResolve => self.resolve_approval(&identity, args).await,
+            Virtual::ApprovalPending => self.pending_approvals().await,
+            Virtual::GrantList => self.list_grants().await,
+            Virtual::GrantCreate => self.create_grant(&identity, args).await,
+            Virtual::GrantRevoke => self.revoke_grant(args).await,
+            Virtual::Catalog => {
+                let filter = args.get("source").and_then(Value::as_str).unwrap_or("");
+                Ok(text_result(
+                    &pretty(&self.catalog(&identity.agent, filter)),
+                    false,
+                ))
+            }
+        }
+    }
+
+    /// `approval.resolve {id, decision, reasoning?}`: records the decision; the requesting
+    /// agent's identical call is what runs.
+    async fn resolve_approval(&self, identity: &Identity, args: &Value) -> Result<Value, RpcError> {
+        let id = str_arg(args, "id")
+            .ok_or_else(|| RpcError::invalid_params("Missing 'id' parameter"))?;
+        let approve = match str_arg(args, "decision") {
+            Some("approve") => true,
+            Some("deny") => false,
+            _ => {
+                return Err(RpcError::invalid_params(
+                    "Invalid 'decision': must be 'approve' or 'deny'",
+                ));
+            }
+        };
+        let resolved_by = format!("mcp:{}", identity.agent);
+        let reasoning = str_arg(args, "reasoning").unwrap_or_default().to_owned();
+        let resolution = Resolution {
+            approve,
+            resolved_by: resolved_by.clone(),
+            reasoning: reasoning.clone(),
+            confidence: 0.0,
+            resolver_agent: acting_agent(identity),
+        };
+        let record = match self.pipeline.approvals().resolve(id, resolution).await {
+            Ok(record) => record,
+            Err(ApprovalError::NotFound) => {
+                return Err(RpcError::invalid_params(format!(
+                    "Approval not found: {id}"
+                )));
+            }
+            Err(e @ ApprovalError::AlreadyResolved) => {
+                return Ok(text_result(&format!("Cannot resolve: {e}"), true));
+            }
+            Err(e @ ApprovalError::SelfResolution) => {
+                return Err(RpcError::invalid_params(e.to_string()));
+            }
+            Err(e @ (ApprovalError::Unavailable(_) | ApprovalError::Store(_))) => {
+                return Err(rpc_error(&e.into()));
+            }
+        };
+        // The requesting call's trace learns the outcome, as with the HTTP route.
+        let waited = record
+            .resolved_at
+            .and_then(|at| at.duration_since(record.created_at).ok())
+            .unwrap_or_default();
+        let update = TraceUpdate {
+            approval_status: Some(record.status.as_str().to_owned()),
+            approved_by: Some(resolved_by),
+            approval_ms: Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX)),
+            supervisor_reasoning: Some(reasoning),
+            supervisor_confidence: Some(0.0),
+            ..TraceUpdate::default()
+        };
+        if let Err(e) = self.pipeline.trace().update(&record.trace_id, update).await {
+            tracing::warn!(error = %e, "could not update the trace of approval {}", record.id);
+        }
+        let text = if approve {
+            format!(
+                "Approved. The requesting agent's identical call will run once (id: {}).",
+                record.short_id()
+            )
+        } else {
+            format!("Denied. Tool {} was not executed.", record.tool)
+        };
+        Ok(text_result(&text, false))
+    }
+
+    /// `approval.pending`: one line per pending approval, most recent first.
+    async fn pending_approvals(&self) -> Result<Value, RpcError> {
+        let pending = self
+            .pipeline
+            .approvals()
+            .list(Some(ApprovalStatus::Pending), None)
+            .await
+            .map_err(|e| rpc_error(&e.into()))?;
+        if pending.is_empty() {
+            return Ok(text_result("No pending approvals.", false));
+        }
+        let now = SystemTime::now();
+        let mut text = format!("Pending approvals ({}):\n", pending.len());
+        for a in &pending {
+            let age = now.duration_since(a.created_at).unwrap_or_default();
+            text.push_str(&format!(
+                "- ID: {}  tool: {}  agent: {}  age: {}\n",
+                a.short_id(),
+                a.tool,
+                a.agent_id,
+                format_secs(age)
+            ));
+        }
+        Ok(text_result(&text, false))
+    }
+
+    /// `grant.list`: one line per active grant, in creation order.
+    async fn list_grants(&self) -> Result<Value, RpcError> {
+        let grants = self
+            .pipeline
+            .grants()
+            .list()
+            .await
+            .map_err(|e| rpc_error(&e.into()))?;
+        if grants.is_empty() {
+            return Ok(text_result("No active grants.", false));
+        }
+        let now = SystemTime::now();
+        let mut text = format!("Active grants ({}):\n", grants.len());
+        for g in &grants {
+            text.push_str(&format!(
+                "- ID: {}  tools: {}  agent: {}  remaining: {}\n",
+                g.id.get(..8).unwrap_or(&g.id),
+                g.tools,
+                g.agent,
+                format_secs(g.remaining(now))
+            ));
+        }
+        Ok(text_result(&text, false))
+    }
+
+    /// `grant.create {tools, duration, agent?, condition?, max_calls?}`; the agent defaults to
+    /// the caller.
+    async fn create_grant(&self, identity: &Identity, args: &Value) -> Result<Value, RpcError> {
+        let (Some(tools), Some(duration)) = (str_arg(args, "tools"), str_arg(args, "duration"))
+        else {
+            return Err(RpcError::invalid_params("tools and duration are required"));
+        };
+        let duration = duration::parse(duration)
+            .map_err(|e| RpcError::invalid_params(format!("invalid duration: {e}")))?;
+        let condition = match args.get("condition") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(
+                serde_json::from_value::<ConditionConfig>(c.clone())
+                    .map_err(|e| RpcError::invalid_params(format!("invalid condition: {e}")))?,
+            ),
+        };
+        let max_calls = match args.get("max_calls") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(n.as_u64().ok_or_else(|| {
+                RpcError::invalid_params("invalid max_calls: must be a non-negative integer")
+            })?),
+        };
+        let grant = self
+            .pipeline
+            .grants()
+            .create(NewGrant {
+                agent: str_arg(args, "agent").unwrap_or(&identity.agent).to_owned(),
+                tools: tools.to_owned(),
+                duration,
+                granted_by: format!("mcp:{}", identity.agent),
+                condition,
+                max_calls,
+                creator_agent: acting_agent(identity),
+            })
+            .await
+            .map_err(|e| grant_rpc_error(e, ""))?;
+        Ok(text_result(
+            &format!(
+                "Grant created: {}\n  agent: {}\n  tools: {}\n  expires: {}\n  remaining: {}",
+                grant.id,
+                grant.agent,
+                grant.tools,
+                rfc3339_secs(grant.expires_at),
+                format_secs(grant.remaining(SystemTime::now()))
+            ),
+            false,
+        ))
+    }
+
+    /// `grant.revoke {id}`: exact id or a unique prefix of at least 4 characters.
+    async fn revoke_grant(&self, args: &Value) -> Result<Value, RpcError> {
+        let id = str_arg(args, "id").ok_or_else(|| RpcError::invalid_params("id is required"))?;
+        self.pipeline
+            .grants()
+            .revoke(id)
+            .await
+            .map_err(|e| grant_rpc_error(e, id))?;
+        Ok(text_result(&format!("Grant revoked: {id}"), false))
     }
 
     /// `mesh.catalog` (flux7 §4.5): tools grouped by source with the caller's policy action,
@@ -375,6 +684,39 @@ fn pretty(v: &Value) -> String {
 
 fn text_result(text: &str, is_error: bool) -> Value {
     json!({ "content": [{ "type": "text", "text": text }], "isError": is_error })
+}
+
+/// A non-empty string argument.
+fn str_arg<'a>(args: &'a Value, key: &str) -> Option<&'a str> {
+    args.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// The agent behind a resolution or a grant, when it is an agent: no agent resolves or grants
+/// its own pending call. The operator is a person, as on the HTTP control plane.
+fn acting_agent(identity: &Identity) -> Option<String> {
+    match identity.kind {
+        IdentityKind::Operator => None,
+        IdentityKind::Anonymous | IdentityKind::Declared | IdentityKind::Token => {
+            Some(identity.agent.clone())
+        }
+    }
+}
+
+/// A refused grant operation; `id` is the grant id the caller named (revoke).
+fn grant_rpc_error(e: GrantError, id: &str) -> RpcError {
+    match e {
+        GrantError::NotFound => RpcError::invalid_params(format!("grant not found: {id}")),
+        GrantError::Ambiguous => {
+            RpcError::invalid_params(format!("grant id prefix is ambiguous: {id}"))
+        }
+        GrantError::InvalidDuration(_)
+        | GrantError::TooLong { .. }
+        | GrantError::InvalidCondition(_)
+        | GrantError::SelfGrant => RpcError::invalid_params(e.to_string()),
+        GrantError::Unavailable(_) | GrantError::Store(_) => rpc_error(&e.into()),
+    }
 }
 
 /// A call that reached no verdict, as a JSON-RPC error (flux7's texts where it had one).
@@ -562,5 +904,61 @@ mod tests {
         assert_eq!(e.code, -32603);
         let e = rpc_error(&PipelineError::AuthenticationRequired);
         assert_eq!(e.code, -32600);
+    }
+
+    #[test]
+    fn refused_grant_operations_are_invalid_params_and_store_failures_internal() {
+        let table = [
+            (GrantError::NotFound, -32602, "grant not found: ab12"),
+            (
+                GrantError::Ambiguous,
+                -32602,
+                "grant id prefix is ambiguous: ab12",
+            ),
+            (
+                GrantError::TooLong {
+                    max: std::time::Duration::from_secs(24 * 3600),
+                },
+                -32602,
+                "duration exceeds maximum (24h0m0s)",
+            ),
+            (
+                GrantError::InvalidDuration("must be > 0".into()),
+                -32602,
+                "invalid duration: must be > 0",
+            ),
+            (
+                GrantError::SelfGrant,
+                -32602,
+                "an agent cannot grant itself a call it is waiting approval for",
+            ),
+            (
+                GrantError::Store("disk full".into()),
+                -32603,
+                "grant store failed: disk full",
+            ),
+        ];
+        for (error, code, message) in table {
+            let e = grant_rpc_error(error, "ab12");
+            assert_eq!((e.code, e.message.as_str()), (code, message));
+        }
+    }
+
+    #[test]
+    fn only_agents_are_held_to_no_self_approval() {
+        let table = [
+            (IdentityKind::Operator, None),
+            (IdentityKind::Token, Some("boss")),
+            (IdentityKind::Declared, Some("boss")),
+            (IdentityKind::Anonymous, Some("boss")),
+        ];
+        for (kind, expected) in table {
+            let identity = Identity {
+                agent: "boss".into(),
+                kind,
+                refused: None,
+            };
+            assert_eq!(acting_agent(&identity).as_deref(), expected, "{kind:?}");
+        }
     }
 }

@@ -217,7 +217,7 @@ pub async fn send(
     if let Ok(v) = HeaderValue::from_str(trace_id) {
         headers.insert(HeaderName::from_static("x-trace-id"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&traceparent(trace_id)) {
+    if let Ok(v) = HeaderValue::from_str(&crate::telemetry::outbound_traceparent(trace_id)) {
         headers.insert(HeaderName::from_static("traceparent"), v);
     }
     for (name, value) in &backend.headers {
@@ -275,12 +275,6 @@ pub async fn send(
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Ok(BackendResponse { status, body })
-}
-
-/// W3C trace context with this call's trace id and a fresh parent (span) id.
-fn traceparent(trace_id: &str) -> String {
-    let span = rand::random::<u64>().max(1);
-    format!("00-{trace_id}-{span:016x}-01")
 }
 
 /// The URL without its query string: query values may be sensitive, and error texts are traced.

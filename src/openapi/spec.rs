@@ -15,8 +15,8 @@ use url::Url;
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 /// Most JSON nodes a spec's tools may expand to once `$ref`s are inlined.
 const MAX_EXPANDED_NODES: usize = 1_000_000;
-/// Deepest `$ref` chain followed.
-const MAX_REF_DEPTH: usize = 64;
+/// Deepest `$ref` chain followed (each level may nest up to the parser's own depth limit).
+const MAX_REF_DEPTH: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {

@@ -1,0 +1,134 @@
+//! The loopback servers `scripts/bench` measures mesh7 against, on the same stack as mesh7
+//! (actix-web, one worker per core), so neither is the bottleneck of a run:
+//!
+//! - `POST /echo`: the HTTP backend of the OpenAPI tool (scenarios 1, 4 and 5). It answers the
+//!   request body as is, as JSON: the cheapest backend there is, so the direct baseline is as
+//!   fast as the machine allows.
+//! - `POST /decide`: the framework floor of scenario 2. A minimal JSON handler: it parses a
+//!   `/decide` body and answers a decision of the same shape mesh7 answers, with no policy.
+//!
+//! `cargo bench` and `cargo test --all-targets` run this target without `serve`: it then checks
+//! both routes once on a free port and exits. `scripts/bench` runs the built binary with
+//! `serve --listen 127.0.0.1:PORT` and stops it with SIGTERM.
+
+use std::net::SocketAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+use actix_web::web::Bytes;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// The body of `POST /decide` (flux7's shape).
+#[derive(Deserialize)]
+struct DecideBody {
+    tool: String,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    arguments: Option<Map<String, Value>>,
+}
+
+async fn echo(body: Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(body)
+}
+
+async fn decide(body: Bytes) -> HttpResponse {
+    let Ok(req) = serde_json::from_slice::<DecideBody>(&body) else {
+        return HttpResponse::build(StatusCode::BAD_REQUEST).finish();
+    };
+    let _arguments = req.arguments.unwrap_or_default();
+    let mut text = serde_json::to_string(&json!({
+        "action": "allow",
+        "agent": req.agent.as_deref().unwrap_or("anonymous"),
+        "reason": "floor",
+        "rule": "floor",
+        "tool": req.tool,
+        "trace_id": "00000000000000000000000000000001",
+    }))
+    .unwrap_or_default();
+    text.push('\n');
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+        .body(text)
+}
+
+fn app() -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .route("/echo", web::post().to(echo))
+        .route("/decide", web::post().to(decide))
+}
+
+/// Serves until SIGTERM / SIGINT (actix-web's own signal handling).
+async fn serve(listen: SocketAddr) -> std::io::Result<()> {
+    let server = HttpServer::new(app).backlog(4096).bind(listen)?;
+    for addr in server.addrs() {
+        announce(addr);
+    }
+    server.run().await
+}
+
+#[allow(clippy::print_stderr)]
+fn announce(addr: SocketAddr) {
+    eprintln!("backend listening on http://{addr}");
+}
+
+/// Without `serve`: both routes answer as documented (what `cargo test` checks).
+async fn self_check() -> Result<(), String> {
+    let srv = actix_web::test::init_service(app()).await;
+    let body = r#"{"tool":"bench.echo","agent":"bench","arguments":{"n":1}}"#;
+    let echoed: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    for (path, expected) in [
+        ("/echo", echoed),
+        (
+            "/decide",
+            json!({"action": "allow", "agent": "bench", "reason": "floor", "rule": "floor",
+                   "tool": "bench.echo", "trace_id": "00000000000000000000000000000001"}),
+        ),
+    ] {
+        let req = actix_web::test::TestRequest::post()
+            .uri(path)
+            .set_payload(body)
+            .to_request();
+        let resp = actix_web::test::call_service(&srv, req).await;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("{path}: status {}", resp.status()));
+        }
+        let got: Value = serde_json::from_slice(&actix_web::test::read_body(resp).await)
+            .map_err(|e| format!("{path}: {e}"))?;
+        if got != expected {
+            return Err(format!("{path}: got {got}, expected {expected}"));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = actix_web::rt::System::new();
+    match args.iter().position(|a| a == "serve") {
+        Some(_) => {
+            let listen = args
+                .iter()
+                .position(|a| a == "--listen")
+                .and_then(|i| args.get(i + 1))
+                .map_or(Ok(SocketAddr::from(([127, 0, 0, 1], 0))), |s| s.parse())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            rt.block_on(serve(listen))
+        }
+        None => rt
+            .block_on(self_check())
+            .map_err(|e| std::io::Error::other(format!("backend self-check: {e}"))),
+    }
+}
