@@ -387,7 +387,10 @@ fn refuse_unavailable_features(cfg: &mesh7_config::Config) -> anyhow::Result<()>
 }
 
 /// The mem7 client when `memory.url` is set; its writes are counted in `/metrics`.
-fn start_memory(cfg: &mesh7_config::Config, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Memory>> {
+fn start_memory(
+    cfg: &mesh7_config::Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Memory>> {
     let Some(mem) = cfg.memory.as_ref().filter(|m| !m.url.trim().is_empty()) else {
         return Ok(None);
     };

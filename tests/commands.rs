@@ -65,7 +65,7 @@ fn serve_refuses_settings_it_cannot_honour_rather_than_ignoring_them() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(
         dir.path(),
-        "auth:\n  jwt:\n    jwks_url: http://127.0.0.1:1/jwks\n",
+        "tls:\n  cert_file: cert.pem\n  key_file: key.pem\n",
     );
     let (code, _, stderr) = run(&[
         "serve",
@@ -75,7 +75,7 @@ fn serve_refuses_settings_it_cannot_honour_rather_than_ignoring_them() {
         "127.0.0.1:0",
     ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("auth.jwt"), "{stderr}");
+    assert!(stderr.contains("tls"), "{stderr}");
 }
 
 #[test]

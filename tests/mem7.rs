@@ -84,7 +84,11 @@ fn metric(d: &Daemon, name: &str) -> u64 {
 fn assert_escalated(status: u16, body: &Value) {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["policy"], "human_approval");
-    assert_eq!(body["approval_id"].as_str().map(str::len), Some(16), "{body}");
+    assert_eq!(
+        body["approval_id"].as_str().map(str::len),
+        Some(16),
+        "{body}"
+    );
     assert!(body.get("result").is_none(), "{body}");
 }
 
@@ -158,7 +162,13 @@ policies:
     assert_eq!(written.agent, "flux7-mesh");
     assert_eq!(
         written.tags,
-        ["decision", "approved", "filesystem.write_file", "agent:claude", "auto"]
+        [
+            "decision",
+            "approved",
+            "filesystem.write_file",
+            "agent:claude",
+            "auto"
+        ]
     );
 }
 
@@ -235,7 +245,12 @@ fn the_auto_approve_matrix() {
             assert_eq!(trace["policy_rule"], "supervisor:mem7", "{}", case.name);
         } else {
             assert_escalated(status, &body);
-            assert_ne!(last_trace(&d)["policy_rule"], "supervisor:mem7", "{}", case.name);
+            assert_ne!(
+                last_trace(&d)["policy_rule"],
+                "supervisor:mem7",
+                "{}",
+                case.name
+            );
         }
         let searches = mem7.calls("memory_search");
         if case.name == "injection risk" {
@@ -287,8 +302,10 @@ fn decide_reports_the_auto_approval_but_writes_no_fact() {
     // A /tool call that is auto-approved is written back; the /decide before it was not.
     let (status, _) = call(&d, "claude", &hello());
     assert_eq!(status, 200);
-    wait_for(WAIT, || (mem7.calls("memory_store").len() > 3).then_some(()))
-        .expect("the /tool auto-approval was written");
+    wait_for(WAIT, || {
+        (mem7.calls("memory_store").len() > 3).then_some(())
+    })
+    .expect("the /tool auto-approval was written");
     assert_eq!(
         mem7.calls("memory_store").len(),
         4,
@@ -365,7 +382,11 @@ fn every_resolution_is_written_back_and_counted() {
         "timed out by system:timeout — agent:claude tool:echo.run"
     );
     assert_eq!(t.tags, ["decision", "timeout", "echo.run", "agent:claude"]);
-    assert!(mem7.calls("memory_store").iter().all(|a| a["agent"] == "flux7-mesh"));
+    assert!(
+        mem7.calls("memory_store")
+            .iter()
+            .all(|a| a["agent"] == "flux7-mesh")
+    );
     assert_eq!(metric(&d, "agent_mesh_mem7_writes_attempted_total"), 3);
     assert_eq!(metric(&d, "agent_mesh_mem7_writes_succeeded_total"), 3);
     assert_eq!(metric(&d, "agent_mesh_mem7_writes_failed_total"), 0);
@@ -403,6 +424,9 @@ fn the_stand_in_answers_like_mem7() {
         ["first fact"],
         "tags filter"
     );
-    assert_eq!(mem7.search("", &["decision"]), ["third about x", "first fact"]);
+    assert_eq!(
+        mem7.search("", &["decision"]),
+        ["third about x", "first fact"]
+    );
     assert_eq!(mem7.search("nothing", &[]), Vec::<String>::new());
 }

@@ -107,7 +107,7 @@ impl Jwks {
                 match jwks.refresh().await {
                     Ok(n) => tracing::debug!(keys = n, "JWKS refreshed"),
                     Err(e) => {
-                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the last keys")
+                        tracing::warn!(error = %e, "JWKS refresh failed; keeping the last keys");
                     }
                 }
             }

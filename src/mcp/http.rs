@@ -135,7 +135,12 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
         );
     }
     // Credentials are judged on every request (flux7): refused ones (a bad JWT) are 401.
-    if let Some(refused) = state.pipeline.auth().identify(credentials.as_deref()).refused {
+    if let Some(refused) = state
+        .pipeline
+        .auth()
+        .identify(credentials.as_deref())
+        .refused
+    {
         return Refusal::new(StatusCode::UNAUTHORIZED, refused).response(&request.id);
     }
     if request.method == "initialize" {

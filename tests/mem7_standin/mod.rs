@@ -93,7 +93,10 @@ impl Mem7 {
 
     /// Stores a fact through the protocol, as any mem7 client would.
     pub fn store(&self, key: &str, value: &str, tags: &[&str]) {
-        let answer = self.rpc("memory_store", &json!({"key": key, "value": value, "tags": tags, "agent": "test"}));
+        let answer = self.rpc(
+            "memory_store",
+            &json!({"key": key, "value": value, "tags": tags, "agent": "test"}),
+        );
         assert!(answer.get("result").is_some(), "store failed: {answer}");
     }
 
@@ -119,7 +122,10 @@ impl Mem7 {
 
     /// Searches through the protocol; the values found, one per element.
     pub fn search(&self, query: &str, tags: &[&str]) -> Vec<String> {
-        let answer = self.rpc("memory_search", &json!({"query": query, "tags": tags, "limit": 100}));
+        let answer = self.rpc(
+            "memory_search",
+            &json!({"query": query, "tags": tags, "limit": 100}),
+        );
         let text = answer["result"]["content"][0]["text"]
             .as_str()
             .unwrap_or_else(|| panic!("search failed: {answer}"))
@@ -246,9 +252,7 @@ fn rpc(state: &Mutex<State>, body: &[u8]) -> Value {
         return json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}});
     };
     let id = request["id"].clone();
-    let error = |code: i64, message: &str| {
-        json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-    };
+    let error = |code: i64, message: &str| json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
     if request["method"] != "tools/call" {
         return error(-32601, "Method not found");
     }
@@ -303,6 +307,11 @@ fn rpc(state: &Mutex<State>, body: &[u8]) -> Value {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
