@@ -19,8 +19,9 @@
 //! - Memory and store are bounded: at most `MAX_PENDING` pending approvals, and `retention`
 //!   resolved ones (the oldest pruned first; approved-but-unconsumed ones last).
 //! - All time comes from the injected `Clock`.
-//! - An optional [`ResolutionHook`] hears every resolution (decision, timeout, and approvals
-//!   found expired at start-up) once it is durable; it must not block (mem7 write-back queues).
+//! - An optional [`ResolutionHook`] hears every resolution: a decision or a timeout once it is
+//!   durable, and approvals found expired at start-up as they are loaded. It must not block (the
+//!   mem7 write-back only queues).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -310,7 +311,7 @@ impl Approvals {
         Self::start_observed(store, settings, clock, None)
     }
 
-    /// Like [`Approvals::start`], with a hook told of every resolution once it is durable.
+    /// Like [`Approvals::start`], with a hook told of every resolution (see the module notes).
     pub fn start_observed(
         store: Option<Store>,
         settings: ApprovalSettings,

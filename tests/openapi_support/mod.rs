@@ -43,7 +43,7 @@ impl Backend {
                 }
                 let Ok(conn) = conn else { continue };
                 let files = files.clone();
-                std::thread::spawn(move || serve(conn, &files));
+                std::thread::spawn(move || serve(&conn, &files));
             }
         });
         Backend {
@@ -66,7 +66,7 @@ impl Drop for Backend {
     }
 }
 
-fn serve(conn: TcpStream, files: &BTreeMap<String, String>) {
+fn serve(conn: &TcpStream, files: &BTreeMap<String, String>) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone stream"));
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -110,7 +110,7 @@ fn serve(conn: TcpStream, files: &BTreeMap<String, String>) {
         return;
     }
     if let Some(file) = files.get(&path) {
-        return respond(&conn, 200, "application/octet-stream", file.as_bytes());
+        return respond(conn, 200, "application/octet-stream", file.as_bytes());
     }
     let body_value = if body.is_empty() {
         Value::Null
@@ -131,7 +131,7 @@ fn serve(conn: TcpStream, files: &BTreeMap<String, String>) {
         "body": body_value,
     });
     respond(
-        &conn,
+        conn,
         status,
         "application/json",
         echo.to_string().as_bytes(),
