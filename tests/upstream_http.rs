@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 /// The daemon, the allowed root and its guard (the directory lives as long as the guard).
 fn filesystem_daemon() -> (Daemon, std::path::PathBuf, tempfile::TempDir) {
     let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
-    let guard = tempfile::tempdir().unwrap();
+    let guard = tempfile::tempdir().expect("temp dir");
     // The server resolves symlinks: give it the canonical path it will report.
-    let root = std::fs::canonicalize(guard.path()).unwrap();
-    std::fs::write(root.join("notes.txt"), "hello from the filesystem\n").unwrap();
+    let root = std::fs::canonicalize(guard.path()).expect("canonical temp dir");
+    std::fs::write(root.join("notes.txt"), "hello from the filesystem\n").expect("write notes");
     let yaml = format!(
         r#"
 mcp_servers:
