@@ -783,10 +783,10 @@ def main():
         else:
             shown.append(a)
     ctx.argv = shown
-    ctx.mesh7 = Path(args.mesh7)
-    ctx.node = Path(args.node)
-    ctx.everything = Path(args.everything)
-    ctx.oha = Oha(args.oha, args.connections, args.duration, args.warmup)
+    ctx.mesh7 = Path(args.mesh7).resolve()
+    ctx.node = Path(args.node).resolve()
+    ctx.everything = Path(args.everything).resolve()
+    ctx.oha = Oha(str(Path(args.oha).resolve()), args.connections, args.duration, args.warmup)
     ctx.runs = args.runs
     ctx.rates = [int(r) for r in args.rates.split(",") if r]
     ctx.stdio_calls = args.stdio_calls

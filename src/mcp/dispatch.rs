@@ -616,7 +616,14 @@ pub fn call_tool_result(g: &Governed, source: Option<&str>) -> Value {
     match &g.verdict {
         Verdict::Allowed {
             result: Some(result),
-        } => tool_result(result, source),
+        } => {
+            let mut r = tool_result(result, source);
+            // An HTTP backend's error status (OpenAPI tools) is a tool error the agent must see.
+            if g.backend_status.is_some_and(|s| s >= 400) {
+                r["isError"] = Value::Bool(true);
+            }
+            r
+        }
         Verdict::Allowed { result: None } => json!({ "content": [], "isError": false }),
         Verdict::Failed { error } => text_result(&format!("Backend error: {error}"), true),
         Verdict::Denied => text_result(&format!("Policy denied: {}", g.reason), true),
@@ -762,6 +769,19 @@ mod tests {
             verdict,
             backend_status: None,
             approval: None,
+        }
+    }
+
+    #[test]
+    fn an_http_backend_error_status_is_an_error_result() {
+        for (status, is_error) in [(200, false), (404, true), (500, true)] {
+            let mut g = governed(Verdict::Allowed {
+                result: Some(json!({"message": "from the backend"})),
+            });
+            g.backend_status = Some(status);
+            let r = call_tool_result(&g, Some("openapi"));
+            assert_eq!(r["isError"], is_error, "{status}: {r}");
+            assert_eq!(r["structuredContent"]["message"], "from the backend");
         }
     }
 
