@@ -9,20 +9,43 @@ use futures_util::StreamExt as _;
 
 use super::ApiError;
 
+/// Why a body was refused: 413, 408 or 400, with the message the caller sees.
+#[derive(Debug, Clone)]
+pub struct BodyError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl BodyError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max_bytes: usize,
     pub timeout: Duration,
 }
 
-/// Reads the whole body, refusing it as soon as it passes `max_bytes`.
-pub(super) async fn read(
+/// Reads the whole body, refusing it as soon as it passes `max_bytes`. Shared by every route
+/// that takes a body (`/tool`, `/decide`, the control plane, `/mcp`).
+pub async fn read(
     req: &actix_web::HttpRequest,
     mut payload: web::Payload,
     limits: BodyLimits,
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, BodyError> {
     let too_large = || {
-        ApiError::new(
+        BodyError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body exceeds {} bytes", limits.max_bytes),
         )
@@ -38,8 +61,9 @@ pub(super) async fn read(
     let read_all = async {
         let mut buf = BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                BodyError::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+            })?;
             if buf.len() + chunk.len() > limits.max_bytes {
                 return Err(too_large());
             }
@@ -49,7 +73,7 @@ pub(super) async fn read(
     };
     match tokio::time::timeout(limits.timeout, read_all).await {
         Ok(result) => result,
-        Err(_) => Err(ApiError::new(
+        Err(_) => Err(BodyError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request body not received in time",
         )),

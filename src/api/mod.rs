@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::pipeline::Pipeline;
 
-pub use body::BodyLimits;
+pub use body::{BodyError, BodyLimits, read as read_body};
 
 /// What every handler can reach.
 #[derive(Clone)]

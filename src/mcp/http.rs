@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
-use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -290,40 +289,12 @@ fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 /// Reads the body within `server.max_body_bytes` and `server.client_timeout`.
 async fn read_body(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limits: crate::api::BodyLimits,
 ) -> Result<Bytes, Refusal> {
-    let too_large = || {
-        Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {} bytes", limits.max_bytes),
-        )
-    };
-    let declared =
-        header_str(req, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limits.max_bytes) {
-        return Err(too_large());
-    }
-    let read_all = async {
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| {
-                Refusal::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
-            })?;
-            if buf.len() + chunk.len() > limits.max_bytes {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf.freeze())
-    };
-    match tokio::time::timeout(limits.timeout, read_all).await {
-        Ok(result) => result,
-        Err(_) => Err(Refusal::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request body not received in time",
-        )),
-    }
+    crate::api::read_body(req, payload, limits)
+        .await
+        .map_err(|e| Refusal::new(e.status, e.message))
 }
 
 /// Live sessions: bounded in number, expired when idle (checked on access, pruned when full).
