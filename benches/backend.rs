@@ -6,6 +6,10 @@
 //!   fast as the machine allows.
 //! - `POST /decide`: the framework floor of scenario 2. A minimal JSON handler: it parses a
 //!   `/decide` body and answers a decision of the same shape mesh7 answers, with no policy.
+//! - `POST /proxy` (with `--proxy-to URL`): the thinnest proxy on mesh7's stack. It forwards
+//!   the body as is to `URL` with reqwest (one pooled client per worker, as mesh7) and answers
+//!   the upstream's body: no parsing, no policy, no trace. What it costs over direct is what any
+//!   HTTP proxy costs on the machine, the floor under mesh7's own figures.
 //!
 //! `cargo bench` and `cargo test --all-targets` run this target without `serve`: it then checks
 //! both routes once on a free port and exits. `scripts/bench` runs the built binary with
@@ -36,6 +40,41 @@ async fn echo(body: Bytes) -> HttpResponse {
         .body(body)
 }
 
+thread_local! {
+    /// One client per worker: a pooled connection is driven by the runtime that opened it.
+    static CLIENT: reqwest::Client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a plain-HTTP client always builds");
+}
+
+/// Where `/proxy` forwards to.
+#[derive(Clone)]
+struct Upstream(Option<String>);
+
+async fn proxy(upstream: web::Data<Upstream>, body: Bytes) -> HttpResponse {
+    let Some(url) = &upstream.0 else {
+        return HttpResponse::build(StatusCode::NOT_FOUND).finish();
+    };
+    let sent = CLIENT
+        .with(reqwest::Client::clone)
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let answered = match sent {
+        Ok(resp) => resp.bytes().await,
+        Err(e) => Err(e),
+    };
+    match answered {
+        Ok(bytes) => HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")))
+            .body(bytes),
+        Err(_) => HttpResponse::build(StatusCode::BAD_GATEWAY).finish(),
+    }
+}
+
 async fn decide(body: Bytes) -> HttpResponse {
     let Ok(req) = serde_json::from_slice::<DecideBody>(&body) else {
         return HttpResponse::build(StatusCode::BAD_REQUEST).finish();
@@ -56,7 +95,9 @@ async fn decide(body: Bytes) -> HttpResponse {
         .body(text)
 }
 
-fn app() -> App<
+fn app(
+    upstream: Upstream,
+) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
         Config = (),
@@ -66,13 +107,17 @@ fn app() -> App<
     >,
 > {
     App::new()
+        .app_data(web::Data::new(upstream))
         .route("/echo", web::post().to(echo))
         .route("/decide", web::post().to(decide))
+        .route("/proxy", web::post().to(proxy))
 }
 
 /// Serves until SIGTERM / SIGINT (actix-web's own signal handling).
-async fn serve(listen: SocketAddr) -> std::io::Result<()> {
-    let server = HttpServer::new(app).backlog(4096).bind(listen)?;
+async fn serve(listen: SocketAddr, upstream: Upstream) -> std::io::Result<()> {
+    let server = HttpServer::new(move || app(upstream.clone()))
+        .backlog(4096)
+        .bind(listen)?;
     for addr in server.addrs() {
         announce(addr);
     }
@@ -86,7 +131,7 @@ fn announce(addr: SocketAddr) {
 
 /// Without `serve`: both routes answer as documented (what `cargo test` checks).
 async fn self_check() -> Result<(), String> {
-    let srv = actix_web::test::init_service(app()).await;
+    let srv = actix_web::test::init_service(app(Upstream(None))).await;
     let body = r#"{"tool":"bench.echo","agent":"bench","arguments":{"n":1}}"#;
     let echoed: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
     for (path, expected) in [
@@ -119,13 +164,15 @@ fn main() -> std::io::Result<()> {
     let rt = actix_web::rt::System::new();
     match args.iter().position(|a| a == "serve") {
         Some(_) => {
-            let listen = args
-                .iter()
-                .position(|a| a == "--listen")
-                .and_then(|i| args.get(i + 1))
+            let option = |name: &str| {
+                args.iter()
+                    .position(|a| a == name)
+                    .and_then(|i| args.get(i + 1))
+            };
+            let listen = option("--listen")
                 .map_or(Ok(SocketAddr::from(([127, 0, 0, 1], 0))), |s| s.parse())
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            rt.block_on(serve(listen))
+            rt.block_on(serve(listen, Upstream(option("--proxy-to").cloned())))
         }
         None => rt
             .block_on(self_check())

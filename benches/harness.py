@@ -267,7 +267,7 @@ def policies_yaml(rules):
 
 
 def mesh7_config(work, name, backend_port=None, everything_url=None, everything_stdio=None,
-                 rules=10, trace_file=True, rotate_bytes=0, port=None):
+                 rules=10, trace_file=True, rotate_bytes=1 << 40, port=None):
     d = Path(work) / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "openapi.json").write_text(json.dumps(OPENAPI_SPEC))
@@ -351,12 +351,14 @@ def alternate(run_index, pairs):
     return pairs if run_index % 2 == 0 else list(reversed(pairs))
 
 
-def scenario_tool(ctx, backend_url, mesh):
-    """1: /tool/bench.echo vs the backend's /echo, at fixed rates and at saturation."""
+def scenario_tool(ctx, backend_url, proxy_url, mesh):
+    """1: /tool/bench.echo vs the backend's /echo, at fixed rates and at saturation; the null
+    proxy (benches/backend.rs `/proxy`) shows what any HTTP proxy costs on the machine."""
     through_lines = write_lines(ctx.work / "tool.lines", lambda i: {"params": kb_args(i)})
     direct_lines = write_lines(ctx.work / "echo.lines", kb_args)
     targets = {
         "direct": (f"{backend_url}/echo", direct_lines, ()),
+        "proxy": (f"{proxy_url}/proxy", direct_lines, ()),
         "mesh7": (f"{mesh.url}/tool/bench.echo", through_lines, (AUTH,)),
     }
     for name, (url, lines, headers) in targets.items():
@@ -378,9 +380,8 @@ def scenario_tool(ctx, backend_url, mesh):
                 run[name] = r
             runs.append(run)
             answered += run["mesh7"]["ok"]
-            log(f"  1 @{rate}/s run {i + 1}: direct p50 {run['direct']['p50']:.3f} "
-                f"p99 {run['direct']['p99']:.3f} | mesh7 p50 {run['mesh7']['p50']:.3f} "
-                f"p99 {run['mesh7']['p99']:.3f} ms")
+            log(f"  1 @{rate}/s run {i + 1}: " + " | ".join(
+                f"{n} p50 {run[n]['p50']:.3f} p99 {run[n]['p99']:.3f}" for n in targets) + " ms")
         out["rates"][rate] = runs
     for i in range(ctx.runs):
         run = {}
@@ -392,6 +393,7 @@ def scenario_tool(ctx, backend_url, mesh):
         answered += run["mesh7"]["ok"]
         out["saturation"].append(run)
         log(f"  1 saturation run {i + 1}: direct {run['direct']['rps']:,.0f}/s "
+            f"proxy {run['proxy']['rps']:,.0f}/s "
             f"mesh7 {run['mesh7']['rps']:,.0f}/s ({run['mesh7']['rps'] / run['direct']['rps']:.2f}x)")
     # Every call the daemon counted (checks and warm-ups included) must be a line of the JSONL
     # file (a fresh one, not rotated) once the writer has caught up.
@@ -603,28 +605,31 @@ def render(ctx, res):
         t = res["tool"]
         L.append("### 1. `POST /tool/{name}` to a loopback backend (1 KB JSON)")
         L.append("")
-        L.append("| offered rate | direct p50 | mesh7 p50 | added p50 | direct p99 | mesh7 p99 | added p99 |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("Latency at a fixed offered rate (oha `-q`, latency corrected for coordinated "
+                 "omission). *Added* is through minus direct, paired run by run.")
+        L.append("")
+        L.append("| offered rate | direct p50 | null proxy p50 | mesh7 p50 | mesh7 added p50 | "
+                 "direct p99 | null proxy p99 | mesh7 p99 | mesh7 added p99 | null proxy added p50 / p99 |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         for rate, runs in t["rates"].items():
-            d50 = summary([r["direct"]["p50"] for r in runs])
-            m50 = summary([r["mesh7"]["p50"] for r in runs])
-            d99 = summary([r["direct"]["p99"] for r in runs])
-            m99 = summary([r["mesh7"]["p99"] for r in runs])
-            a50 = paired(runs, "mesh7", "direct", "p50", lambda a, b: a - b)
-            a99 = paired(runs, "mesh7", "direct", "p99", lambda a, b: a - b)
-            L.append(f"| {int(rate):,} req/s | {fmt(d50)} | {fmt(m50)} | **{fmt(a50)}** | {fmt(d99)} | "
-                     f"{fmt(m99)} | **{fmt(a99)}** |")
+            col = lambda n, k: fmt(summary([r[n][k] for r in runs]))
+            add = lambda n, k: fmt(paired(runs, n, "direct", k, lambda a, b: a - b))
+            L.append(f"| {int(rate):,} req/s | {col('direct', 'p50')} | {col('proxy', 'p50')} | "
+                     f"{col('mesh7', 'p50')} | **{add('mesh7', 'p50')}** | {col('direct', 'p99')} | "
+                     f"{col('proxy', 'p99')} | {col('mesh7', 'p99')} | **{add('mesh7', 'p99')}** | "
+                     f"{add('proxy', 'p50')} / {add('proxy', 'p99')} |")
         L.append("")
         runs = t["saturation"]
-        L.append("| saturation | direct | mesh7 | ratio |")
-        L.append("|---|---|---|---|")
+        ratio = lambda a, b: fmt(paired(runs, a, b, "rps", lambda x, y: x / y), "x", 2)
+        L.append("| saturation | direct | null proxy | mesh7 | mesh7 / direct | null proxy / direct | mesh7 / null proxy |")
+        L.append("|---|---|---|---|---|---|---|")
         L.append(f"| throughput (req/s) | {fmt_rps(summary([r['direct']['rps'] for r in runs]))} | "
-                 f"{fmt_rps(summary([r['mesh7']['rps'] for r in runs]))} | "
-                 f"**{fmt(paired(runs, 'mesh7', 'direct', 'rps', lambda a, b: a / b), 'x', 2)}** |")
-        L.append(f"| p50 at saturation | {fmt(summary([r['direct']['p50'] for r in runs]))} | "
-                 f"{fmt(summary([r['mesh7']['p50'] for r in runs]))} | |")
-        L.append(f"| p99 at saturation | {fmt(summary([r['direct']['p99'] for r in runs]))} | "
-                 f"{fmt(summary([r['mesh7']['p99'] for r in runs]))} | |")
+                 f"{fmt_rps(summary([r['proxy']['rps'] for r in runs]))} | "
+                 f"{fmt_rps(summary([r['mesh7']['rps'] for r in runs]))} | **{ratio('mesh7', 'direct')}** | "
+                 f"{ratio('proxy', 'direct')} | {ratio('mesh7', 'proxy')} |")
+        for k in ("p50", "p99"):
+            L.append(f"| {k} at saturation | " + " | ".join(
+                fmt(summary([r[n][k] for r in runs])) for n in ("direct", "proxy", "mesh7")) + " | | | |")
         L.append("")
         tr = t["traces"]
         L.append(f"Trace writer: {tr['calls_counted']:,} governed calls (warm-ups included) in this "
@@ -714,7 +719,9 @@ def plot(res, path):
     t = res["tool"]
     rates = [int(r) for r in t["rates"]]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    styles = {"direct": ("#1f77b4", "direct to the backend"), "mesh7": ("#d62728", "through mesh7")}
+    styles = {"direct": ("#1f77b4", "direct to the backend"),
+              "proxy": ("#7f7f7f", "through a null proxy"),
+              "mesh7": ("#d62728", "through mesh7")}
     for name, (color, label) in styles.items():
         for pct, ls, marker in (("p50", "-", "o"), ("p99", "--", "s")):
             meds, lo, hi = [], [], []
@@ -808,13 +815,17 @@ def main():
                        r"backend listening on")
         procs.append(backend)
         backend_url = f"http://127.0.0.1:{backend_port}"
+        proxy_port = free_port()
+        procs.append(Proc([args.backend, "serve", "--listen", f"127.0.0.1:{proxy_port}",
+                           "--proxy-to", f"{backend_url}/echo"], r"backend listening on"))
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
         if scenarios & {"1", "2"}:
             cfg = mesh7_config(work, "main", backend_port=backend_port)
             mesh = Mesh7(ctx.mesh7, cfg)
             procs.append(mesh)
             if "1" in scenarios:
                 log("scenario 1: /tool vs direct")
-                res["tool"] = scenario_tool(ctx, backend_url, mesh)
+                res["tool"] = scenario_tool(ctx, backend_url, proxy_url, mesh)
             if "2" in scenarios:
                 log("scenario 2: /decide vs floor")
                 res["decide"] = scenario_decide(ctx, backend_url, mesh)

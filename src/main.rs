@@ -12,6 +12,11 @@ use clap::{Parser, Subcommand};
 use mesh7::app::{App, ServeOptions};
 use tracing_subscriber::EnvFilter;
 
+/// Calls allocate on the HTTP workers and free on other threads (the trace writer); jemalloc
+/// handles that without the arena contention of the system allocator (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A guardrail between AI agents and their tools: every tool call passes through policy
 /// (allow / deny / human_approval), rate limits and loop detection, and is traced.
 #[derive(Debug, Parser)]

@@ -5,6 +5,7 @@
 //! authenticate → resolve → evaluate → rate limit → verdict (grant / approval) → forward → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
+use std::future::ready;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -357,7 +358,9 @@ impl Pipeline {
             record: action == Action::Allow,
             ..usage.clone()
         };
-        let limited = spans.try_step(Step::RateLimit, self.limit(check)).await?;
+        let limited = spans
+            .try_step(Step::RateLimit, ready(self.limit(&check)))
+            .await?;
 
         let verdict = if let Some(l) = limited {
             limited_verdict(&l)
@@ -387,7 +390,10 @@ impl Pipeline {
                                 grant.id,
                                 rfc3339_secs(grant.expires_at)
                             );
-                            match spans.try_step(Step::RateLimit, self.limit(usage)).await? {
+                            match spans
+                                .try_step(Step::RateLimit, ready(self.limit(&usage)))
+                                .await?
+                            {
                                 Some(l) => limited_verdict(&l),
                                 None => {
                                     self.run(
@@ -404,7 +410,10 @@ impl Pipeline {
                         Gatekeeper::Remembered(approvals) => {
                             rule = memory::RULE.to_owned();
                             reason = Recall::approval_reason(approvals);
-                            match spans.try_step(Step::RateLimit, self.limit(usage)).await? {
+                            match spans
+                                .try_step(Step::RateLimit, ready(self.limit(&usage)))
+                                .await?
+                            {
                                 Some(l) => limited_verdict(&l),
                                 None => {
                                     self.run(
@@ -420,7 +429,10 @@ impl Pipeline {
                         }
                         Gatekeeper::Approved(info) => {
                             approval = Some(info);
-                            match spans.try_step(Step::RateLimit, self.limit(usage)).await? {
+                            match spans
+                                .try_step(Step::RateLimit, ready(self.limit(&usage)))
+                                .await?
+                            {
                                 Some(l) => limited_verdict(&l),
                                 None => {
                                     self.run(
@@ -484,9 +496,9 @@ impl Pipeline {
         Ok(governed)
     }
 
-    /// Asks the rate limiter; `Some` when the call is refused.
-    async fn limit(&self, req: Acquire) -> Result<Option<rate_limit::Limited>, PipelineError> {
-        match self.inner.rate_limit.acquire(req).await {
+    /// Asks the rate limiter (a lock, no thread hop); `Some` when the call is refused.
+    fn limit(&self, req: &Acquire) -> Result<Option<rate_limit::Limited>, PipelineError> {
+        match self.inner.rate_limit.acquire(req) {
             Ok(()) => Ok(None),
             Err(RateLimitError::Limited(l)) => Ok(Some(l)),
             Err(e @ RateLimitError::Unavailable(_)) => Err(e.into()),

@@ -16,7 +16,7 @@ mod tools;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::pipeline::Pipeline;
 
@@ -83,7 +83,7 @@ async fn method_not_allowed() -> HttpResponse {
 }
 
 /// A JSON response with flux7's trailing newline.
-pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
     let mut text = serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned());
     text.push('\n');
     HttpResponse::build(status)

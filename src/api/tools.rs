@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, ApiState, body, header_str, json_response};
@@ -201,10 +202,27 @@ fn incoming_trace_id(req: &HttpRequest) -> Option<String> {
         .map(str::to_ascii_lowercase)
 }
 
+/// flux7's ToolCallResponse, in its key order.
+#[derive(Serialize)]
+struct ToolCallResponse<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    /// mesh7: an HTTP backend's status beside its body (flux7 answered 200 and dropped it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend_status: Option<u16>,
+    trace_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval_id: Option<&'a str>,
+    policy: &'a str,
+    latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
 /// flux7's ToolCallResponse for a governed call.
 fn tool_response(g: &Governed) -> HttpResponse {
     let (status, result, error) = match &g.verdict {
-        Verdict::Allowed { result } => (StatusCode::OK, result.clone(), None),
+        Verdict::Allowed { result } => (StatusCode::OK, result.as_ref(), None),
         Verdict::Failed { error } => (error.code().status, None, Some(error.to_string())),
         Verdict::Denied => (StatusCode::FORBIDDEN, None, Some(g.reason.clone())),
         // Queued and answered at once (`Prefer: respond-async`): what the Python SDK expects.
@@ -234,24 +252,17 @@ fn tool_response(g: &Governed) -> HttpResponse {
             (StatusCode::TOO_MANY_REQUESTS, None, Some(message.clone()))
         }
     };
-    let mut body = Map::new();
-    if let Some(r) = result {
-        body.insert("result".to_owned(), r);
-    }
-    // mesh7: an HTTP backend's status beside its body (flux7 answered 200 and dropped it).
-    if let Some(s) = g.backend_status {
-        body.insert("backend_status".to_owned(), json!(s));
-    }
-    body.insert("trace_id".to_owned(), json!(g.trace_id));
-    if let Some(a) = &g.approval {
-        body.insert("approval_id".to_owned(), json!(a.id));
-    }
-    body.insert("policy".to_owned(), json!(g.policy_label()));
-    body.insert("latency_ms".to_owned(), json!(g.latency_ms));
-    if let Some(e) = error {
-        body.insert("error".to_owned(), json!(e));
-    }
-    let mut resp = json_response(status, &Value::Object(body));
+    // Serialized from borrows: the tool's result is written out, never copied.
+    let body = ToolCallResponse {
+        result,
+        backend_status: g.backend_status,
+        trace_id: &g.trace_id,
+        approval_id: g.approval.as_ref().map(|a| a.id.as_str()),
+        policy: g.policy_label(),
+        latency_ms: g.latency_ms,
+        error,
+    };
+    let mut resp = json_response(status, &body);
     if let Ok(v) = HeaderValue::from_str(&g.trace_id) {
         resp.headers_mut()
             .insert(header::HeaderName::from_static("x-trace-id"), v);

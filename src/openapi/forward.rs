@@ -224,7 +224,7 @@ pub async fn send(
         headers.insert(name.clone(), value.clone());
     }
     let mut builder = backend
-        .client
+        .client()?
         .request(method, &req.url)
         .timeout(backend.timeout);
     match req.body {

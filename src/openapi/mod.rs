@@ -13,9 +13,10 @@ pub mod forward;
 pub mod source;
 pub mod spec;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use mesh7_actors::store::Store;
@@ -46,12 +47,12 @@ pub enum OpenApiError {
     },
 }
 
-/// Where an entry's calls go, shared by its tools: one pooled client per entry.
+/// Where an entry's calls go, shared by its tools: pooled clients per entry.
 pub struct Backend {
     pub base_url: String,
     pub timeout: Duration,
     pub max_response_bytes: usize,
-    client: reqwest::Client,
+    clients: ThreadClients,
     /// The entry's `headers:` (e.g. credentials); agents never see them.
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -66,6 +67,56 @@ impl std::fmt::Debug for Backend {
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
+    }
+}
+
+impl Backend {
+    /// The calling thread's client.
+    fn client(&self) -> Result<reqwest::Client, PipelineError> {
+        self.clients
+            .get()
+            .map_err(|e| PipelineError::Forward(format!("HTTP client: {e}")))
+    }
+}
+
+/// One pooled client per calling thread. A pooled connection is driven by the runtime that
+/// opened it: a client shared by the HTTP workers (one runtime each) would send most calls
+/// through another worker's thread, two cross-thread wake-ups per call. The map holds one
+/// entry per thread that ever called (the workers), so it stays small.
+struct ThreadClients {
+    trusted: bool,
+    clients: Mutex<HashMap<ThreadId, reqwest::Client>>,
+}
+
+impl ThreadClients {
+    /// Builds the first client at once, so a configuration it cannot serve fails at load.
+    fn new(trusted: bool) -> Result<Self, reqwest::Error> {
+        let first = Self::build(trusted)?;
+        Ok(Self {
+            trusted,
+            clients: Mutex::new(HashMap::from([(std::thread::current().id(), first)])),
+        })
+    }
+
+    fn build(trusted: bool) -> Result<reqwest::Client, reqwest::Error> {
+        mesh7_actors::ssrf::client_builder(trusted)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+    }
+
+    fn get(&self) -> Result<reqwest::Client, reqwest::Error> {
+        let id = std::thread::current().id();
+        // Every change is one insert: the map is whole even if a holder panicked.
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&id) {
+            return Ok(client.clone());
+        }
+        let client = Self::build(self.trusted)?;
+        clients.insert(id, client.clone());
+        Ok(client)
     }
 }
 
@@ -227,15 +278,12 @@ pub async fn load_entry(
             .map_err(|_| fail(format!("headers: invalid value for {k:?}")))?;
         headers.push((name, value));
     }
-    let client = mesh7_actors::ssrf::client_builder(trusted)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| fail(format!("HTTP client: {e}")))?;
+    let clients = ThreadClients::new(trusted).map_err(|e| fail(format!("HTTP client: {e}")))?;
     let backend = Arc::new(Backend {
         base_url: base_url.trim_end_matches('/').to_owned(),
         timeout,
         max_response_bytes: MAX_RESPONSE_BYTES,
-        client,
+        clients,
         headers,
     });
 

@@ -452,6 +452,22 @@ async fn flush_makes_every_recorded_entry_visible_in_the_file_as_exact_json() {
 }
 
 #[actix::test]
+async fn a_batch_reaches_the_file_by_itself_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.jsonl");
+    let trace = start(settings(Some(path.clone())));
+    for i in 0..3 {
+        trace.record(entry(&format!("b{i}"))).await.unwrap();
+    }
+    // The batch timer writes and flushes the records; nothing else asks for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while file_entries(&path).len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(BATCH_DELAY).await;
+    }
+    assert_eq!(ids(&file_entries(&path)), ["b0", "b1", "b2"]);
+}
+
+#[actix::test]
 async fn a_new_writer_on_the_same_file_sees_the_old_entries() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("traces.jsonl");
