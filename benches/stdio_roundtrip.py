@@ -47,7 +47,8 @@ class Peer:
         self.proc.stdin.flush()
 
     def initialize(self):
-        self.request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+        # The revision mesh7 speaks to its upstreams, so both sides ask the server the same.
+        self.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
                                     "clientInfo": {"name": "mesh7-bench", "version": "1"}})
         self.notify("notifications/initialized")
 

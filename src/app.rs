@@ -299,11 +299,12 @@ impl App {
                 None
             }
         };
+        let (input, output) = crate::mcp::stdio::streams();
         let stdio = crate::mcp::stdio::serve(
             Dispatcher::new(self.pipeline.clone()),
             opts,
-            tokio::io::stdin(),
-            tokio::io::stdout(),
+            input,
+            output,
         );
         let served = tokio::select! {
             served = stdio => served.context("MCP stdio"),

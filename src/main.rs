@@ -221,7 +221,8 @@ fn mcp(args: ServeArgs, mcp: McpArgs) -> ExitCode {
                 authorization: stdio.authorization(),
                 drain_timeout: stdio.drain_timeout,
             };
-            return proxy::bridge(bridge, tokio::io::stdin(), tokio::io::stdout())
+            let (input, output) = mesh7::mcp::stdio::streams();
+            return proxy::bridge(bridge, input, output)
                 .await
                 .map_err(anyhow::Error::from);
         }

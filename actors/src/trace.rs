@@ -4,11 +4,12 @@
 //! Invariants:
 //! - The writer runs on an `Arbiter` of its own, so file I/O never stalls another actor.
 //! - Records are taken in batches: `record` appends to a shared queue and wakes the writer only
-//!   when the queue was empty; the writer lets a batch gather for up to `BATCH_DELAY`, then
-//!   writes and flushes it at once. One wake-up and one write per batch instead of per record
-//!   is what lets the writer keep up at full load on a small machine. Every read (queries,
-//!   stats, flush, updates) first takes the waiting records, so it sees every record made
-//!   before it was asked.
+//!   when the queue was empty. A writer that has been idle for `BATCH_DELAY` takes the record
+//!   at once; otherwise it lets the batch gather until `BATCH_DELAY` after its last batch, then
+//!   writes and flushes it at once. So a lone call is on disk at once, and under load there is
+//!   one wake-up and one write per batch instead of per record: what lets the writer keep up
+//!   at full load on a small machine. Every read (queries, stats, flush, updates) first takes
+//!   the waiting records, so it sees every record made before it was asked.
 //! - No record is dropped: when `mailbox` records are waiting, `record` asks for the batch at
 //!   once and waits until it is taken.
 //! - Everything is bounded: the ring keeps the last `ring_size` entries, the file is renamed to
@@ -43,6 +44,7 @@ use crate::clock::Clock;
 const MAX_LINE_BYTES: u64 = 1024 * 1024;
 /// How long the writer lets records gather before it takes them (unless asked sooner).
 const BATCH_DELAY: Duration = Duration::from_millis(5);
+
 /// The file's write buffer: a batch of records is usually one `write`.
 const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
@@ -711,6 +713,7 @@ impl Trace {
             ring,
             file,
             pending: pending.clone(),
+            last_batch: std::time::Instant::now(),
             mailbox: mailbox.max(1),
             write_errors: errors_seen.clone(),
             arbiter: arbiter.handle(),
@@ -811,6 +814,8 @@ struct TraceActor {
     ring: Ring,
     file: Option<JsonlFile>,
     pending: Arc<Mutex<Pending>>,
+    /// When the last batch was taken (scheduling only: no record depends on it).
+    last_batch: std::time::Instant,
     mailbox: usize,
     write_errors: Arc<AtomicU64>,
     /// The arbiter this actor owns; it stops with the actor.
@@ -839,6 +844,7 @@ impl TraceActor {
             pending.scheduled = false;
             std::mem::take(&mut pending.entries)
         };
+        self.last_batch = std::time::Instant::now();
         if batch.is_empty() {
             return Ok(());
         }
@@ -874,10 +880,17 @@ impl Handler<Drain> for TraceActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Drain, ctx: &mut Context<Self>) {
-        ctx.run_later(BATCH_DELAY, |writer, _| {
-            // A failure is already logged and counted; the next flush tries again.
-            let _ = writer.drain();
-        });
+        // A failure is already logged and counted; the next flush tries again.
+        match BATCH_DELAY.checked_sub(self.last_batch.elapsed()) {
+            None => {
+                let _ = self.drain();
+            }
+            Some(wait) => {
+                ctx.run_later(wait, |writer, _| {
+                    let _ = writer.drain();
+                });
+            }
+        }
     }
 }
 

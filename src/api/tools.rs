@@ -66,17 +66,17 @@ pub(super) async fn decide(
             StatusCode::TOO_MANY_REQUESTS,
             "deny",
             "rate_limited",
-            message.clone(),
+            message.as_str(),
         ),
         Verdict::Denied => (
             StatusCode::FORBIDDEN,
             "deny",
             g.rule.as_str(),
-            g.reason.clone(),
+            g.reason.as_str(),
         ),
         // A grant turns human_approval into allow (rule `grant:<id>`).
         Verdict::Allowed { .. } | Verdict::Failed { .. } => {
-            (StatusCode::OK, "allow", g.rule.as_str(), g.reason.clone())
+            (StatusCode::OK, "allow", g.rule.as_str(), g.reason.as_str())
         }
         Verdict::ApprovalRequired
         | Verdict::ApprovalPending
@@ -86,21 +86,32 @@ pub(super) async fn decide(
             StatusCode::OK,
             "human_approval",
             g.rule.as_str(),
-            g.reason.clone(),
+            g.reason.as_str(),
         ),
     };
-    // flux7 prints these keys in alphabetical order.
     Ok(json_response(
         status,
-        &json!({
-            "action": action,
-            "agent": g.agent,
-            "reason": reason,
-            "rule": rule,
-            "tool": g.tool,
-            "trace_id": g.trace_id,
-        }),
+        &DecideResponse {
+            action,
+            agent: &g.agent,
+            reason,
+            rule,
+            tool: &g.tool,
+            trace_id: &g.trace_id,
+        },
     ))
+}
+
+/// The answer of `/decide`; flux7 prints these keys in alphabetical order. Serialized from
+/// borrows, nothing copied.
+#[derive(Serialize)]
+struct DecideResponse<'a> {
+    action: &'a str,
+    agent: &'a str,
+    reason: &'a str,
+    rule: &'a str,
+    tool: &'a str,
+    trace_id: &'a str,
 }
 
 /// `GET /tools`.

@@ -58,6 +58,39 @@ pub enum StdioError {
     Read(#[from] std::io::Error),
 }
 
+/// The process's stdin and stdout as async streams.
+pub type Streams = (
+    Box<dyn AsyncRead + Unpin + Send>,
+    Box<dyn AsyncWrite + Unpin + Send>,
+);
+
+/// stdin and stdout for `serve` and the daemon bridge. When they are pipes (how MCP clients
+/// start servers) they are driven by the runtime's event loop, like any socket; otherwise (a
+/// terminal, a file) through tokio's `stdin()` / `stdout()`, which hand every read and write
+/// to a blocking thread, two thread hops per request. Must run inside a runtime.
+pub fn streams() -> Streams {
+    use std::os::fd::AsFd as _;
+    use tokio::net::unix::pipe;
+
+    let input: Box<dyn AsyncRead + Unpin + Send> = match std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(pipe::Receiver::from_owned_fd)
+    {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdin()),
+    };
+    let output: Box<dyn AsyncWrite + Unpin + Send> = match std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(pipe::Sender::from_owned_fd)
+    {
+        Ok(pipe) => Box::new(pipe),
+        Err(_) => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
+}
+
 /// One line of input.
 pub(super) enum Line {
     Text(Vec<u8>),
