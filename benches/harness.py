@@ -39,9 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 AGENT = "bench"
 AUTH = f"Authorization: Bearer agent:{AGENT}"
 BODY_LINES = 10_000  # distinct bodies: loop detection sees each one rarely (it stays on)
-# The MCP revision mesh7 speaks to its upstreams. Direct baselines use it too: server-everything
-# does more per call at this revision (about 1 ms more for `echo`) than at older ones.
-MCP_VERSION = "2025-11-25"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,53 +434,22 @@ def scenario_decide(ctx, backend_url, mesh):
     return {"saturation": runs}
 
 
-def mcp_session(url, auth):
-    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-    if auth:
-        headers["Authorization"] = f"Bearer agent:{AGENT}"
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": MCP_VERSION, "capabilities": {},
-        "clientInfo": {"name": "mesh7-bench", "version": "1"}}}
-    status, h, body = http("POST", url, json.dumps(init).encode(), headers)
-    sid = {k.lower(): v for k, v in h.items()}.get("mcp-session-id")
-    if status != 200 or not sid:
-        sys.exit(f"MCP initialize at {url}: {status} {body[:300]!r}")
-    headers["Mcp-Session-Id"] = sid
-    headers["Mcp-Protocol-Version"] = MCP_VERSION
-    http("POST", url, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode(),
-         headers)
-    return headers
-
-
 def scenario_mcp(ctx, everything_url, mesh):
-    """3a: tools/call echo over Streamable HTTP, one call at a time, through /mcp vs direct."""
-    out = {}
-    targets = {}
-    for name, url, tool, auth in [("direct", everything_url, "echo", False),
-                                  ("mesh7", f"{mesh.url}/mcp", "everything.echo", True)]:
-        headers = mcp_session(url, auth)
-        lines = write_lines(ctx.work / f"mcp-{name}.lines", lambda i, tool=tool: {
-            "jsonrpc": "2.0", "id": i + 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": {"message": f"hello {i}"}}})
-        line = Path(lines).read_text().split("\n", 1)[0].encode()
-        status, _, body = http("POST", url, line, headers)
-        if status != 200 or b"Echo: hello 0" not in body:
-            sys.exit(f"scenario 3 {name}: unexpected answer {status} {body[:300]!r}")
-        targets[name] = (url, lines, tuple(f"{k}: {v}" for k, v in headers.items()
-                                           if k != "Content-Type"))
+    """3a: tools/call echo over Streamable HTTP, one call at a time, direct and through /mcp
+    alternating call by call (stdio_roundtrip.py --http)."""
     runs = []
     for i in range(ctx.runs):
-        run = {}
-        for name in alternate(i, list(targets)):
-            url, lines, headers = targets[name]
-            r = ctx.oha.run(url, lines, headers, connections=1)
-            check_ok(f"scenario 3 {name}", r)
-            run[name] = r
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "benches" / "stdio_roundtrip.py"), "--http",
+             everything_url, f"{mesh.url}/mcp", "--calls", str(ctx.stdio_calls)],
+            capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            sys.exit(f"MCP HTTP round trips failed:\n{out.stderr}")
+        run = json.loads(out.stdout)
         runs.append(run)
         log(f"  3 http run {i + 1}: direct p50 {run['direct']['p50']:.3f} mesh7 p50 "
             f"{run['mesh7']['p50']:.3f} ms")
-    out["http"] = runs
-    return out
+    return {"http": runs}
 
 
 def scenario_stdio(ctx):
@@ -673,9 +639,10 @@ def render(res):
         L.append("")
         L.append("| transport | direct p50 | mesh7 p50 | added p50 | direct p99 | mesh7 p99 | added p99 |")
         L.append("|---|---|---|---|---|---|---|")
-        for label, runs in [("Streamable HTTP (1 connection, sequential)", res["mcp"].get("http")),
-                            (f"stdio ({res['_meta']['stdio']['settings']['stdio_calls']:,} sequential "
-                             "round trips)" if "stdio" in res else "stdio", res.get("stdio"))]:
+        calls = res["_meta"]["mcp"]["settings"]["stdio_calls"]
+        for label, runs in [(f"Streamable HTTP ({calls:,} round trips each, one keep-alive "
+                             "connection each)", res["mcp"].get("http")),
+                            (f"stdio ({calls:,} round trips each)", res.get("stdio"))]:
             if not runs:
                 continue
             L.append(f"| {label} | {fmt(summary([r['direct']['p50'] for r in runs]))} | "
@@ -731,6 +698,7 @@ def update_doc(path, text):
 
 def plot(res, path):
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -754,6 +722,7 @@ def plot(res, path):
     ax.set_yscale("log")
     ax.set_xticks(rates)
     ax.set_xticklabels([f"{r:,}" for r in rates])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("offered rate (req/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_title("POST /tool (1 KB JSON, loopback backend): latency vs offered rate\n"

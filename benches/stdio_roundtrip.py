@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""MCP stdio round trips: one `mesh7 --mcp` child (server-everything behind it, over stdio) and
-one server-everything child spoken to directly, `tools/call echo` sent to each in turn, one at
-a time. Prints {"direct": {...}, "mesh7": {...}} with p50 / p99 / mean in milliseconds.
+"""MCP round trips, direct and through mesh7 in turn, one call at a time: `tools/call echo`
+sent to server-everything directly and through mesh7, alternating call by call so both sides
+see the same machine at the same moment. Prints {"direct": {...}, "mesh7": {...}} with p50 /
+p99 / mean in milliseconds.
+
+- stdio: one `mesh7 --mcp` child (server-everything behind it, over stdio) and one
+  server-everything child.
+- `--http DIRECT_URL MESH7_URL`: Streamable HTTP, one keep-alive connection to each `/mcp`.
 
 Standard library only; run by benches/harness.py (scenario 3), or by hand:
   stdio_roundtrip.py --mesh7 target/release/mesh7 --config mesh7.yaml \
@@ -9,6 +14,7 @@ Standard library only; run by benches/harness.py (scenario 3), or by hand:
 """
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -16,6 +22,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+# The revision mesh7 speaks to its upstreams, so both sides ask the server the same:
+# server-everything does more per call at this revision (about 1 ms more for `echo`).
+MCP_VERSION = "2025-11-25"
 
 
 class Peer:
@@ -47,8 +58,7 @@ class Peer:
         self.proc.stdin.flush()
 
     def initialize(self):
-        # The revision mesh7 speaks to its upstreams, so both sides ask the server the same.
-        self.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+        self.request("initialize", {"protocolVersion": MCP_VERSION, "capabilities": {},
                                     "clientInfo": {"name": "mesh7-bench", "version": "1"}})
         self.notify("notifications/initialized")
 
@@ -61,6 +71,56 @@ class Peer:
             self.proc.wait(5)
 
 
+class HttpPeer:
+    """A Streamable HTTP session on one keep-alive connection; answers may be JSON or SSE."""
+
+    def __init__(self, url, authorization=None):
+        parts = urlsplit(url)
+        self.path = parts.path
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.headers = {"Content-Type": "application/json",
+                        "Accept": "application/json, text/event-stream"}
+        if authorization:
+            self.headers["Authorization"] = authorization
+        self.next_id = 0
+
+    def post(self, msg):
+        self.conn.request("POST", self.path, json.dumps(msg, separators=(",", ":")), self.headers)
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status not in (200, 202):
+            sys.exit(f"POST {self.path}: HTTP {resp.status} {body[:200]!r}")
+        return resp, body
+
+    def request(self, method, params):
+        self.next_id += 1
+        _, body = self.post({"jsonrpc": "2.0", "id": self.next_id, "method": method,
+                             "params": params})
+        text = body.decode()
+        if text.lstrip().startswith("{"):
+            return json.loads(text)["result"]
+        for line in text.splitlines():
+            data = line[5:].strip() if line.startswith("data:") else ""
+            # Events without a JSON message (e.g. an empty priming event) are skipped.
+            if data.startswith("{"):
+                reply = json.loads(data)
+                if reply.get("id") == self.next_id:
+                    return reply["result"]
+        sys.exit(f"{method}: no answer in {text[:200]!r}")
+
+    def initialize(self):
+        self.next_id += 1
+        resp, _ = self.post({"jsonrpc": "2.0", "id": self.next_id, "method": "initialize",
+                             "params": {"protocolVersion": MCP_VERSION, "capabilities": {},
+                                        "clientInfo": {"name": "mesh7-bench", "version": "1"}}})
+        self.headers["Mcp-Session-Id"] = resp.getheader("mcp-session-id")
+        self.headers["Mcp-Protocol-Version"] = MCP_VERSION
+        self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def close(self):
+        self.conn.close()
+
+
 def stats(samples):
     s = sorted(samples)
     pick = lambda q: s[min(len(s) - 1, int(q * len(s)))]
@@ -69,18 +129,23 @@ def stats(samples):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mesh7", required=True)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--everything", required=True)
+    ap.add_argument("--mesh7")
+    ap.add_argument("--config")
+    ap.add_argument("--node")
+    ap.add_argument("--everything")
+    ap.add_argument("--http", nargs=2, metavar=("DIRECT_URL", "MESH7_URL"))
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=200)
     args = ap.parse_args()
 
-    config = Path(args.config)
-    direct = Peer([args.node, args.everything, "stdio"])
-    mesh = Peer([args.mesh7, "--mcp", "--config", str(config), "--mcp-agent", "bench"],
-                cwd=config.parent)
+    if args.http:
+        direct = HttpPeer(args.http[0])
+        mesh = HttpPeer(args.http[1], "Bearer agent:bench")
+    else:
+        config = Path(args.config)
+        direct = Peer([args.node, args.everything, "stdio"])
+        mesh = Peer([args.mesh7, "--mcp", "--config", str(config), "--mcp-agent", "bench"],
+                    cwd=config.parent)
     peers = {"direct": (direct, "echo"), "mesh7": (mesh, "everything.echo")}
     try:
         for peer, _ in peers.values():

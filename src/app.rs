@@ -300,12 +300,8 @@ impl App {
             }
         };
         let (input, output) = crate::mcp::stdio::streams();
-        let stdio = crate::mcp::stdio::serve(
-            Dispatcher::new(self.pipeline.clone()),
-            opts,
-            input,
-            output,
-        );
+        let stdio =
+            crate::mcp::stdio::serve(Dispatcher::new(self.pipeline.clone()), opts, input, output);
         let served = tokio::select! {
             served = stdio => served.context("MCP stdio"),
             signal = shutdown_signal() => {

@@ -3,8 +3,10 @@
 //! own response, JSON or SSE), plus the Streamable HTTP session: its id and protocol headers, the
 //! optional GET stream for server-initiated messages, and the DELETE that ends it.
 
+use std::collections::HashMap;
 use std::error::Error as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
@@ -28,6 +30,12 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 
 pub(crate) struct Poster {
     client: reqwest::Client,
+    /// The thread that made the poster, whose runtime drives `client`'s connections.
+    owner: ThreadId,
+    /// A client for each other thread that posts (the HTTP workers). A pooled connection is
+    /// driven by the runtime that opened it: one shared client would send every call through
+    /// the owner's thread, two thread hops per call.
+    others: Mutex<HashMap<ThreadId, reqwest::Client>>,
     /// The Streamable HTTP endpoint, or the endpoint a legacy SSE stream announced.
     url: Url,
     headers: HeaderMap,
@@ -45,6 +53,8 @@ impl Poster {
     ) -> Poster {
         Poster {
             client,
+            owner: std::thread::current().id(),
+            others: Mutex::new(HashMap::new()),
             url,
             headers,
             streamable,
@@ -60,9 +70,30 @@ impl Poster {
         }
     }
 
+    /// The calling thread's client.
+    fn client(&self) -> reqwest::Client {
+        let id = std::thread::current().id();
+        if id == self.owner {
+            return self.client.clone();
+        }
+        // Every change is one insert: the map is whole even if a holder panicked.
+        let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = others.get(&id) {
+            return client.clone();
+        }
+        match super::http_client() {
+            Ok(client) => {
+                others.insert(id, client.clone());
+                client
+            }
+            // Built once already with the same settings; should it fail now, share the owner's.
+            Err(_) => self.client.clone(),
+        }
+    }
+
     fn request(&self, method: Method) -> RequestBuilder {
         let mut request = self
-            .client
+            .client()
             .request(method, self.url.clone())
             .headers(self.headers.clone());
         if let Some(session) = self.session.get() {
