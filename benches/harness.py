@@ -654,15 +654,15 @@ def render(res):
         L.append("")
     if "rules" in res:
         runs = res["rules"]
-        L.append("### 4. Policy size: scenario 1 with 10 and 10 000 rules")
+        L.append("### 4. Policy size: scenario 1 with 10 and 10,000 rules")
         L.append("")
-        L.append("| rules | saturation (req/s) | p50 at 2 000 req/s | p99 at 2 000 req/s |")
+        L.append("| rules | saturation (req/s) | p50 at 2,000 req/s | p99 at 2,000 req/s |")
         L.append("|---|---|---|---|")
         for k in ("10", "10000"):
             L.append(f"| {int(k):,} | {fmt_rps(summary([r[k]['rps'] for r in runs]))} | "
                      f"{fmt(summary([r[k]['p50'] for r in runs]))} | "
                      f"{fmt(summary([r[k]['p99'] for r in runs]))} |")
-        L.append(f"| **10 000 / 10** | "
+        L.append(f"| **10,000 / 10** | "
                  f"**{fmt(paired(runs, '10000', '10', 'rps', lambda a, b: a / b), 'x', 2)}** | "
                  f"**{fmt(paired(runs, '10000', '10', 'p50', lambda a, b: a / b), 'x', 2)}** | "
                  f"{fmt(paired(runs, '10000', '10', 'p99', lambda a, b: a / b), 'x', 2)} |")
@@ -671,7 +671,7 @@ def render(res):
         mm = res["memory"]
         L.append("### 5. Memory (RSS of the mesh7 process)")
         L.append("")
-        L.append("| idle | after 10 000 calls | after {:,} calls | ratio | wall time of the run |".format(
+        L.append("| idle | after 10,000 calls | after {:,} calls | ratio | wall time of the run |".format(
             mm["calls"]))
         L.append("|---|---|---|---|---|")
         L.append(f"| {mm['idle_mb']:.1f} MB | {mm['after_10k_mb']:.1f} MB | {mm['after_all_mb']:.1f} MB | "
@@ -746,11 +746,11 @@ class Ctx:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--mesh7", required=True)
-    ap.add_argument("--backend", required=True)
-    ap.add_argument("--oha", required=True)
-    ap.add_argument("--node", required=True)
-    ap.add_argument("--everything", required=True, help="server-everything's dist/index.js")
+    ap.add_argument("--mesh7")
+    ap.add_argument("--backend")
+    ap.add_argument("--oha")
+    ap.add_argument("--node")
+    ap.add_argument("--everything", help="server-everything's dist/index.js")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     ap.add_argument("--warmup", type=int, default=2)
@@ -763,10 +763,24 @@ def main():
     ap.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks-latency.png"))
     ap.add_argument("--json", default=str(ROOT / "target" / "bench" / "results.json"))
     ap.add_argument("--no-doc", action="store_true", help="print the tables, leave the docs alone")
+    ap.add_argument("--render", action="store_true",
+                    help="run nothing: rewrite the docs and the plot from target/bench/results.json")
     ap.add_argument("--keep", action="store_true",
                     help="keep the last results (target/bench/results.json) of scenarios not run")
     args = ap.parse_args()
 
+    if args.render:
+        res = json.loads(Path(args.json).read_text())
+        text = render(res)
+        print(text)
+        update_doc(Path(args.doc), text)
+        if "tool" in res:
+            plot(res, args.plot)
+        return
+
+    missing = [o for o in ("mesh7", "backend", "oha", "node", "everything") if not getattr(args, o)]
+    if missing:
+        ap.error("needed to run: " + ", ".join(f"--{o}" for o in missing))
     ctx = Ctx()
     # The options that shape the run, for the report (the tool paths are this machine's).
     paths = {"--mesh7", "--backend", "--oha", "--node", "--everything", "--doc", "--plot", "--json"}
