@@ -382,7 +382,9 @@ impl Pipeline {
                             ),
                         )
                         .await?;
-                    match gate {
+                    // A grant, mem7 or an approval lets the call run (`None`); anything else is
+                    // the verdict itself.
+                    let held = match gate {
                         Gatekeeper::Grant(grant) => {
                             rule = format!("grant:{}", grant.id);
                             reason = format!(
@@ -390,76 +392,47 @@ impl Pipeline {
                                 grant.id,
                                 rfc3339_secs(grant.expires_at)
                             );
-                            match spans
-                                .try_step(Step::RateLimit, ready(self.limit(&usage)))
-                                .await?
-                            {
-                                Some(l) => limited_verdict(&l),
-                                None => {
-                                    self.run(
-                                        &mut spans,
-                                        mode,
-                                        resolved,
-                                        &trace_id,
-                                        &mut backend_status,
-                                    )
-                                    .await
-                                }
-                            }
+                            None
                         }
                         Gatekeeper::Remembered(approvals) => {
                             rule = memory::RULE.to_owned();
                             reason = Recall::approval_reason(approvals);
-                            match spans
-                                .try_step(Step::RateLimit, ready(self.limit(&usage)))
-                                .await?
-                            {
-                                Some(l) => limited_verdict(&l),
-                                None => {
-                                    self.run(
-                                        &mut spans,
-                                        mode,
-                                        resolved,
-                                        &trace_id,
-                                        &mut backend_status,
-                                    )
-                                    .await
-                                }
-                            }
+                            None
                         }
                         Gatekeeper::Approved(info) => {
                             approval = Some(info);
-                            match spans
-                                .try_step(Step::RateLimit, ready(self.limit(&usage)))
-                                .await?
-                            {
-                                Some(l) => limited_verdict(&l),
-                                None => {
-                                    self.run(
-                                        &mut spans,
-                                        mode,
-                                        resolved,
-                                        &trace_id,
-                                        &mut backend_status,
-                                    )
-                                    .await
-                                }
-                            }
+                            None
                         }
                         Gatekeeper::Waiting(info) => {
                             approval = Some(info);
-                            Verdict::ApprovalPending
+                            Some(Verdict::ApprovalPending)
                         }
                         Gatekeeper::Denied(info) => {
                             approval = Some(info);
-                            Verdict::ApprovalDenied
+                            Some(Verdict::ApprovalDenied)
                         }
                         Gatekeeper::TimedOut(info) => {
                             approval = Some(info);
-                            Verdict::ApprovalTimedOut
+                            Some(Verdict::ApprovalTimedOut)
                         }
-                        Gatekeeper::Ask => Verdict::ApprovalRequired,
-                        Gatekeeper::Refused(message) => Verdict::ApprovalUnavailable { message },
+                        Gatekeeper::Ask => Some(Verdict::ApprovalRequired),
+                        Gatekeeper::Refused(message) => {
+                            Some(Verdict::ApprovalUnavailable { message })
+                        }
+                    };
+                    match held {
+                        Some(verdict) => verdict,
+                        // It runs now, so it counts now (limits and loop detection).
+                        None => match spans
+                            .try_step(Step::RateLimit, ready(self.limit(&usage)))
+                            .await?
+                        {
+                            Some(l) => limited_verdict(&l),
+                            None => {
+                                self.run(&mut spans, mode, resolved, &trace_id, &mut backend_status)
+                                    .await
+                            }
+                        },
                     }
                 }
                 Action::Allow => {
