@@ -8,7 +8,7 @@ first, several times; the figures are medians with their spread (min-max over th
      latency at fixed offered rates and throughput at saturation.
   2. POST /decide vs a minimal actix-web JSON handler (the framework floor), at saturation.
   3. MCP tools/call to server-everything `echo`: Streamable HTTP through /mcp vs direct
-     (sequential calls), and stdio through `mesh7 --mcp` vs direct (stdio_roundtrip.py).
+     and stdio through `mesh7 --mcp` vs direct, alternating call by call (mcp_roundtrip.py).
   4. Scenario 1 with 10 and with 10 000 policy rules.
   5. RSS idle, after 10 000 and after 1 000 000 calls (traces in memory and in JSONL).
 
@@ -436,11 +436,11 @@ def scenario_decide(ctx, backend_url, mesh):
 
 def scenario_mcp(ctx, everything_url, mesh):
     """3a: tools/call echo over Streamable HTTP, one call at a time, direct and through /mcp
-    alternating call by call (stdio_roundtrip.py --http)."""
+    alternating call by call (mcp_roundtrip.py --http)."""
     runs = []
     for i in range(ctx.runs):
         out = subprocess.run(
-            [sys.executable, str(ROOT / "benches" / "stdio_roundtrip.py"), "--http",
+            [sys.executable, str(ROOT / "benches" / "mcp_roundtrip.py"), "--http",
              everything_url, f"{mesh.url}/mcp", "--calls", str(ctx.stdio_calls)],
             capture_output=True, text=True, check=False)
         if out.returncode != 0:
@@ -459,7 +459,7 @@ def scenario_stdio(ctx):
     runs = []
     for i in range(ctx.runs):
         out = subprocess.run(
-            [sys.executable, str(ROOT / "benches" / "stdio_roundtrip.py"), "--mesh7", str(ctx.mesh7),
+            [sys.executable, str(ROOT / "benches" / "mcp_roundtrip.py"), "--mesh7", str(ctx.mesh7),
              "--config", str(cfg), "--node", str(ctx.node), "--everything", str(ctx.everything),
              "--calls", str(ctx.stdio_calls)],
             capture_output=True, text=True, check=False)
@@ -572,7 +572,7 @@ def render(res):
     for meta in metas:
         m, st = meta["machine"], meta["settings"]
         done = sorted({SCENARIO_KEYS[k] for k in SCENARIO_KEYS if res.get("_meta", {}).get(k) == meta})
-        L.append(f"- Scenarios {', '.join(done)}: run on {meta['date']}, `scripts/bench"
+        L.append(f"- Scenario{'s' if len(done) > 1 else ''} {', '.join(done)}: run on {meta['date']}, `scripts/bench"
                  + "".join(" " + a for a in meta["argv"]) + f"`: {st['runs']} runs per cell, "
                  f"{st['duration']} s each after a {st['warmup']} s warm-up, {st['connections']} "
                  f"connections (1 for MCP over HTTP). Load average {' '.join(m['loadavg_start'])} at "
@@ -762,7 +762,8 @@ def main():
     ap.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "benchmarks-latency.png"))
     ap.add_argument("--json", default=str(ROOT / "target" / "bench" / "results.json"))
-    ap.add_argument("--no-doc", action="store_true", help="print the tables, leave the docs alone")
+    ap.add_argument("--no-doc", action="store_true",
+                    help="print the tables; leave the docs and target/bench/results.json alone")
     ap.add_argument("--render", action="store_true",
                     help="run nothing: rewrite the docs and the plot from target/bench/results.json")
     ap.add_argument("--keep", action="store_true",
@@ -882,8 +883,9 @@ def main():
             if key not in res and key in previous and key in previous.get("_meta", {}):
                 res[key] = previous[key]
                 res["_meta"][key] = previous["_meta"][key]
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(res, indent=1, default=str))
+    if not args.no_doc:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(res, indent=1, default=str))
     text = render(res)
     print(text)
     if not args.no_doc:

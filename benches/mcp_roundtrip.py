@@ -9,7 +9,7 @@ p99 / mean in milliseconds.
 - `--http DIRECT_URL MESH7_URL`: Streamable HTTP, one keep-alive connection to each `/mcp`.
 
 Standard library only; run by benches/harness.py (scenario 3), or by hand:
-  stdio_roundtrip.py --mesh7 target/release/mesh7 --config mesh7.yaml \
+  mcp_roundtrip.py --mesh7 target/release/mesh7 --config mesh7.yaml \
       --node tests/deps/node_modules/.bin/node --everything .../server-everything/dist/index.js
 """
 
