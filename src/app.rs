@@ -78,7 +78,7 @@ impl App {
 
         let window = duration::parse(&cfg.loop_detection.window)
             .map_err(|e| anyhow::anyhow!("loop_detection.window: {e}"))?;
-        let rate_limit = RateLimit::new(
+        let rate_limit = RateLimit::start(
             &cfg.rate_limiter,
             LoopSettings {
                 enabled: cfg.loop_detection.enabled,
@@ -86,6 +86,7 @@ impl App {
                 window,
             },
             clock.clone(),
+            mailbox,
         );
         let trace = Trace::start(
             TraceSettings {

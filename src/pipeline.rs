@@ -5,7 +5,6 @@
 //! authenticate → resolve → evaluate → rate limit → verdict (grant / approval) → forward → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
-use std::future::ready;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -358,9 +357,7 @@ impl Pipeline {
             record: action == Action::Allow,
             ..usage.clone()
         };
-        let limited = spans
-            .try_step(Step::RateLimit, ready(self.limit(&check)))
-            .await?;
+        let limited = spans.try_step(Step::RateLimit, self.limit(&check)).await?;
 
         let verdict = if let Some(l) = limited {
             limited_verdict(&l)
@@ -423,10 +420,7 @@ impl Pipeline {
                     match held {
                         Some(verdict) => verdict,
                         // It runs now, so it counts now (limits and loop detection).
-                        None => match spans
-                            .try_step(Step::RateLimit, ready(self.limit(&usage)))
-                            .await?
-                        {
+                        None => match spans.try_step(Step::RateLimit, self.limit(&usage)).await? {
                             Some(l) => limited_verdict(&l),
                             None => {
                                 self.run(&mut spans, mode, resolved, &trace_id, &mut backend_status)
@@ -469,9 +463,9 @@ impl Pipeline {
         Ok(governed)
     }
 
-    /// Asks the rate limiter (a lock, no thread hop); `Some` when the call is refused.
-    fn limit(&self, req: &Acquire) -> Result<Option<rate_limit::Limited>, PipelineError> {
-        match self.inner.rate_limit.acquire(req) {
+    /// Asks the rate limiter actor (check and record in one message); `Some` when refused.
+    async fn limit(&self, req: &Acquire) -> Result<Option<rate_limit::Limited>, PipelineError> {
+        match self.inner.rate_limit.acquire(req.clone()).await {
             Ok(()) => Ok(None),
             Err(RateLimitError::Limited(l)) => Ok(Some(l)),
             Err(e @ RateLimitError::Unavailable(_)) => Err(e.into()),

@@ -1,11 +1,6 @@
 //! Per-agent rate limiting (`rate_limit` of a policy) and loop detection, behind the `RateLimit`
 //! handle.
 //!
-//! The counters sit behind a mutex in the handle rather than in an actor: a check-and-record is
-//! a few hundred nanoseconds of work, far less than the two thread hops a message round trip
-//! costs on every call. The lock is held only for that work (no I/O, no await), so it is as
-//! atomic as a message was: two concurrent calls can never both take the last slot.
-//!
 //! Invariants:
 //! - Checks run in flux7's order: lifetime budget (`max_total`), sliding minute
 //!   (`max_per_minute`), loop detection. The first failure wins; a refused call is never recorded.
@@ -21,9 +16,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::{Actor, Context, Handler, MailboxError, Message, Recipient};
 use lru::LruCache;
 use mesh7_config::{LoopDetectionConfig, RateLimitConfig, RateLimiterConfig};
 
@@ -72,7 +68,8 @@ impl LoopSettings {
 
 /// Asks to make one call: checks the limits and, when `record` is true and every check passes,
 /// counts the call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), Limited>")]
 pub struct Acquire {
     pub agent: Arc<str>,
     pub tool: Arc<str>,
@@ -118,10 +115,14 @@ pub enum RateLimitError {
     Unavailable(String),
 }
 
+impl From<MailboxError> for RateLimitError {
+    fn from(e: MailboxError) -> Self {
+        RateLimitError::Unavailable(e.to_string())
+    }
+}
+
 /// A hash of the arguments that ignores object key order, so `{"a":1,"b":2}` and
-/// `{"b":2,"a":1}` are the same call. Stable within a process. It runs on every call, so it
-/// allocates nothing: an object is the sum of its entries' own hashes (order-free without
-/// sorting keys), and numbers hash their value, not their text.
+/// `{"b":2,"a":1}` are the same call. Stable within a process.
 pub fn fingerprint(args: &serde_json::Value) -> u64 {
     let mut hasher = DefaultHasher::new();
     hash_canonical(args, &mut hasher);
@@ -135,17 +136,7 @@ fn hash_canonical(value: &serde_json::Value, h: &mut DefaultHasher) {
     match value {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => {
-            2u8.hash(h);
-            // `1` and `1.0` stay apart, as their JSON texts do.
-            if let Some(i) = n.as_i64() {
-                (0u8, i).hash(h);
-            } else if let Some(u) = n.as_u64() {
-                (1u8, u).hash(h);
-            } else {
-                (2u8, n.as_f64().map(f64::to_bits)).hash(h);
-            }
-        }
+        Value::Number(n) => (2u8, n.to_string()).hash(h),
         Value::String(s) => (3u8, s).hash(h),
         Value::Array(items) => {
             (4u8, items.len()).hash(h);
@@ -154,13 +145,13 @@ fn hash_canonical(value: &serde_json::Value, h: &mut DefaultHasher) {
             }
         }
         Value::Object(map) => {
-            let entries = map.iter().fold(0u64, |sum, (key, item)| {
-                let mut entry = DefaultHasher::new();
-                key.hash(&mut entry);
-                hash_canonical(item, &mut entry);
-                sum.wrapping_add(entry.finish())
-            });
-            (5u8, map.len(), entries).hash(h);
+            (5u8, map.len()).hash(h);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            for key in keys {
+                key.hash(h);
+                hash_canonical(&map[key.as_str()], h);
+            }
         }
     }
 }
@@ -168,37 +159,61 @@ fn hash_canonical(value: &serde_json::Value, h: &mut DefaultHasher) {
 /// The cloneable handle of the rate limiter.
 #[derive(Clone)]
 pub struct RateLimit {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    core: Mutex<Limiter>,
-    clock: Clock,
+    acquire: Recipient<Acquire>,
 }
 
 impl RateLimit {
-    pub fn new(limiter: &RateLimiterConfig, loops: LoopSettings, clock: Clock) -> RateLimit {
+    /// Starts the limiter on the current arbiter; call it inside a running actix System.
+    pub fn start(
+        limiter: &RateLimiterConfig,
+        loops: LoopSettings,
+        clock: Clock,
+        mailbox: usize,
+    ) -> RateLimit {
+        let core = Limiter::new(limiter, loops, clock.now());
+        let addr = RateLimitActor {
+            core,
+            clock,
+            mailbox,
+        }
+        .start();
         RateLimit {
-            shared: Arc::new(Shared {
-                core: Mutex::new(Limiter::new(limiter, loops, clock.now())),
-                clock,
-            }),
+            acquire: addr.recipient(),
         }
     }
 
-    /// Checks the limits and, when `req.record` and every check passes, counts the call.
     /// `Unavailable` means the limiter could not answer; the caller must refuse the call.
-    pub fn acquire(&self, req: &Acquire) -> Result<(), RateLimitError> {
-        let mut core = self.shared.core.lock().map_err(|_| {
-            // Only a panic inside `Limiter::acquire` poisons the lock: fail closed from then on.
-            RateLimitError::Unavailable("the limiter failed earlier (poisoned lock)".to_owned())
-        })?;
-        core.acquire(req, self.shared.clock.now())
+    pub async fn acquire(&self, req: Acquire) -> Result<(), RateLimitError> {
+        self.acquire
+            .send(req)
+            .await?
             .map_err(RateLimitError::Limited)
     }
 }
 
-/// The pure core: all counters, no locking.
+struct RateLimitActor {
+    core: Limiter,
+    clock: Clock,
+    mailbox: usize,
+}
+
+impl Actor for RateLimitActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox.max(1));
+    }
+}
+
+impl Handler<Acquire> for RateLimitActor {
+    type Result = Result<(), Limited>;
+
+    fn handle(&mut self, msg: Acquire, _: &mut Self::Context) -> Self::Result {
+        self.core.acquire(&msg, self.clock.now())
+    }
+}
+
+/// The pure core: all counters, no actix.
 struct Limiter {
     /// Origin of the one-second buckets.
     epoch: Instant,
