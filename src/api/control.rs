@@ -54,19 +54,7 @@ pub(super) async fn traces(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_control_plane(&state, &req)?;
-    let mut q = query_map(&req)?;
-    let query = TraceQuery {
-        agent: q.remove("agent").filter(|s| !s.is_empty()),
-        tool: q.remove("tool").filter(|s| !s.is_empty()),
-        session: q.remove("session").filter(|s| !s.is_empty()),
-        limit: parse_limit(q.get("limit").map(String::as_str), 100, MAX_LIMIT)?,
-    };
-    let entries = state
-        .pipeline
-        .trace()
-        .query(query)
-        .await
-        .map_err(PipelineError::from)?;
+    let entries = query_traces(&state, trace_query(&req, 100, true)?).await?;
     Ok(json_response(StatusCode::OK, &json!(entries)))
 }
 
@@ -98,18 +86,13 @@ pub(super) async fn session(
     if id.is_empty() {
         return Err(ApiError::bad_request("session id required"));
     }
-    let q = query_map(&req)?;
     let query = TraceQuery {
         session: Some(id),
-        limit: parse_limit(q.get("limit").map(String::as_str), 200, MAX_LIMIT)?,
-        ..TraceQuery::default()
+        agent: None,
+        tool: None,
+        ..trace_query(&req, 200, false)?
     };
-    let entries = state
-        .pipeline
-        .trace()
-        .query(query)
-        .await
-        .map_err(PipelineError::from)?;
+    let entries = query_traces(&state, query).await?;
     Ok(json_response(StatusCode::OK, &json!(entries)))
 }
 
@@ -120,13 +103,7 @@ pub(super) async fn otel_traces(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_control_plane(&state, &req)?;
-    let mut q = query_map(&req)?;
-    let query = TraceQuery {
-        agent: q.remove("agent").filter(|s| !s.is_empty()),
-        tool: q.remove("tool").filter(|s| !s.is_empty()),
-        session: None,
-        limit: parse_limit(q.get("limit").map(String::as_str), 200, MAX_LIMIT)?,
-    };
+    let query = trace_query(&req, 200, false)?;
     let entries = state
         .pipeline
         .trace()
@@ -177,4 +154,32 @@ pub(super) async fn metrics(
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         ))
         .body(p.metrics().render(&scrape)))
+}
+
+/// The `agent`, `tool`, (`session`) and `limit` filters of a trace listing.
+fn trace_query(
+    req: &HttpRequest,
+    default_limit: usize,
+    with_session: bool,
+) -> Result<TraceQuery, ApiError> {
+    let mut q = query_map(req)?;
+    let mut take = |key: &str| q.remove(key).filter(|s| !s.is_empty());
+    Ok(TraceQuery {
+        agent: take("agent"),
+        tool: take("tool"),
+        session: if with_session { take("session") } else { None },
+        limit: parse_limit(take("limit").as_deref(), default_limit, MAX_LIMIT)?,
+    })
+}
+
+async fn query_traces(
+    state: &ApiState,
+    query: TraceQuery,
+) -> Result<Vec<mesh7_actors::trace::TraceEntry>, ApiError> {
+    Ok(state
+        .pipeline
+        .trace()
+        .query(query)
+        .await
+        .map_err(PipelineError::from)?)
 }
