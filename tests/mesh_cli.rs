@@ -405,7 +405,9 @@ impl Terminal {
         let rt = runtime();
         let _guard = rt.enter();
         let mut child = tokio::process::Command::new("script")
-            .args(["-qfec", &format!("'{MESH}' watch"), "/dev/null"])
+            // `exec`: whatever shell `script` starts must not stay in between, or a ^C kills
+            // the shell rather than reaching `mesh` (dash, for one, does not exec by itself).
+            .args(["-qfec", &format!("exec '{MESH}' watch"), "/dev/null"])
             .env("MESH_URL", url)
             .env("USER", "tester")
             .env_remove("MESH_ADMIN_TOKEN")
