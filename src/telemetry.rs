@@ -323,10 +323,18 @@ impl CallSpan<'_> {
     /// Runs one step: timed, under a `tracing` span, and as the current step for outbound
     /// trace context.
     pub async fn step<T>(&mut self, step: Step, work: impl Future<Output = T>) -> T {
+        let work = work.instrument(tracing::debug_span!("step", step = step.as_str()));
+        if self.recording.is_none() {
+            // Export off: no span to name, so no span id (a backend's `traceparent` gets a
+            // fresh one, as outside a step); only the step's time is kept, for `/metrics`.
+            let at = Instant::now();
+            let out = work.await;
+            self.metrics.observe_step(step, at.elapsed());
+            return out;
+        }
         let span_id = random_span_id();
         let begun = self.started.elapsed();
         let at = Instant::now();
-        let work = work.instrument(tracing::debug_span!("step", step = step.as_str()));
         let out = CURRENT_STEP.scope(span_id, work).await;
         let took = at.elapsed();
         self.metrics.observe_step(step, took);

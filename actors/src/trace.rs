@@ -231,28 +231,50 @@ pub enum TraceError {
 
 /// Go's RFC3339Nano in UTC: the fraction loses its trailing zeros, whole seconds have none.
 pub fn format_timestamp(t: SystemTime) -> String {
+    // Written digit by digit: this runs for every call, and `format!` cost more than the rest of
+    // a trace entry's fields together.
     let dt = DateTime::<Utc>::from(t);
-    let mut out = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    let nanos = dt.nanosecond();
+    let mut out = String::with_capacity(30);
+    let year = u32::try_from(dt.year()).unwrap_or(0);
+    push_digits(&mut out, year, 4);
+    for (sep, value) in [('-', dt.month()), ('-', dt.day()), ('T', dt.hour())] {
+        out.push(sep);
+        push_digits(&mut out, value, 2);
+    }
+    for value in [dt.minute(), dt.second()] {
+        out.push(':');
+        push_digits(&mut out, value, 2);
+    }
+    let mut nanos = dt.nanosecond();
     if nanos > 0 {
+        let mut width = 9;
+        while nanos % 10 == 0 {
+            nanos /= 10;
+            width -= 1;
+        }
         out.push('.');
-        out.push_str(format!("{nanos:09}").trim_end_matches('0'));
+        push_digits(&mut out, nanos, width);
     }
     out.push('Z');
     out
 }
 
+/// `value` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    let width = width.max(value.checked_ilog10().map_or(1, |d| d + 1));
+    for i in (0..width).rev() {
+        out.push(char::from_digit(value / 10u32.pow(i) % 10, 10).unwrap_or('0'));
+    }
+}
+
 /// A fresh random trace id: 32 lowercase hex digits (W3C trace-id size).
 pub fn new_trace_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u128>();
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[usize::try_from((n >> (i * 4)) & 0xf).unwrap_or(0)]))
+        .collect()
 }
 
 /// Fills the token fields (flux7 §8.1): the provider's own counts for `ollama.`, `anthropic.`

@@ -289,7 +289,7 @@ fn resolver_agent(state: &ApiState, req: &HttpRequest) -> Option<String> {
     let id = state
         .pipeline
         .auth()
-        .identify(header_str(req, header::AUTHORIZATION.as_str()));
+        .identify(header_str(req, header::AUTHORIZATION));
     match id.kind {
         IdentityKind::Declared | IdentityKind::Token => Some(id.agent),
         IdentityKind::Operator | IdentityKind::Anonymous => None,

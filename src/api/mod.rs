@@ -14,7 +14,7 @@ mod control;
 mod tools;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, AsHeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
@@ -84,8 +84,13 @@ async fn method_not_allowed() -> HttpResponse {
 
 /// A JSON response with flux7's trailing newline.
 pub fn json_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
-    let mut text = serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned());
-    text.push('\n');
+    // Most answers fit, so the text is written once, without regrowing.
+    let mut text = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut text, body).is_err() {
+        text.clear();
+        text.extend_from_slice(b"null");
+    }
+    text.push(b'\n');
     HttpResponse::build(status)
         .insert_header((
             header::CONTENT_TYPE,
@@ -140,7 +145,7 @@ impl From<crate::error::PipelineError> for ApiError {
 
 /// The control-plane gate (flux7 §3.2).
 fn require_control_plane(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
-    let authorization = header_str(req, header::AUTHORIZATION.as_str());
+    let authorization = header_str(req, header::AUTHORIZATION);
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
     if state
         .pipeline
@@ -156,7 +161,9 @@ fn require_control_plane(state: &ApiState, req: &HttpRequest) -> Result<(), ApiE
     }
 }
 
-fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+/// A header's value as text; `name` is best a `HeaderName` constant, which is not parsed again
+/// on every lookup as a `&str` is.
+pub(crate) fn header_str(req: &HttpRequest, name: impl AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -1,7 +1,7 @@
 //! Data-plane routes: `POST /tool/{name}`, `POST /decide`, `GET /tools`, `GET /mcp-servers`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -147,7 +147,7 @@ fn require_data_plane(state: &ApiState, req: &HttpRequest) -> Result<(), ApiErro
     let auth = state.pipeline.auth();
     if auth.requires_authentication()
         && auth
-            .identify(header_str(req, header::AUTHORIZATION.as_str()))
+            .identify(header_str(req, header::AUTHORIZATION))
             .is_anonymous()
     {
         return Err(PipelineError::AuthenticationRequired.into());
@@ -175,6 +175,12 @@ fn parse_tool_body(bytes: &[u8]) -> Option<Value> {
     }
 }
 
+const X_SESSION_ID: HeaderName = HeaderName::from_static("x-session-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+const X_CALLBACK_URL: HeaderName = HeaderName::from_static("x-callback-url");
+const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+
 fn request_context(
     req: &HttpRequest,
     ingress: Ingress,
@@ -182,16 +188,16 @@ fn request_context(
 ) -> RequestContext {
     RequestContext {
         ingress,
-        authorization: header_str(req, header::AUTHORIZATION.as_str()).map(str::to_owned),
+        authorization: header_str(req, header::AUTHORIZATION).map(str::to_owned),
         on_behalf_of,
-        session_id: header_str(req, "x-session-id").unwrap_or("").to_owned(),
+        session_id: header_str(req, X_SESSION_ID).unwrap_or("").to_owned(),
         trace_id: incoming_trace_id(req),
-        parent_span_id: header_str(req, "traceparent").and_then(crate::telemetry::parent_span_id),
-        prefer_async: header_str(req, "prefer").is_some_and(|p| {
+        parent_span_id: header_str(req, TRACEPARENT).and_then(crate::telemetry::parent_span_id),
+        prefer_async: header_str(req, PREFER).is_some_and(|p| {
             p.split(',')
                 .any(|v| v.trim().eq_ignore_ascii_case("respond-async"))
         }),
-        callback_url: header_str(req, "x-callback-url")
+        callback_url: header_str(req, X_CALLBACK_URL)
             .filter(|u| !u.is_empty())
             .map(str::to_owned),
     }
@@ -202,13 +208,13 @@ fn incoming_trace_id(req: &HttpRequest) -> Option<String> {
     let is_trace_id = |s: &str| {
         s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
     };
-    if let Some(tp) = header_str(req, "traceparent")
+    if let Some(tp) = header_str(req, TRACEPARENT)
         && let Some(id) = tp.split('-').nth(1)
         && is_trace_id(id)
     {
         return Some(id.to_ascii_lowercase());
     }
-    header_str(req, "x-trace-id")
+    header_str(req, X_TRACE_ID)
         .filter(|id| is_trace_id(id))
         .map(str::to_ascii_lowercase)
 }

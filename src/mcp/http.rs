@@ -22,7 +22,7 @@ use super::jsonrpc::{
     RpcError,
 };
 use super::new_session_id;
-use crate::api::{ApiState, json_response};
+use crate::api::{ApiState, header_str, json_response};
 use crate::pipeline::Ingress;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -110,7 +110,7 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
             return json_response(status, &rejection.response());
         }
     };
-    let credentials = header_str(&req, header::AUTHORIZATION.as_str()).map(str::to_owned);
+    let credentials = header_str(&req, header::AUTHORIZATION).map(str::to_owned);
     let request = match message {
         Message::Request(r) => r,
         // Notifications and client responses are accepted, never answered.
@@ -203,7 +203,7 @@ fn initialize(state: &ApiState, credentials: Option<String>, request: &Request) 
 
 async fn delete(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     let mcp = &state.mcp;
-    let credentials = header_str(&req, header::AUTHORIZATION.as_str());
+    let credentials = header_str(&req, header::AUTHORIZATION);
     match mcp
         .guard
         .check(&req)
@@ -280,10 +280,6 @@ fn with_session(mut resp: HttpResponse, session_id: &str) -> HttpResponse {
             .insert(HeaderName::from_static(SESSION_HEADER), v);
     }
     resp
-}
-
-fn header_str<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Reads the body within `server.max_body_bytes` and `server.client_timeout`.
@@ -400,8 +396,8 @@ impl OriginGuard {
     }
 
     fn check(&self, req: &HttpRequest) -> Result<(), Refusal> {
-        let host = header_str(req, header::HOST.as_str());
-        let origin = header_str(req, header::ORIGIN.as_str());
+        let host = header_str(req, header::HOST);
+        let origin = header_str(req, header::ORIGIN);
         let problem = if !host.is_none_or(|h| self.host_allowed(h)) {
             "Host"
         } else if !origin.is_none_or(|o| self.origin_allowed(o)) {

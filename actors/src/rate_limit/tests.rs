@@ -255,6 +255,9 @@ fn fingerprint_ignores_key_order_at_every_depth() {
 fn fingerprint_tells_different_arguments_apart() {
     let values = [
         json!({"a": 1}),
+        json!({"a": 1.0}),
+        json!({"a": -1}),
+        json!({"a": 1.5}),
         json!({"a": "1"}),
         json!({"a": [1]}),
         json!({"a": 1, "b": 2}),
@@ -431,6 +434,78 @@ async fn handle_limits_and_releases_with_the_clock() {
     ));
     manual.advance(61 * SEC);
     limiter.acquire(req(3)).await.unwrap();
+}
+
+#[actix::test]
+async fn calls_made_together_are_counted_in_the_order_they_came() {
+    let limiter = RateLimit::start(&RateLimiterConfig::default(), no_loops(), Clock::System, 16);
+    // Fifty calls made before any answer: they reach the actor together, and exactly the first
+    // twenty fit the lifetime budget, however they are grouped.
+    let calls = (0..50).map(|i| limiter.acquire(call("agent", "tool", i, limits(0, 20))));
+    let answers = futures_util::future::join_all(calls).await;
+    for (i, answer) in answers.iter().enumerate() {
+        if i < 20 {
+            assert!(answer.is_ok(), "call {i}: {answer:?}");
+        } else {
+            assert!(
+                matches!(
+                    answer,
+                    Err(RateLimitError::Limited(Limited::TotalBudget {
+                        max_total: 20,
+                        ..
+                    }))
+                ),
+                "call {i}: {answer:?}"
+            );
+        }
+    }
+    // Calls from many tasks at once: the budget is never exceeded.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter
+                    .acquire(call("other", "tool", i, limits(0, 7)))
+                    .await
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        if task.await.expect("task").is_ok() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 7);
+}
+
+#[actix::test]
+async fn a_limiter_that_is_gone_refuses_every_waiting_call() {
+    let arbiter = actix::Arbiter::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    assert!(arbiter.spawn_fn(move || {
+        let limiter = RateLimit::start(
+            &RateLimiterConfig::default(),
+            LoopSettings::default(),
+            Clock::System,
+            16,
+        );
+        tx.send(limiter).expect("send the handle");
+    }));
+    let limiter = rx.recv().expect("the limiter started");
+    limiter
+        .acquire(call("agent", "tool", 1, None))
+        .await
+        .expect("answered while running");
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    let calls = (0..3).map(|i| limiter.acquire(call("agent", "tool", i, None)));
+    for answer in futures_util::future::join_all(calls).await {
+        assert!(
+            matches!(answer, Err(RateLimitError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
 }
 
 #[test]
