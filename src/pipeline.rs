@@ -220,6 +220,52 @@ enum Gatekeeper {
     Refused(String),
 }
 
+impl Gatekeeper {
+    /// `None` when a grant, mem7 or an approval lets the call run; otherwise the verdict that
+    /// holds it. The trace's rule, reason and approval are updated to say which.
+    fn held(
+        self,
+        rule: &mut String,
+        reason: &mut String,
+        approval: &mut Option<ApprovalInfo>,
+    ) -> Option<Verdict> {
+        match self {
+            Gatekeeper::Grant(grant) => {
+                *rule = format!("grant:{}", grant.id);
+                *reason = format!(
+                    "temporal grant {} (expires {})",
+                    grant.id,
+                    rfc3339_secs(grant.expires_at)
+                );
+                None
+            }
+            Gatekeeper::Remembered(approvals) => {
+                *rule = memory::RULE.to_owned();
+                *reason = Recall::approval_reason(approvals);
+                None
+            }
+            Gatekeeper::Approved(info) => {
+                *approval = Some(info);
+                None
+            }
+            Gatekeeper::Waiting(info) => {
+                *approval = Some(info);
+                Some(Verdict::ApprovalPending)
+            }
+            Gatekeeper::Denied(info) => {
+                *approval = Some(info);
+                Some(Verdict::ApprovalDenied)
+            }
+            Gatekeeper::TimedOut(info) => {
+                *approval = Some(info);
+                Some(Verdict::ApprovalTimedOut)
+            }
+            Gatekeeper::Ask => Some(Verdict::ApprovalRequired),
+            Gatekeeper::Refused(message) => Some(Verdict::ApprovalUnavailable { message }),
+        }
+    }
+}
+
 /// The subsystems the pipeline talks to. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -379,59 +425,35 @@ impl Pipeline {
                             ),
                         )
                         .await?;
-                    // A grant, mem7 or an approval lets the call run (`None`); anything else is
-                    // the verdict itself.
-                    let held = match gate {
-                        Gatekeeper::Grant(grant) => {
-                            rule = format!("grant:{}", grant.id);
-                            reason = format!(
-                                "temporal grant {} (expires {})",
-                                grant.id,
-                                rfc3339_secs(grant.expires_at)
-                            );
-                            None
-                        }
-                        Gatekeeper::Remembered(approvals) => {
-                            rule = memory::RULE.to_owned();
-                            reason = Recall::approval_reason(approvals);
-                            None
-                        }
-                        Gatekeeper::Approved(info) => {
-                            approval = Some(info);
-                            None
-                        }
-                        Gatekeeper::Waiting(info) => {
-                            approval = Some(info);
-                            Some(Verdict::ApprovalPending)
-                        }
-                        Gatekeeper::Denied(info) => {
-                            approval = Some(info);
-                            Some(Verdict::ApprovalDenied)
-                        }
-                        Gatekeeper::TimedOut(info) => {
-                            approval = Some(info);
-                            Some(Verdict::ApprovalTimedOut)
-                        }
-                        Gatekeeper::Ask => Some(Verdict::ApprovalRequired),
-                        Gatekeeper::Refused(message) => {
-                            Some(Verdict::ApprovalUnavailable { message })
-                        }
-                    };
-                    match held {
+                    match gate.held(&mut rule, &mut reason, &mut approval) {
                         Some(verdict) => verdict,
                         // It runs now, so it counts now (limits and loop detection).
                         None => match spans.try_step(Step::RateLimit, self.limit(&usage)).await? {
                             Some(l) => limited_verdict(&l),
                             None => {
-                                self.run(&mut spans, mode, resolved, &trace_id, &mut backend_status)
-                                    .await
+                                self.run(
+                                    &mut spans,
+                                    mode,
+                                    resolved,
+                                    &call.args,
+                                    &trace_id,
+                                    &mut backend_status,
+                                )
+                                .await
                             }
                         },
                     }
                 }
                 Action::Allow => {
-                    self.run(&mut spans, mode, resolved, &trace_id, &mut backend_status)
-                        .await
+                    self.run(
+                        &mut spans,
+                        mode,
+                        resolved,
+                        &call.args,
+                        &trace_id,
+                        &mut backend_status,
+                    )
+                    .await
                 }
             }
         };
@@ -478,13 +500,14 @@ impl Pipeline {
         spans: &mut CallSpan<'_>,
         mode: Mode,
         resolved: Option<ResolvedCall>,
+        args: &Value,
         trace_id: &str,
         backend_status: &mut Option<u16>,
     ) -> Verdict {
         match (mode, resolved) {
             (Mode::DecideOnly, _) | (Mode::Execute, None) => Verdict::Allowed { result: None },
             (Mode::Execute, Some(target)) => match spans
-                .try_step(Step::Forward, self.forward(target, trace_id))
+                .try_step(Step::Forward, self.forward(target, args, trace_id))
                 .await
             {
                 Ok(done) => {
@@ -608,6 +631,7 @@ impl Pipeline {
     async fn forward(
         &self,
         call: ResolvedCall,
+        args: &Value,
         trace_id: &str,
     ) -> Result<Forwarded, PipelineError> {
         match call.target {
@@ -616,19 +640,17 @@ impl Pipeline {
                 Ok(out.to_json().into())
             }
             // The backend's body is the result, whatever its status (flux7); the status is kept.
-            Target::OpenApi { tool, args } => {
-                let resp = tool.call(&args, trace_id).await?;
+            Target::OpenApi { tool } => {
+                let resp = tool.call(args, trace_id).await?;
                 Ok(Forwarded {
                     result: resp.body,
                     backend_status: Some(resp.status),
                 })
             }
             // The upstream's CallToolResult is forwarded as is (content, structuredContent, isError).
-            Target::Mcp {
-                upstream,
-                tool,
-                args,
-            } => Ok(upstream.call_tool(&tool, args, None).await?.into()),
+            Target::Mcp { upstream, tool } => {
+                Ok(upstream.call_tool(&tool, args.clone(), None).await?.into())
+            }
         }
     }
 

@@ -65,12 +65,10 @@ pub enum Target {
     Mcp {
         upstream: Upstream,
         tool: String,
-        args: Value,
     },
     /// An operation of an OpenAPI backend.
     OpenApi {
         tool: Arc<OpenApiTool>,
-        args: Value,
     },
 }
 
@@ -180,10 +178,7 @@ impl Registry {
             return Ok(ResolvedCall {
                 effective_name: name.to_owned(),
                 default_action: None,
-                target: Target::OpenApi {
-                    tool: tool.clone(),
-                    args: args.clone(),
-                },
+                target: Target::OpenApi { tool: tool.clone() },
             });
         }
         if let Some(cli) = &self.cli
@@ -203,7 +198,6 @@ impl Registry {
                 target: Target::Mcp {
                     upstream: upstream.clone(),
                     tool,
-                    args: args.clone(),
                 },
             });
         }

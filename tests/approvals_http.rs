@@ -475,7 +475,7 @@ fn grant_max_calls_and_condition_are_honoured() {
 }
 
 #[test]
-fn grant_durations_are_validated() {
+fn grant_durations_and_max_calls_are_validated() {
     let d = Daemon::start(&config(""));
     let table = [
         ("0", "invalid duration: must be > 0"),
@@ -497,6 +497,18 @@ fn grant_durations_are_validated() {
         );
         assert_eq!((status, body), (400, json!({"error": error})), "{duration}");
     }
+    let (status, body) = d.post(
+        "/grants",
+        None,
+        &json!({"agent": "claude", "tools": "*", "duration": "1h", "max_calls": 0}).to_string(),
+    );
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "max_calls must be at least 1 (leave it out for no limit)"})
+        )
+    );
     let (_, list) = d.get("/grants", None);
     assert_eq!(list, json!([]));
 }

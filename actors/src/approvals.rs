@@ -326,11 +326,11 @@ impl Approvals {
         let mut fx = Effects::default();
         let (mailbox, allow_private) = (settings.mailbox.max(1), settings.allow_private_targets);
         let book = Book::load(rows, settings, now, &mut fx);
-        // The start-up changes are applied now and made durable by the first flush.
-        let startup = match &store {
-            Some(store) => Some(store.write_approvals(&fx.change())?),
-            None => None,
-        };
+        // The start-up changes (approvals that expired while down) are durable before anything
+        // is answered, and no flush is left running behind a queue that is later stopped.
+        if let Some(store) = &store {
+            store.write_approvals(&fx.change())?.durable_now()?;
+        }
         if let Some(hook) = &on_resolved {
             // Their write is queued with the store's; nobody waits on either.
             fx.resolved.iter().for_each(|r| hook.call(r));
@@ -343,7 +343,6 @@ impl Approvals {
             clock,
             mailbox,
             timer: None,
-            startup,
             on_resolved,
             _alive: alive_tx,
         };
@@ -436,8 +435,6 @@ struct ApprovalsActor {
     mailbox: usize,
     /// The armed timer and the deadline it is for.
     timer: Option<(SystemTime, SpawnHandle)>,
-    /// The flush of the start-up changes, awaited once the actor runs.
-    startup: Option<Flush>,
     on_resolved: Option<ResolutionHook>,
     _alive: watch::Sender<()>,
 }
@@ -447,14 +444,6 @@ impl Actor for ApprovalsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox);
-        if let Some(flush) = self.startup.take() {
-            let done = async move {
-                if let Err(e) = flush.durable().await {
-                    tracing::error!(error = %e, "persisting approvals expired at start-up failed");
-                }
-            };
-            ctx.spawn(done.into_actor(self));
-        }
         self.rearm(ctx);
     }
 }

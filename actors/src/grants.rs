@@ -124,6 +124,8 @@ pub enum GrantError {
     Ambiguous,
     #[error("invalid condition: {0}")]
     InvalidCondition(String),
+    #[error("max_calls must be at least 1 (leave it out for no limit)")]
+    NoCalls,
     #[error("an agent cannot grant itself a call it is waiting approval for")]
     SelfGrant,
     #[error("grants unavailable: {0}")]
@@ -221,17 +223,16 @@ impl Grants {
             max_duration
         };
         let book = Book::load(rows, max_duration, clock.wall(), &mut fx);
-        let startup = match &store {
-            Some(store) => Some(store.write_grants(&fx.change())?),
-            None => None,
-        };
+        // Expired grants are deleted durably before anything is answered (see approvals).
+        if let Some(store) = &store {
+            store.write_grants(&fx.change())?.durable_now()?;
+        }
         let (alive_tx, alive) = watch::channel(());
         let addr = GrantsActor {
             book,
             store,
             clock,
             mailbox: mailbox.max(1),
-            startup,
             _alive: alive_tx,
         }
         .start();
@@ -319,7 +320,6 @@ struct GrantsActor {
     store: Option<Store>,
     clock: Clock,
     mailbox: usize,
-    startup: Option<Flush>,
     _alive: watch::Sender<()>,
 }
 
@@ -328,14 +328,6 @@ impl Actor for GrantsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.mailbox);
-        if let Some(flush) = self.startup.take() {
-            let done = async move {
-                if let Err(e) = flush.durable().await {
-                    tracing::error!(error = %e, "deleting expired grants failed");
-                }
-            };
-            ctx.spawn(done.into_actor(self));
-        }
     }
 }
 
@@ -545,6 +537,9 @@ impl Book {
             return Err(GrantError::TooLong {
                 max: self.max_duration,
             });
+        }
+        if g.max_calls == Some(0) {
+            return Err(GrantError::NoCalls);
         }
         if self.grants.len() >= MAX_GRANTS {
             return Err(GrantError::Unavailable("too many active grants".into()));

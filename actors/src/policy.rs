@@ -198,15 +198,20 @@ fn canonical(p: &Path) -> PathBuf {
 }
 
 fn is_relevant(path: &Path, config_file: &Path, policy_dir: Option<&Path>) -> bool {
-    let path = canonical(path);
-    if path == config_file || path.file_name() == config_file.file_name() {
+    // By name first: the trace file in the same directory changes on every call, and resolving
+    // its path each time would cost system calls for an event that cannot matter.
+    if path.file_name() == config_file.file_name() {
         return true;
     }
     let is_yaml = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e == "yaml" || e == "yml");
-    is_yaml && policy_dir.is_some_and(|d| path.parent() == Some(d))
+    if !is_yaml {
+        return false;
+    }
+    let path = canonical(path);
+    path == config_file || policy_dir.is_some_and(|d| path.parent() == Some(d))
 }
 
 struct PolicyActor {

@@ -18,6 +18,7 @@
 //! - No sled type leaves this module, so another engine could replace it here alone.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,18 @@ impl Flush {
         Flush(None)
     }
 
+    /// The same, blocking the calling thread: for start-up, where the store is opened too.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "start-up only, like `Store::open`; no request is waiting on this thread yet"
+    )]
+    pub(crate) fn durable_now(self) -> Result<(), StoreError> {
+        match self.0 {
+            Some(tree) => tree.flush().map(drop).map_err(StoreError::from),
+            None => Ok(()),
+        }
+    }
+
     /// Resolves once every write applied before this flush was made is on disk.
     pub(crate) async fn durable(self) -> Result<(), StoreError> {
         match self.0 {
@@ -134,11 +147,7 @@ impl Flush {
 impl Store {
     /// Opens (or creates) the store in `dir`. Blocks on file I/O: call it at start-up.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        let db = open_db(dir).map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
         match db.get(SCHEMA_KEY)? {
             None => {
                 // Made durable by the first flush of a real write; a store that dies before
@@ -215,6 +224,32 @@ impl Store {
 
 /// Every decodable row, in creation order. A row that cannot be decoded is skipped with an
 /// error log: one damaged record must not keep every other approval and grant unavailable.
+/// How long `open` waits for the database's file lock. sled releases it from its own threads a
+/// moment after the last handle is dropped, so a store reopened in the same process (a restarted
+/// actor) may find it still held; another process holding it is refused once this has passed.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "start-up only, like the file I/O of opening; bounded by LOCK_WAIT"
+)]
+fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            other => return other,
+        }
+    }
+}
+
 fn load<T: DeserializeOwned>(tree: &sled::Tree, what: &str) -> Result<Vec<Row<T>>, StoreError> {
     let mut rows = Vec::new();
     for item in tree.iter() {
@@ -305,6 +340,19 @@ mod tests {
                 found: SCHEMA_VERSION + 1
             }
         );
+    }
+
+    #[test]
+    fn a_store_held_open_elsewhere_is_refused_after_the_lock_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path()).unwrap();
+        let started = Instant::now();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(started.elapsed() >= LOCK_WAIT, "{:?}", started.elapsed());
+        let StoreError::Open(text) = err else {
+            panic!("{err:?}")
+        };
+        assert!(text.contains("could not acquire lock"), "{text}");
     }
 
     #[actix_rt::test]

@@ -323,7 +323,8 @@ fn grant_error(e: GrantError) -> ApiError {
         ),
         GrantError::InvalidDuration(_)
         | GrantError::TooLong { .. }
-        | GrantError::InvalidCondition(_) => ApiError::bad_request(e.to_string()),
+        | GrantError::InvalidCondition(_)
+        | GrantError::NoCalls => ApiError::bad_request(e.to_string()),
         GrantError::SelfGrant => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
         GrantError::Unavailable(_) | GrantError::Store(_) => ApiError::from(PipelineError::from(e)),
     }

@@ -721,6 +721,7 @@ fn grant_rpc_error(e: GrantError, id: &str) -> RpcError {
         GrantError::InvalidDuration(_)
         | GrantError::TooLong { .. }
         | GrantError::InvalidCondition(_)
+        | GrantError::NoCalls
         | GrantError::SelfGrant => RpcError::invalid_params(e.to_string()),
         GrantError::Unavailable(_) | GrantError::Store(_) => rpc_error(&e.into()),
     }

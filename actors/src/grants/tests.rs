@@ -106,6 +106,20 @@ async fn durations_must_be_positive_and_at_most_the_maximum() {
 }
 
 #[actix::test]
+async fn a_grant_of_zero_calls_is_refused() {
+    let f = Fixture::new();
+    let mut g = new_grant("bot", "*", HOUR);
+    g.max_calls = Some(0);
+    let err = f.grants.create(g).await.unwrap_err();
+    assert_eq!(err, GrantError::NoCalls);
+    assert_eq!(
+        err.to_string(),
+        "max_calls must be at least 1 (leave it out for no limit)"
+    );
+    assert_eq!(f.grants.active_count().await, 0);
+}
+
+#[actix::test]
 async fn a_lower_maximum_is_enforced() {
     let (clock, _) = Clock::manual();
     let grants = Grants::start(None, HOUR, clock, 8).unwrap();
