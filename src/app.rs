@@ -218,82 +218,26 @@ impl App {
     /// Serves HTTP until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish,
     /// and flushes every trace written so far before returning.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let state = self.state.clone();
-        let server = HttpServer::new(move || {
-            HttpApp::new()
-                .app_data(web::Data::new(state.clone()))
-                .configure(api::configure)
-        })
-        .client_request_timeout(self.client_timeout)
-        .client_disconnect_timeout(std::time::Duration::from_secs(5))
-        // A client that goes away drops its request, so a call blocked on an approval never runs
-        // for nobody (the approval then waits for the identical retry).
-        .h1_allow_half_closed(false)
-        .shutdown_timeout(10)
-        // Signals are handled below: actix's own handler would stop the whole actor system,
-        // racing the trace writer's final flush.
-        .disable_signals()
-        .bind(self.listen)
-        .with_context(|| format!("cannot listen on {}", self.listen))?;
-        for addr in server.addrs() {
-            announce(addr);
-        }
-        let server = server.run();
-        let handle = server.handle();
-        // The server future must keep being polled while `stop` waits for it to finish.
-        let mut running = actix_web::rt::spawn(server);
+        let mut http = self
+            .start_http()
+            .with_context(|| format!("cannot listen on {}", self.listen))?;
         tokio::select! {
-            result = &mut running => result.context("http server task")?.context("http server")?,
+            result = &mut http.task => result.context("http server task")?.context("http server")?,
             signal = shutdown_signal() => {
                 tracing::info!(signal, "shutting down: draining requests");
-                handle.stop(true).await;
-                running.await.context("http server task")?.context("http server")?;
+                http.handle.stop(true).await;
+                http.task.await.context("http server task")?.context("http server")?;
             }
         }
-        for upstream in self.pipeline.registry().upstreams() {
-            upstream.shutdown().await;
-        }
-        self.pipeline.approvals().shutdown().await;
-        self.pipeline.grants().shutdown().await;
-        tracing::info!("flushing traces");
-        self.pipeline.telemetry().shutdown(TELEMETRY_DRAIN).await;
-        self.pipeline
-            .trace()
-            .flush()
-            .await
-            .context("flushing traces")?;
-        Ok(())
+        self.shut_down().await
     }
-}
 
-impl App {
     /// `mesh7 --mcp`: serves MCP on stdin/stdout until stdin closes (or SIGTERM/SIGINT), with
     /// the HTTP API alongside so approvals can be resolved. A taken port is logged and MCP
     /// keeps working without the HTTP API.
     pub async fn serve_mcp(self, opts: StdioOptions) -> anyhow::Result<()> {
-        let state = self.state.clone();
-        let bound = HttpServer::new(move || {
-            HttpApp::new()
-                .app_data(web::Data::new(state.clone()))
-                .configure(api::configure)
-        })
-        .client_request_timeout(self.client_timeout)
-        .client_disconnect_timeout(std::time::Duration::from_secs(5))
-        // A client that goes away drops its request, so a call blocked on an approval never runs
-        // for nobody (the approval then waits for the identical retry).
-        .h1_allow_half_closed(false)
-        .shutdown_timeout(10)
-        .disable_signals()
-        .bind(self.listen);
-        let http = match bound {
-            Ok(server) => {
-                for addr in server.addrs() {
-                    announce(addr);
-                }
-                let server = server.run();
-                let handle = server.handle();
-                Some((handle, actix_web::rt::spawn(server)))
-            }
+        let http = match self.start_http() {
+            Ok(http) => Some(http),
             Err(e) => {
                 tracing::warn!(listen = %self.listen, error = %e,
                     "HTTP API not started (port taken?): serving MCP on stdio only");
@@ -310,20 +254,68 @@ impl App {
                 Ok(())
             }
         };
-        if let Some((handle, running)) = http {
-            handle.stop(true).await;
-            if let Err(e) = running.await {
+        if let Some(http) = http {
+            http.handle.stop(true).await;
+            if let Err(e) = http.task.await {
                 tracing::error!(error = %e, "http server task");
             }
         }
+        self.shut_down().await?;
+        served
+    }
+
+    /// Binds the HTTP API and runs it on its own task.
+    fn start_http(&self) -> std::io::Result<RunningHttp> {
+        let state = self.state.clone();
+        let server = HttpServer::new(move || {
+            HttpApp::new()
+                .app_data(web::Data::new(state.clone()))
+                .configure(api::configure)
+        })
+        .client_request_timeout(self.client_timeout)
+        .client_disconnect_timeout(std::time::Duration::from_secs(5))
+        // A client that goes away drops its request, so a call blocked on an approval never runs
+        // for nobody (the approval then waits for the identical retry).
+        .h1_allow_half_closed(false)
+        .shutdown_timeout(10)
+        // Signals are handled by the callers: actix's own handler would stop the whole actor
+        // system, racing the trace writer's final flush.
+        .disable_signals()
+        .bind(self.listen)?;
+        for addr in server.addrs() {
+            announce(addr);
+        }
+        let server = server.run();
+        let handle = server.handle();
+        // The server future must keep being polled while `stop` waits for it to finish.
+        Ok(RunningHttp {
+            handle,
+            task: actix_web::rt::spawn(server),
+        })
+    }
+
+    /// Once no request is left: stops the upstream connections and the durable queues, then
+    /// drains the span export and flushes every trace written so far.
+    async fn shut_down(&self) -> anyhow::Result<()> {
+        for upstream in self.pipeline.registry().upstreams() {
+            upstream.shutdown().await;
+        }
+        self.pipeline.approvals().shutdown().await;
+        self.pipeline.grants().shutdown().await;
+        tracing::info!("flushing traces");
         self.pipeline.telemetry().shutdown(TELEMETRY_DRAIN).await;
         self.pipeline
             .trace()
             .flush()
             .await
-            .context("flushing traces")?;
-        served
+            .context("flushing traces")
     }
+}
+
+/// The HTTP API while it runs.
+struct RunningHttp {
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// How long shutdown waits for queued spans to reach `otel_endpoint`.

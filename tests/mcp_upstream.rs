@@ -5,45 +5,14 @@ mod common;
 #[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
 mod mcp_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Daemon, npm_server, wait_for};
+use common::{Daemon, filesystem_config, wait_for};
 use mcp_support::run_python;
-
-/// The configuration and the filesystem server's root (alive as long as the guard).
-fn filesystem_config() -> (String, PathBuf, tempfile::TempDir) {
-    let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
-    let guard = tempfile::tempdir().expect("temp dir");
-    // The server resolves symlinks: give it the canonical path it will report.
-    let root = std::fs::canonicalize(guard.path()).expect("canonical root");
-    std::fs::write(root.join("notes.txt"), "hello from the filesystem\n").expect("notes");
-    let yaml = format!(
-        r#"
-mcp_servers:
-  - name: fs
-    transport: stdio
-    command: "{node}"
-    args: ["{entry}", "{root}"]
-policies:
-  - name: files
-    agent: "*"
-    rules:
-      - tools: ["fs.read_*", "fs.list_*"]
-        action: allow
-      - tools: ["fs.write_file"]
-        action: human_approval
-"#,
-        node = node.display(),
-        entry = entry.display(),
-        root = root.display(),
-    );
-    (yaml, root, guard)
-}
 
 #[test]
 fn filesystem_tools_over_streamable_http_keep_schemas_results_and_governance() {
-    let (yaml, root, _guard) = filesystem_config();
+    let (yaml, root, _guard) = filesystem_config("");
     let d = Daemon::start(&yaml);
     wait_for(Duration::from_secs(30), || {
         let (_, servers) = d.get("/mcp-servers", None);
@@ -70,7 +39,7 @@ fn filesystem_tools_over_streamable_http_keep_schemas_results_and_governance() {
 
 #[test]
 fn filesystem_tools_over_stdio_keep_schemas_results_and_governance() {
-    let (yaml, root, _guard) = filesystem_config();
+    let (yaml, root, _guard) = filesystem_config("");
     let dir = tempfile::tempdir().expect("temp dir");
     let config = common::write_config(dir.path(), &yaml)
         .display()

@@ -5,37 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, npm_server, wait_for};
+use common::{Daemon, filesystem_config, wait_for};
 use serde_json::{Value, json};
 
 /// The daemon, the allowed root and its guard (the directory lives as long as the guard).
 fn filesystem_daemon() -> (Daemon, std::path::PathBuf, tempfile::TempDir) {
-    let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
-    let guard = tempfile::tempdir().expect("temp dir");
-    // The server resolves symlinks: give it the canonical path it will report.
-    let root = std::fs::canonicalize(guard.path()).expect("canonical temp dir");
-    std::fs::write(root.join("notes.txt"), "hello from the filesystem\n").expect("write notes");
-    let yaml = format!(
-        r#"
-mcp_servers:
-  - name: fs
-    transport: stdio
-    command: "{node}"
-    args: ["{entry}", "{root}"]
-policies:
-  - name: files
-    agent: "*"
-    rules:
-      - tools: ["fs.read_*", "fs.list_*"]
-        action: allow
-      - tools: ["fs.write_file"]
-        action: human_approval
-      - tools: ["fs.move_file"]
+    let (yaml, root, guard) = filesystem_config(
+        r#"      - tools: ["fs.move_file"]
         action: deny
 "#,
-        node = node.display(),
-        entry = entry.display(),
-        root = root.display(),
     );
     let d = Daemon::start(&yaml);
     wait_for(Duration::from_secs(30), || {

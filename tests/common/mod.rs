@@ -244,3 +244,36 @@ pub fn npm_server(package: &str) -> (PathBuf, PathBuf) {
     }
     (node, entry)
 }
+
+/// The official filesystem server as upstream `fs` over stdio, rooted in a fresh directory that
+/// holds `notes.txt`, under a `files` policy: reads and listings allowed, `fs.write_file` under
+/// human approval, then `extra_rules` (YAML rule items at the rules' indentation). Returns the
+/// YAML, the root as the server reports it, and the directory's guard.
+pub fn filesystem_config(extra_rules: &str) -> (String, PathBuf, tempfile::TempDir) {
+    let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
+    let guard = tempfile::tempdir().expect("temp dir");
+    // The server resolves symlinks: give it the canonical path it will report.
+    let root = std::fs::canonicalize(guard.path()).expect("canonical root");
+    std::fs::write(root.join("notes.txt"), "hello from the filesystem\n").expect("notes");
+    let yaml = format!(
+        r#"
+mcp_servers:
+  - name: fs
+    transport: stdio
+    command: "{node}"
+    args: ["{entry}", "{root}"]
+policies:
+  - name: files
+    agent: "*"
+    rules:
+      - tools: ["fs.read_*", "fs.list_*"]
+        action: allow
+      - tools: ["fs.write_file"]
+        action: human_approval
+{extra_rules}"#,
+        node = node.display(),
+        entry = entry.display(),
+        root = root.display(),
+    );
+    (yaml, root, guard)
+}
