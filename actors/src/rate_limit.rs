@@ -19,7 +19,8 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler, MailboxError, Message, Recipient};
+use actix::prelude::SendError;
+use actix::{Actor, AsyncContext as _, Context, Handler, MailboxError, Message, Recipient};
 use lru::LruCache;
 use mesh7_config::{LoopDetectionConfig, RateLimitConfig, RateLimiterConfig};
 use tokio::sync::oneshot;
@@ -170,24 +171,33 @@ fn hash_canonical(value: &serde_json::Value, h: &mut DefaultHasher) {
 
 /// The cloneable handle of the rate limiter.
 ///
-/// Calls made at about the same time travel to the actor together: the first call into an empty
-/// queue schedules one send, and every call queued before that send runs goes in the same
-/// `AcquireBatch`. The actor checks them in queue order, so the counting is exactly what one
-/// message per call would give, at one round trip to the actor's thread per batch instead of per
-/// call. Under load that hop was the costliest part of a decision; alone, a call is a batch of one.
+/// A call's `Acquire` goes into the actor's queue; the first call into an idle queue sends the
+/// actor a `Drain`. The actor takes everything queued at once, checks the calls in queue order
+/// (exactly what one message per call would count) and answers each caller. While it works,
+/// new calls only queue: under load one wake-up of the actor's thread serves a whole batch, and a
+/// lone call costs one message and its answer. The same shape as the trace writer's queue.
 #[derive(Clone)]
 pub struct RateLimit {
-    actor: Recipient<AcquireBatch>,
-    queue: Arc<Mutex<Vec<Waiting>>>,
+    actor: Recipient<Drain>,
+    queue: Arc<Mutex<Queue>>,
 }
 
 /// A queued call and where its answer goes.
-type Waiting = (Acquire, oneshot::Sender<Result<(), RateLimitError>>);
+type Waiting = (Acquire, oneshot::Sender<Result<(), Limited>>);
 
-/// Several `Acquire`s, checked in order; one answer per call, in the same order.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// A `Drain` is on its way or being handled: what is queued now is taken with it.
+    scheduled: bool,
+    /// The actor is gone: calls are refused at once.
+    closed: bool,
+}
+
+/// Asks the actor to check every queued call.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<Result<(), Limited>>")]
-pub struct AcquireBatch(pub Vec<Acquire>);
+#[rtype(result = "()")]
+pub struct Drain;
 
 impl RateLimit {
     /// Starts the limiter on the current arbiter; call it inside a running actix System.
@@ -197,65 +207,72 @@ impl RateLimit {
         clock: Clock,
         mailbox: usize,
     ) -> RateLimit {
-        let core = Limiter::new(limiter, loops, clock.now());
+        let queue = Arc::new(Mutex::new(Queue::default()));
         let addr = RateLimitActor {
-            core,
+            core: Limiter::new(limiter, loops, clock.now()),
+            queue: queue.clone(),
             clock,
             mailbox,
         }
         .start();
         RateLimit {
             actor: addr.recipient(),
-            queue: Arc::default(),
+            queue,
         }
     }
 
     /// `Unavailable` means the limiter could not answer; the caller must refuse the call.
     pub async fn acquire(&self, req: Acquire) -> Result<(), RateLimitError> {
         let (tx, rx) = oneshot::channel();
-        let first = {
+        let wake = {
             let mut queue = lock(&self.queue);
-            queue.push((req, tx));
-            queue.len() == 1
+            if queue.closed {
+                return Err(RateLimitError::Unavailable(
+                    "the limiter has stopped".to_owned(),
+                ));
+            }
+            queue.waiting.push((req, tx));
+            !std::mem::replace(&mut queue.scheduled, true)
         };
-        if first {
-            // A task of its own, so a caller that goes away cannot take the others' answers
-            // with it; it runs after the tasks already scheduled, which lets them join the batch.
-            tokio::spawn(self.clone().send_queued());
+        if wake {
+            match self.actor.try_send(Drain) {
+                Ok(()) => {}
+                // At most one `Drain` is ever waiting, so this only happens with a mailbox of
+                // one; wait for the room.
+                Err(SendError::Full(drain)) => {
+                    if self.actor.send(drain).await.is_err() {
+                        self.refuse_all();
+                    }
+                }
+                Err(SendError::Closed(_)) => self.refuse_all(),
+            }
         }
-        rx.await.unwrap_or_else(|_| {
-            Err(RateLimitError::Unavailable(
-                "the call was dropped unanswered".to_owned(),
-            ))
-        })
+        match rx.await {
+            Ok(answer) => answer.map_err(RateLimitError::Limited),
+            Err(_) => Err(RateLimitError::Unavailable(
+                "the limiter stopped before answering".to_owned(),
+            )),
+        }
     }
 
-    /// Sends everything queued as one batch and hands each caller its answer.
-    async fn send_queued(self) {
-        let (calls, waiting): (Vec<Acquire>, Vec<_>) =
-            std::mem::take(&mut *lock(&self.queue)).into_iter().unzip();
-        match self.actor.send(AcquireBatch(calls)).await {
-            Ok(answers) => {
-                for (tx, answer) in waiting.into_iter().zip(answers) {
-                    // A caller that has gone away needs no answer.
-                    let _ = tx.send(answer.map_err(RateLimitError::Limited));
-                }
-            }
-            Err(e) => {
-                for tx in waiting {
-                    let _ = tx.send(Err(RateLimitError::from(e)));
-                }
-            }
-        }
+    /// The actor cannot be reached: every queued call is refused (its answer channel dropped).
+    fn refuse_all(&self) {
+        let refused = {
+            let mut queue = lock(&self.queue);
+            queue.closed = true;
+            std::mem::take(&mut queue.waiting)
+        };
+        drop(refused);
     }
 }
 
-fn lock(queue: &Mutex<Vec<Waiting>>) -> MutexGuard<'_, Vec<Waiting>> {
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 struct RateLimitActor {
     core: Limiter,
+    queue: Arc<Mutex<Queue>>,
     clock: Clock,
     mailbox: usize,
 }
@@ -268,15 +285,40 @@ impl Actor for RateLimitActor {
     }
 }
 
-impl Handler<AcquireBatch> for RateLimitActor {
-    type Result = Vec<Result<(), Limited>>;
+impl Handler<Drain> for RateLimitActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: AcquireBatch, _: &mut Self::Context) -> Self::Result {
+    /// One batch per message: what was queued when it arrives. If more came meanwhile, the actor
+    /// asks itself again, so other messages on its arbiter are served in between.
+    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
+        let batch = std::mem::take(&mut lock(&self.queue).waiting);
         let now = self.clock.now();
-        msg.0
-            .iter()
-            .map(|req| self.core.acquire(req, now))
-            .collect()
+        for (req, answer) in batch {
+            // A caller that has gone away needs no answer; its call still counts, as a call
+            // whose answer was on its way when the caller left.
+            let _ = answer.send(self.core.acquire(&req, now));
+        }
+        let more = {
+            let mut queue = lock(&self.queue);
+            queue.scheduled = !queue.waiting.is_empty();
+            queue.scheduled
+        };
+        if more {
+            ctx.notify(Drain);
+        }
+    }
+}
+
+impl Drop for RateLimitActor {
+    /// However the actor ends (stopped, or its arbiter gone), nothing queued waits forever and
+    /// later calls are refused at once.
+    fn drop(&mut self) {
+        let refused = {
+            let mut queue = lock(&self.queue);
+            queue.closed = true;
+            std::mem::take(&mut queue.waiting)
+        };
+        drop(refused);
     }
 }
 
