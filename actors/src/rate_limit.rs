@@ -255,19 +255,25 @@ impl RateLimit {
         }
     }
 
-    /// The actor cannot be reached: every queued call is refused (its answer channel dropped).
+    /// The actor cannot be reached: every queued call is refused.
     fn refuse_all(&self) {
-        let refused = {
-            let mut queue = lock(&self.queue);
-            queue.closed = true;
-            std::mem::take(&mut queue.waiting)
-        };
-        drop(refused);
+        close(&self.queue);
     }
 }
 
 fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Marks the queue closed and drops what waits in it: each of those calls gets `Unavailable`
+/// (its answer channel is gone), and later calls are refused at once.
+fn close(queue: &Mutex<Queue>) {
+    let refused = {
+        let mut queue = lock(queue);
+        queue.closed = true;
+        std::mem::take(&mut queue.waiting)
+    };
+    drop(refused);
 }
 
 struct RateLimitActor {
@@ -313,12 +319,7 @@ impl Drop for RateLimitActor {
     /// However the actor ends (stopped, or its arbiter gone), nothing queued waits forever and
     /// later calls are refused at once.
     fn drop(&mut self) {
-        let refused = {
-            let mut queue = lock(&self.queue);
-            queue.closed = true;
-            std::mem::take(&mut queue.waiting)
-        };
-        drop(refused);
+        close(&self.queue);
     }
 }
 
