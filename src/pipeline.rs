@@ -405,11 +405,13 @@ impl Pipeline {
         };
         let limited = spans.try_step(Step::RateLimit, self.limit(&check)).await?;
 
-        let verdict = if let Some(l) = limited {
-            limited_verdict(&l)
+        // What holds the call back, if anything; `None` lets it run.
+        let held = if let Some(l) = limited {
+            Some(limited_verdict(&l))
         } else {
             match action {
-                Action::Deny => Verdict::Denied,
+                Action::Deny => Some(Verdict::Denied),
+                Action::Allow => None,
                 Action::HumanApproval => {
                     let gate = spans
                         .try_step(
@@ -426,35 +428,28 @@ impl Pipeline {
                         )
                         .await?;
                     match gate.held(&mut rule, &mut reason, &mut approval) {
-                        Some(verdict) => verdict,
+                        Some(verdict) => Some(verdict),
                         // It runs now, so it counts now (limits and loop detection).
-                        None => match spans.try_step(Step::RateLimit, self.limit(&usage)).await? {
-                            Some(l) => limited_verdict(&l),
-                            None => {
-                                self.run(
-                                    &mut spans,
-                                    mode,
-                                    resolved,
-                                    &call.args,
-                                    &trace_id,
-                                    &mut backend_status,
-                                )
-                                .await
-                            }
-                        },
+                        None => spans
+                            .try_step(Step::RateLimit, self.limit(&usage))
+                            .await?
+                            .map(|l| limited_verdict(&l)),
                     }
                 }
-                Action::Allow => {
-                    self.run(
-                        &mut spans,
-                        mode,
-                        resolved,
-                        &call.args,
-                        &trace_id,
-                        &mut backend_status,
-                    )
-                    .await
-                }
+            }
+        };
+        let verdict = match held {
+            Some(verdict) => verdict,
+            None => {
+                self.run(
+                    &mut spans,
+                    mode,
+                    resolved,
+                    &call.args,
+                    &trace_id,
+                    &mut backend_status,
+                )
+                .await
             }
         };
 
