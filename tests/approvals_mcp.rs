@@ -536,6 +536,10 @@ fn grant_tools_over_stdio_validate_and_a_grant_lifts_approval() {
             json!({"tools": "approver.run", "duration": "0"}),
             "invalid duration: must be > 0",
         ),
+        (
+            json!({"tools": "approver.run", "duration": "30m", "max_calls": 0}),
+            "max_calls must be at least 1 (leave it out for no limit)",
+        ),
     ];
     for (args, message) in table {
         let answer = s.call("grant.create", &args);
