@@ -32,6 +32,15 @@ pub enum PipelineError {
     /// A subsystem could not take the request (mailbox full or closed). Fail closed, retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller went away (HTTP client disconnected, MCP `notifications/cancelled`) while the
+    /// call ran. Nobody receives this answer: it is what the call's trace says.
+    #[error("cancelled: the caller went away while the call ran")]
+    Cancelled,
+}
+
+/// nginx's status for a request whose client went away before the answer.
+fn client_closed_request() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 /// The row of the table for one error.
@@ -63,6 +72,8 @@ impl PipelineError {
             PipelineError::Unavailable(_) => {
                 ("unavailable", StatusCode::SERVICE_UNAVAILABLE, -32603)
             }
+            // 499 "client closed request" (nginx); -32800 "request cancelled" (LSP).
+            PipelineError::Cancelled => ("cancelled", client_closed_request(), -32800),
         };
         ErrorCode {
             code,
@@ -90,6 +101,7 @@ impl From<mesh7_actors::cli::CliError> for PipelineError {
         match e {
             CliError::Timeout { .. } => PipelineError::ForwardTimeout(e.to_string()),
             CliError::Unavailable(_) => PipelineError::Unavailable(e.to_string()),
+            CliError::Cancelled => PipelineError::Cancelled,
             other => PipelineError::Forward(other.to_string()),
         }
     }

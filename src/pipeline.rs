@@ -441,15 +441,34 @@ impl Pipeline {
         let verdict = match held {
             Some(verdict) => verdict,
             None => {
-                self.run(
-                    &mut spans,
-                    mode,
-                    resolved,
-                    &call.args,
-                    &trace_id,
-                    &mut backend_status,
-                )
-                .await
+                // Traces the call as cancelled if this future is dropped while it runs.
+                let running = Running {
+                    pipeline: self,
+                    ctx: &ctx,
+                    call: &call,
+                    effective,
+                    source,
+                    agent: &identity.agent,
+                    action,
+                    rule: &rule,
+                    reason: &reason,
+                    trace_id: &trace_id,
+                    approval: approval.as_ref(),
+                    started,
+                    finished: false,
+                };
+                let verdict = self
+                    .run(
+                        &mut spans,
+                        mode,
+                        resolved,
+                        &call.args,
+                        &trace_id,
+                        &mut backend_status,
+                    )
+                    .await;
+                running.finished();
+                verdict
             }
         };
 
@@ -659,53 +678,7 @@ impl Pipeline {
         effective: String,
         params: Value,
     ) {
-        let (status_code, error, result) = match &g.verdict {
-            Verdict::Allowed { result } => (
-                g.backend_status
-                    .unwrap_or_else(|| status_of(result.as_ref())),
-                String::new(),
-                result.as_ref(),
-            ),
-            Verdict::Failed { error } => (error.code().status.as_u16(), error.to_string(), None),
-            Verdict::Denied => (0, g.reason.clone(), None),
-            Verdict::ApprovalRequired | Verdict::ApprovalPending => (0, String::new(), None),
-            Verdict::ApprovalDenied => (
-                0,
-                format!(
-                    "approval denied by {}",
-                    g.approval.as_ref().map_or("", |a| a.resolved_by.as_str())
-                ),
-                None,
-            ),
-            Verdict::ApprovalTimedOut => (0, "approval timed out".to_owned(), None),
-            Verdict::ApprovalUnavailable { message } => (0, message.clone(), None),
-            Verdict::RateLimited { message, .. } => (0, message.clone(), None),
-        };
-        let mut entry = TraceEntry {
-            trace_id: g.trace_id.clone(),
-            session_id: ctx.session_id.clone(),
-            agent_id: g.agent.clone(),
-            tool: g.tool.clone(),
-            params,
-            policy: g.policy_label().to_owned(),
-            policy_rule: g.rule.clone(),
-            status_code,
-            latency_ms: g.latency_ms,
-            error,
-            timestamp: trace::format_timestamp(std::time::SystemTime::now()),
-            ingress: ctx.ingress.as_str().to_owned(),
-            effective_tool: effective,
-            ..TraceEntry::default()
-        };
-        if let Some(a) = &g.approval {
-            entry.approval_id.clone_from(&a.id);
-            entry.approval_status = a.status.as_str().to_owned();
-            entry.approved_by.clone_from(&a.resolved_by);
-            entry.approval_ms = a.waited_ms;
-            entry.supervisor_reasoning.clone_from(&a.reasoning);
-            entry.supervisor_confidence = a.confidence;
-        }
-        trace::estimate_tokens(&mut entry, result);
+        let entry = trace_entry(ctx, g, effective, params);
         spans.outcome(&entry);
         if let Err(e) = spans
             .step(Step::Trace, self.inner.trace.record(entry))
@@ -714,6 +687,120 @@ impl Pipeline {
             self.inner.metrics.trace_record_lost();
             tracing::error!(error = %e, trace_id = %g.trace_id, "trace record lost");
         }
+    }
+}
+
+/// The trace entry of a governed call.
+fn trace_entry(ctx: &RequestContext, g: &Governed, effective: String, params: Value) -> TraceEntry {
+    let (status_code, error, result) = match &g.verdict {
+        Verdict::Allowed { result } => (
+            g.backend_status
+                .unwrap_or_else(|| status_of(result.as_ref())),
+            String::new(),
+            result.as_ref(),
+        ),
+        Verdict::Failed { error } => (error.code().status.as_u16(), error.to_string(), None),
+        Verdict::Denied => (0, g.reason.clone(), None),
+        Verdict::ApprovalRequired | Verdict::ApprovalPending => (0, String::new(), None),
+        Verdict::ApprovalDenied => (
+            0,
+            format!(
+                "approval denied by {}",
+                g.approval.as_ref().map_or("", |a| a.resolved_by.as_str())
+            ),
+            None,
+        ),
+        Verdict::ApprovalTimedOut => (0, "approval timed out".to_owned(), None),
+        Verdict::ApprovalUnavailable { message } => (0, message.clone(), None),
+        Verdict::RateLimited { message, .. } => (0, message.clone(), None),
+    };
+    let mut entry = TraceEntry {
+        trace_id: g.trace_id.clone(),
+        session_id: ctx.session_id.clone(),
+        agent_id: g.agent.clone(),
+        tool: g.tool.clone(),
+        params,
+        policy: g.policy_label().to_owned(),
+        policy_rule: g.rule.clone(),
+        status_code,
+        latency_ms: g.latency_ms,
+        error,
+        timestamp: trace::format_timestamp(std::time::SystemTime::now()),
+        ingress: ctx.ingress.as_str().to_owned(),
+        effective_tool: effective,
+        ..TraceEntry::default()
+    };
+    if let Some(a) = &g.approval {
+        entry.approval_id.clone_from(&a.id);
+        entry.approval_status = a.status.as_str().to_owned();
+        entry.approved_by.clone_from(&a.resolved_by);
+        entry.approval_ms = a.waited_ms;
+        entry.supervisor_reasoning.clone_from(&a.reasoning);
+        entry.supervisor_confidence = a.confidence;
+    }
+    trace::estimate_tokens(&mut entry, result);
+    entry
+}
+
+/// A call that is running (forwarded to its tool). When the caller goes away meanwhile (an
+/// HTTP client disconnects, an MCP client sends `notifications/cancelled`) the pipeline's
+/// future is dropped, and with it the forwarding: the OpenAPI request, the upstream MCP call
+/// (which tells the server `notifications/cancelled`) or the CLI process group (killed). The
+/// call may already have had effects, so dropping this guard before `finished` records it in
+/// the trace and the metrics as cancelled (`PipelineError::Cancelled`).
+struct Running<'a> {
+    pipeline: &'a Pipeline,
+    ctx: &'a RequestContext,
+    call: &'a ToolCall,
+    effective: &'a str,
+    source: Source,
+    agent: &'a str,
+    action: Action,
+    rule: &'a str,
+    reason: &'a str,
+    trace_id: &'a str,
+    approval: Option<&'a ApprovalInfo>,
+    started: Instant,
+    finished: bool,
+}
+
+impl Running<'_> {
+    /// The call ended normally: the pipeline records it.
+    fn finished(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let inner = &*self.pipeline.inner;
+        let g = Governed {
+            trace_id: self.trace_id.to_owned(),
+            agent: self.agent.to_owned(),
+            tool: self.call.tool.clone(),
+            action: self.action,
+            rule: self.rule.to_owned(),
+            reason: self.reason.to_owned(),
+            latency_ms: millis(self.started.elapsed()),
+            verdict: Verdict::Failed {
+                error: PipelineError::Cancelled,
+            },
+            backend_status: None,
+            approval: self.approval.cloned(),
+        };
+        tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "call cancelled: the caller went away");
+        let effective = effective_name_of(&g, self.effective);
+        let entry = trace_entry(self.ctx, &g, effective, self.call.args.clone());
+        if let Err(e) = inner.trace.record_now(entry) {
+            inner.metrics.trace_record_lost();
+            tracing::error!(error = %e, trace_id = %g.trace_id, "trace record lost");
+        }
+        inner
+            .metrics
+            .count_call(self.ctx.ingress, self.source, &g.verdict);
     }
 }
 

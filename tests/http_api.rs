@@ -608,3 +608,78 @@ fn slow_clients_are_timed_out_with_a_json_408() {
         "{response}"
     );
 }
+
+#[test]
+fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
+    use std::io::Write as _;
+    let yaml = BASE
+        .replace(
+            "  - name: ls\n",
+            "  - name: sleep\n    bin: sleep\n    bare: { timeout: 60s }\n  - name: ls\n",
+        )
+        .replace(
+            r#"      - tools: ["echo.run", "date.run"]"#,
+            r#"      - tools: ["echo.run", "date.run", "sleep.run"]"#,
+        );
+    let d = Daemon::start(&yaml);
+    let addr = d.url.trim_start_matches("http://");
+    let body = r#"{"params":{"args":["60"]}}"#;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /tool/sleep.run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer agent:bot\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // The call runs once its `sleep` is a child of the daemon; then the client leaves.
+    let (sleep, _) = common::wait_for(std::time::Duration::from_secs(30), || {
+        child_of(d.child.id())
+    })
+    .expect("the tool never started");
+    drop(stream);
+
+    let (entry, _) = common::wait_for(std::time::Duration::from_secs(30), || {
+        let (_, traces) = d.get("/traces?tool=sleep.run", None);
+        traces
+            .as_array()
+            .and_then(|t| t.first())
+            .filter(|e| e["status_code"] == 499)
+            .cloned()
+    })
+    .expect("no cancelled trace for the call");
+    assert_eq!(entry["policy"], "allow", "{entry}");
+    assert_eq!(entry["agent_id"], "bot", "{entry}");
+    assert_eq!(
+        entry["error"], "cancelled: the caller went away while the call ran",
+        "{entry}"
+    );
+    assert!(entry["latency_ms"].as_u64().unwrap() < 60_000, "{entry}");
+    // The command was stopped with its caller.
+    common::wait_for(std::time::Duration::from_secs(30), || {
+        let stat = std::fs::read_to_string(format!("/proc/{sleep}/stat"));
+        stat.map_or(true, |s| {
+            s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
+        })
+        .then_some(())
+    })
+    .expect("the command outlived its caller");
+    let (_, metrics) = d.get_text("/metrics");
+    assert!(
+        metrics.contains(r#"mesh7_calls_total{ingress="http",decision="error"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// The first child process of `pid` (any of its threads).
+fn child_of(pid: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.map_while(Result::ok).find_map(|task| {
+        std::fs::read_to_string(task.path().join("children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}

@@ -161,20 +161,33 @@ fn notifications_are_never_answered() {
 }
 
 #[test]
-fn a_cancelled_call_is_not_answered_but_still_traced() {
+fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
     let (dir, config) = config_dir(GOVERNED);
     let mut mcp = start(dir.path(), &config, &[], &[]);
     mcp.initialize();
+    let started = std::time::Instant::now();
     mcp.request(
         1,
         "tools/call",
-        &json!({"name": "sleep.run", "arguments": {"args": ["1"]}}),
+        &json!({"name": "sleep.run", "arguments": {"args": ["30"]}}),
     );
+    // The call is running once its `sleep` is a child of the server.
+    let sleep = wait_for_child(mcp.child.id());
     mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1, "reason": "user"}}));
     mcp.request(2, "ping", &json!({}));
     assert_eq!(mcp.recv(WAIT)["id"], 2);
+    // Stopped: the command is killed, and EOF does not wait for it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{sleep}")).exists() && !is_zombie(sleep) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sleep {sleep} still runs"
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
     mcp.close_stdin();
     assert!(mcp.wait(WAIT).success());
+    assert!(started.elapsed() < Duration::from_secs(25));
     let mut rest = Vec::new();
     while let Some(line) = mcp.try_recv(Duration::from_secs(1)) {
         rest.push(line);
@@ -183,8 +196,42 @@ fn a_cancelled_call_is_not_answered_but_still_traced() {
         rest.is_empty(),
         "a cancelled request was answered: {rest:?}"
     );
+    // What ran is traced, as cancelled.
     let traces = std::fs::read_to_string(dir.path().join("traces.jsonl")).expect("traces");
-    assert!(traces.contains("\"tool\":\"sleep.run\""), "{traces}");
+    let entry: Value = traces
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
+        .find(|e| e["tool"] == "sleep.run")
+        .unwrap_or_else(|| panic!("no trace of the cancelled call: {traces}"));
+    assert_eq!(entry["policy"], "allow", "{entry}");
+    assert_eq!(entry["status_code"], 499, "{entry}");
+    assert_eq!(
+        entry["error"], "cancelled: the caller went away while the call ran",
+        "{entry}"
+    );
+    assert!(entry["latency_ms"].as_u64().unwrap() < 25_000, "{entry}");
+}
+
+/// The pid of the first child process of `pid` (any of its threads), waited for.
+fn wait_for_child(pid: u32) -> u32 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+        for task in tasks.map_while(Result::ok) {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            if let Some(child) = children.split_whitespace().next() {
+                return child.parse().expect("pid");
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no child process");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')))
 }
 
 #[test]

@@ -24,6 +24,7 @@ use mesh7_config::{Action, CliCommandConfig, CliToolConfig};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::oneshot;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_OUTPUT: usize = 1 << 20;
@@ -118,6 +119,9 @@ pub enum CliError {
     Exec(String),
     #[error("cli executor unavailable: {0}")]
     Unavailable(String),
+    /// The caller went away while the command ran; its process group was killed.
+    #[error("command cancelled: the caller went away")]
+    Cancelled,
 }
 
 impl From<MailboxError> for CliError {
@@ -609,10 +613,14 @@ fn go_duration(d: Duration) -> String {
     }
 }
 
-/// Runs an invocation to completion (or timeout).
+/// Runs an invocation to completion (or timeout), or until the caller goes away.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<CliOutput, CliError>")]
-pub struct Execute(pub CliInvocation);
+pub struct Execute {
+    pub invocation: CliInvocation,
+    /// Ends (with an error) when the caller drops its end: the caller is gone.
+    pub caller: oneshot::Receiver<()>,
+}
 
 /// The cloneable handle of the CLI executor.
 #[derive(Clone)]
@@ -629,8 +637,16 @@ impl Cli {
         }
     }
 
+    /// Runs `inv`. Dropping the returned future (the caller went away) kills the command.
     pub async fn execute(&self, inv: CliInvocation) -> Result<CliOutput, CliError> {
-        self.execute.send(Execute(inv)).await?
+        // Held while this future lives: its drop tells the actor that nobody is waiting.
+        let (_waiting, caller) = oneshot::channel();
+        self.execute
+            .send(Execute {
+                invocation: inv,
+                caller,
+            })
+            .await?
     }
 }
 
@@ -650,10 +666,17 @@ impl Handler<Execute> for CliActor {
     type Result = ResponseFuture<Result<CliOutput, CliError>>;
 
     fn handle(&mut self, msg: Execute, _: &mut Self::Context) -> Self::Result {
-        let inv = msg.0;
+        let Execute {
+            invocation: inv,
+            caller,
+        } = msg;
         Box::pin(async move {
             let (argv, stdin) = build_argv(&inv)?;
-            run(&inv.tool, &argv, stdin).await
+            tokio::select! {
+                out = run(&inv.tool, &argv, stdin) => out,
+                // Dropping `run` kills the process group (`GroupKiller`, `kill_on_drop`).
+                _ = caller => Err(CliError::Cancelled),
+            }
         })
     }
 }

@@ -761,20 +761,8 @@ impl Trace {
     /// waiting it waits until the writer has taken them (backpressure); an audit record is
     /// never dropped. An empty `trace_id` gets a fresh one and an empty `timestamp` gets the
     /// clock's time.
-    pub async fn record(&self, mut entry: TraceEntry) -> Result<(), TraceError> {
-        if entry.trace_id.is_empty() {
-            entry.trace_id = new_trace_id();
-        }
-        if entry.timestamp.is_empty() {
-            entry.timestamp = format_timestamp(self.clock.wall());
-        }
-        let (wake, full) = {
-            let mut pending = lock(&self.pending);
-            pending.entries.push(entry);
-            let wake = !pending.scheduled;
-            pending.scheduled = true;
-            (wake, pending.entries.len() >= self.capacity)
-        };
+    pub async fn record(&self, entry: TraceEntry) -> Result<(), TraceError> {
+        let (wake, full) = self.push(entry);
         if full {
             return Ok(self.drain_now.send(DrainNow).await?);
         }
@@ -787,6 +775,36 @@ impl Trace {
             }
         }
         Ok(())
+    }
+
+    /// `record` for code that cannot wait, such as a drop guard: no backpressure, the record
+    /// is queued whatever the number already waiting.
+    pub fn record_now(&self, entry: TraceEntry) -> Result<(), TraceError> {
+        let (wake, _full) = self.push(entry);
+        if wake {
+            match self.drain.try_send(Drain) {
+                Ok(()) => {}
+                Err(SendError::Full(msg)) => self.drain.do_send(msg),
+                Err(SendError::Closed(_)) => return Err(MailboxError::Closed.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a record, filling in a missing trace id and timestamp. Returns whether the
+    /// writer must be woken and whether the queue is full.
+    fn push(&self, mut entry: TraceEntry) -> (bool, bool) {
+        if entry.trace_id.is_empty() {
+            entry.trace_id = new_trace_id();
+        }
+        if entry.timestamp.is_empty() {
+            entry.timestamp = format_timestamp(self.clock.wall());
+        }
+        let mut pending = lock(&self.pending);
+        pending.entries.push(entry);
+        let wake = !pending.scheduled;
+        pending.scheduled = true;
+        (wake, pending.entries.len() >= self.capacity)
     }
 
     /// Applies an approval outcome to the most recent entry with this trace id, in the ring and

@@ -2,13 +2,12 @@
 //!
 //! Each request runs as its own task, so a slow tool or an approval wait never holds up a
 //! `ping` or another call; responses go through one writer task so lines never interleave.
-//! stdout carries only protocol lines (logs go to stderr). `notifications/cancelled` withholds a
-//! request's answer; a call that already started still completes, so its trace is never lost.
+//! stdout carries only protocol lines (logs go to stderr). `notifications/cancelled` stops the
+//! request: its task is aborted and nothing is answered; a tool call that was already running is
+//! stopped with it and traced as cancelled (see `pipeline::Running`).
 //! On EOF the in-flight requests get a bounded time to finish, then the server returns.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,7 +15,7 @@ use tokio::io::{
     AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader,
 };
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use super::dispatch::{Caller, Dispatcher};
 use super::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
@@ -115,9 +114,9 @@ where
 
     let authorization = opts.authorization();
     let mut session_id = opts.session_id.clone().unwrap_or_default();
-    let mut in_flight: JoinSet<(String, Arc<AtomicBool>)> = JoinSet::new();
-    // The cancellation flag of each request in flight, by id.
-    let mut by_id: HashMap<String, Arc<AtomicBool>> = HashMap::new();
+    let mut in_flight: JoinSet<String> = JoinSet::new();
+    // Each request in flight, by id.
+    let mut by_id: HashMap<String, AbortHandle> = HashMap::new();
     let mut read_error = None;
 
     loop {
@@ -148,11 +147,11 @@ where
                     Ok(Message::Notification { method, params }) => {
                         if method == "notifications/cancelled"
                             && let Some(id) = params.get("requestId")
-                            && let Some(cancelled) = by_id.remove(&id_key(id))
+                            && let Some(request) = by_id.remove(&id_key(id))
                         {
-                            // Not answered (MCP), but not dropped either: a call that already
-                            // started runs to its end so that its trace is always written.
-                            cancelled.store(true, Ordering::Relaxed);
+                            // Stopped and not answered (MCP); a running call is traced as
+                            // cancelled when its future is dropped.
+                            request.abort();
                         }
                         continue;
                     }
@@ -170,23 +169,19 @@ where
                 let key = id_key(&req.id);
                 let dispatcher = dispatcher.clone();
                 let out = out_tx.clone();
-                let cancelled = Arc::new(AtomicBool::new(false));
-                let flag = cancelled.clone();
                 let task_key = key.clone();
-                in_flight.spawn(async move {
+                let request = in_flight.spawn(async move {
                     let id = req.id.clone();
                     let outcome = dispatcher.handle(&caller, req).await;
-                    if !flag.load(Ordering::Relaxed) {
-                        send(&out, jsonrpc::response(&id, outcome)).await;
-                    }
-                    (task_key, flag)
+                    send(&out, jsonrpc::response(&id, outcome)).await;
+                    task_key
                 });
-                by_id.insert(key, cancelled);
+                by_id.insert(key, request);
             }
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+            Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                 // A reused id may belong to a newer request by now: remove only our own entry.
-                if let Ok((key, flag)) = done
-                    && by_id.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flag))
+                if let Ok((task, key)) = done
+                    && by_id.get(&key).is_some_and(|r| r.id() == task)
                 {
                     by_id.remove(&key);
                 }

@@ -703,3 +703,40 @@ async fn output_over_the_cap_is_drained_so_the_child_finishes() {
     assert!(out.stdout.starts_with("1\n2\n3\n"));
     assert!(out.truncated);
 }
+
+#[actix::test]
+async fn a_command_whose_caller_goes_away_is_killed_with_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pids");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // The shell and its background sleep tell their pids through the fifo, then wait.
+    let script = format!("sleep 30 &\necho $$ $! > '{}'\nwait\n", fifo.display());
+    let cli = Cli::start(8);
+    let call = cli.execute(invoke(bare_tool("sh"), &[], json!({ "stdin": script })));
+    let read = tokio::task::spawn_blocking(move || std::fs::read_to_string(fifo));
+    let pids = tokio::select! {
+        pids = read => pids.unwrap().unwrap(),
+        out = call => panic!("the command ended on its own: {out:?}"),
+    };
+    // `select!` dropped the call: its caller is gone.
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids.iter().all(|pid| process_gone(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "still running after the caller left: {pids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The executor still serves the next call.
+    let out = cli
+        .execute(invoke(bare_tool("echo"), &["next"], json!({})))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "next\n");
+}
