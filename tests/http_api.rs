@@ -634,7 +634,7 @@ fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
     .unwrap();
     // The call runs once its `sleep` is a child of the daemon; then the client leaves.
     let (sleep, _) = common::wait_for(std::time::Duration::from_secs(30), || {
-        child_of(d.child.id())
+        common::child_of(d.child.id())
     })
     .expect("the tool never started");
     drop(stream);
@@ -669,17 +669,4 @@ fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
         metrics.contains(r#"mesh7_calls_total{ingress="http",decision="error"} 1"#),
         "{metrics}"
     );
-}
-
-/// The first child process of `pid` (any of its threads).
-fn child_of(pid: u32) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.map_while(Result::ok).find_map(|task| {
-        std::fs::read_to_string(task.path().join("children"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
 }

@@ -331,3 +331,53 @@ fn require_authentication_refuses_an_anonymous_initialize() {
     );
     session(&d, "Bearer agent:known");
 }
+
+#[test]
+fn a_client_that_closes_its_request_stops_the_call_which_is_traced_as_cancelled() {
+    use std::io::Write as _;
+    let d = Daemon::start(GOVERNED);
+    let id = session(&d, "Bearer agent:bot");
+    let addr = d.url.trim_start_matches("http://");
+    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep.run","arguments":{"args":["20"]}}}"#;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer agent:bot\r\n\
+         Mcp-Session-Id: {id}\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let wait = std::time::Duration::from_secs(30);
+    let (sleep, _) =
+        common::wait_for(wait, || common::child_of(d.child.id())).expect("the tool never started");
+    // Closing the request is the Streamable HTTP cancellation signal.
+    drop(stream);
+    let (entry, _) = common::wait_for(wait, || {
+        let (_, traces) = d.get("/traces?tool=sleep.run", None);
+        traces
+            .as_array()
+            .and_then(|t| t.first())
+            .filter(|e| e["status_code"] == 499)
+            .cloned()
+    })
+    .expect("no cancelled trace for the call");
+    assert_eq!(entry["ingress"], "mcp-http", "{entry}");
+    assert_eq!(entry["session_id"], id, "{entry}");
+    assert_eq!(
+        entry["error"], "cancelled: the caller went away while the call ran",
+        "{entry}"
+    );
+    common::wait_for(wait, || common::process_gone(sleep).then_some(()))
+        .expect("the command outlived its caller");
+    // The session still works.
+    let a = post(
+        &d,
+        &[
+            ("Authorization", "Bearer agent:bot"),
+            ("Mcp-Session-Id", &id),
+        ],
+        PING,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+}

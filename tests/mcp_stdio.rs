@@ -172,19 +172,14 @@ fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
         &json!({"name": "sleep.run", "arguments": {"args": ["30"]}}),
     );
     // The call is running once its `sleep` is a child of the server.
-    let sleep = wait_for_child(mcp.child.id());
+    let (sleep, _) = common::wait_for(WAIT, || common::child_of(mcp.child.id()))
+        .expect("the tool never started");
     mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1, "reason": "user"}}));
     mcp.request(2, "ping", &json!({}));
     assert_eq!(mcp.recv(WAIT)["id"], 2);
     // Stopped: the command is killed, and EOF does not wait for it.
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::path::Path::new(&format!("/proc/{sleep}")).exists() && !is_zombie(sleep) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sleep {sleep} still runs"
-        );
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
+    common::wait_for(WAIT, || common::process_gone(sleep).then_some(()))
+        .unwrap_or_else(|| panic!("sleep {sleep} still runs"));
     mcp.close_stdin();
     assert!(mcp.wait(WAIT).success());
     assert!(started.elapsed() < Duration::from_secs(25));
@@ -210,28 +205,6 @@ fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
         "{entry}"
     );
     assert!(entry["latency_ms"].as_u64().unwrap() < 25_000, "{entry}");
-}
-
-/// The pid of the first child process of `pid` (any of its threads), waited for.
-fn wait_for_child(pid: u32) -> u32 {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
-        for task in tasks.map_while(Result::ok) {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            if let Some(child) = children.split_whitespace().next() {
-                return child.parse().expect("pid");
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no child process");
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')))
 }
 
 #[test]

@@ -277,3 +277,23 @@ policies:
     );
     (yaml, root, guard)
 }
+
+/// The first child process of `pid` (of any of its threads), if it has one.
+pub fn child_of(pid: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.map_while(Result::ok).find_map(|task| {
+        std::fs::read_to_string(task.path().join("children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Whether `pid` has ended (gone, or a zombie waiting for its parent).
+pub fn process_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
+    })
+}
