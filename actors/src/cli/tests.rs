@@ -708,9 +708,10 @@ async fn output_over_the_cap_is_drained_so_the_child_finishes() {
 async fn a_command_whose_caller_goes_away_is_killed_with_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("pids");
-    let made = std::process::Command::new("mkfifo")
+    let made = tokio::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
+        .await
         .unwrap();
     assert!(made.success());
     // The shell and its background sleep tell their pids through the fifo, then wait.
