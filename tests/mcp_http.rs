@@ -353,15 +353,7 @@ fn a_client_that_closes_its_request_stops_the_call_which_is_traced_as_cancelled(
         common::wait_for(wait, || common::child_of(d.child.id())).expect("the tool never started");
     // Closing the request is the Streamable HTTP cancellation signal.
     drop(stream);
-    let (entry, _) = common::wait_for(wait, || {
-        let (_, traces) = d.get("/traces?tool=sleep.run", None);
-        traces
-            .as_array()
-            .and_then(|t| t.first())
-            .filter(|e| e["status_code"] == 499)
-            .cloned()
-    })
-    .expect("no cancelled trace for the call");
+    let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
     assert_eq!(entry["ingress"], "mcp-http", "{entry}");
     assert_eq!(entry["session_id"], id, "{entry}");
     assert_eq!(

@@ -145,6 +145,16 @@ impl Daemon {
     }
 
     /// Everything the daemon wrote on stderr so far (after the start-up line).
+    /// The newest `/traces` entry of `tool` for which `want` holds, waited for up to 30 s.
+    pub fn trace_of(&self, tool: &str, want: impl Fn(&Value) -> bool) -> Value {
+        wait_for(Duration::from_secs(30), || {
+            let (_, traces) = self.get(&format!("/traces?tool={tool}"), None);
+            traces.as_array()?.iter().find(|e| want(e)).cloned()
+        })
+        .unwrap_or_else(|| panic!("no such trace entry of {tool}"))
+        .0
+    }
+
     /// Call after the process ended: waits (bounded) for the reader to reach end of file.
     pub fn stderr_text(&self) -> String {
         let mut lines = Vec::new();
