@@ -283,6 +283,61 @@ policies:
 }
 
 #[test]
+fn a_budget_holds_under_concurrent_calls_on_every_worker() {
+    let d = Daemon::start(
+        r#"
+cli_tools:
+  - { name: echo, bin: echo, bare: { timeout: 5s } }
+policies:
+  - name: budget
+    agent: "*"
+    rate_limit: { max_total: 10 }
+    rules:
+      - { tools: ["echo.run"], action: allow }
+"#,
+    );
+    // Forty calls at once, each on its own connection, spread by the server over its workers
+    // (each with its own limiter actor): exactly ten fit the agent's lifetime budget.
+    let start = std::sync::Barrier::new(40);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..40)
+            .map(|i| {
+                let (url, start) = (format!("{}/tool/echo.run", d.url), &start);
+                s.spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    start.wait();
+                    client
+                        .post(url)
+                        .header("Authorization", "Bearer agent:burst")
+                        .json(&json!({ "params": { "args": [i] } }))
+                        .send()
+                        .expect("POST")
+                        .status()
+                        .as_u16()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("call")).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 429).count(),
+        30,
+        "{statuses:?}"
+    );
+    let (status, body) = d.call("burst", "echo.run", &json!({"args": ["late"]}));
+    assert_eq!(status, 429);
+    assert_eq!(
+        body["error"],
+        "rate_limit: agent \"burst\" exceeded total budget (10 calls)"
+    );
+}
+
+#[test]
 fn loop_detection_is_on_by_default_and_refuses_the_fourth_identical_call() {
     let d = Daemon::start(
         r#"

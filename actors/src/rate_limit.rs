@@ -16,14 +16,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
-use actix::prelude::SendError;
-use actix::{Actor, AsyncContext as _, Context, Handler, MailboxError, Message, Recipient};
+use actix::{Actor, Addr, Arbiter, Context, Handler, MailboxError, Message};
 use lru::LruCache;
 use mesh7_config::{LoopDetectionConfig, RateLimitConfig, RateLimiterConfig};
-use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 
@@ -70,7 +70,8 @@ impl LoopSettings {
 
 /// Asks to make one call: checks the limits and, when `record` is true and every check passes,
 /// counts the call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), RateLimitError>")]
 pub struct Acquire {
     pub agent: Arc<str>,
     pub tool: Arc<str>,
@@ -171,155 +172,138 @@ fn hash_canonical(value: &serde_json::Value, h: &mut DefaultHasher) {
 
 /// The cloneable handle of the rate limiter.
 ///
-/// A call's `Acquire` goes into the actor's queue; the first call into an idle queue sends the
-/// actor a `Drain`. The actor takes everything queued at once, checks the calls in queue order
-/// (exactly what one message per call would count) and answers each caller. While it works,
-/// new calls only queue: under load one wake-up of the actor's thread serves a whole batch, and a
-/// lone call costs one message and its answer. The same shape as the trace writer's queue.
+/// The limiter is a pool of `RateLimitActor`s sharing one set of counters, like the executors of
+/// an actix `SyncArbiter`: the first actor starts on the arbiter that calls `start` (its *home*),
+/// and the first call made from any other arbiter (each HTTP worker has its own) starts one there.
+/// A call's `Acquire` goes to the actor of its own arbiter, so the message never crosses threads:
+/// no wake-up of another thread per call, which is what a single limiter thread cost (measured
+/// in docs/benchmarks.md). A call from a thread without an arbiter goes to the home actor.
+///
+/// Each actor checks and records a call under the counters' lock, so check-and-record is atomic
+/// per call across the pool, and calls sent from one arbiter are counted in the order sent.
+/// When the home actor ends, the limiter is closed: calls waiting in its mailbox and every later
+/// call, through any actor, are refused (`Unavailable`), never let through.
 #[derive(Clone)]
 pub struct RateLimit {
-    actor: Recipient<Drain>,
-    queue: Arc<Mutex<Queue>>,
+    shared: Arc<Shared>,
 }
 
-/// A queued call and where its answer goes.
-type Waiting = (Acquire, oneshot::Sender<Result<(), Limited>>);
-
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Waiting>,
-    /// A `Drain` is on its way or being handled: what is queued now is taken with it.
-    scheduled: bool,
-    /// The actor is gone: calls are refused at once.
-    closed: bool,
+/// What the handle and every actor of the pool share.
+struct Shared {
+    core: Mutex<Limiter>,
+    clock: Clock,
+    mailbox: usize,
+    /// Set when the home actor ends.
+    closed: AtomicBool,
+    home: Addr<RateLimitActor>,
+    /// The actor of each arbiter thread that has called, its home included. One entry per
+    /// arbiter thread (the HTTP workers and the main one), so it stays small.
+    actors: Mutex<HashMap<ThreadId, Addr<RateLimitActor>>>,
 }
-
-/// Asks the actor to check every queued call.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Drain;
 
 impl RateLimit {
-    /// Starts the limiter on the current arbiter; call it inside a running actix System.
+    /// Starts the limiter's home actor on the current arbiter; call it inside a running actix
+    /// System.
     pub fn start(
         limiter: &RateLimiterConfig,
         loops: LoopSettings,
         clock: Clock,
         mailbox: usize,
     ) -> RateLimit {
-        let queue = Arc::new(Mutex::new(Queue::default()));
-        let addr = RateLimitActor {
-            core: Limiter::new(limiter, loops, clock.now()),
-            queue: queue.clone(),
-            clock,
-            mailbox,
-        }
-        .start();
-        RateLimit {
-            actor: addr.recipient(),
-            queue,
-        }
+        let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
+            let home = RateLimitActor {
+                shared: weak.clone(),
+                home: true,
+            }
+            .start();
+            Shared {
+                core: Mutex::new(Limiter::new(limiter, loops, clock.now())),
+                clock,
+                mailbox,
+                closed: AtomicBool::new(false),
+                actors: Mutex::new(HashMap::from([(thread::current().id(), home.clone())])),
+                home,
+            }
+        });
+        RateLimit { shared }
     }
 
     /// `Unavailable` means the limiter could not answer; the caller must refuse the call.
     pub async fn acquire(&self, req: Acquire) -> Result<(), RateLimitError> {
-        let (tx, rx) = oneshot::channel();
-        let wake = {
-            let mut queue = lock(&self.queue);
-            if queue.closed {
-                return Err(RateLimitError::Unavailable(
-                    "the limiter has stopped".to_owned(),
-                ));
-            }
-            queue.waiting.push((req, tx));
-            !std::mem::replace(&mut queue.scheduled, true)
-        };
-        if wake {
-            match self.actor.try_send(Drain) {
-                Ok(()) => {}
-                // At most one `Drain` is ever waiting, so this only happens with a mailbox of
-                // one; wait for the room.
-                Err(SendError::Full(drain)) => {
-                    if self.actor.send(drain).await.is_err() {
-                        self.refuse_all();
-                    }
-                }
-                Err(SendError::Closed(_)) => self.refuse_all(),
-            }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(closed());
         }
-        match rx.await {
-            Ok(answer) => answer.map_err(RateLimitError::Limited),
-            Err(_) => Err(RateLimitError::Unavailable(
-                "the limiter stopped before answering".to_owned(),
-            )),
-        }
+        self.actor().send(req).await?
     }
 
-    /// The actor cannot be reached: every queued call is refused.
-    fn refuse_all(&self) {
-        close(&self.queue);
+    /// The calling arbiter's actor, started on first use; the home actor for a thread without
+    /// an arbiter.
+    fn actor(&self) -> Addr<RateLimitActor> {
+        let id = thread::current().id();
+        let mut actors = lock(&self.shared.actors);
+        if let Some(actor) = actors.get(&id) {
+            return actor.clone();
+        }
+        if Arbiter::try_current().is_none() {
+            return self.shared.home.clone();
+        }
+        let actor = RateLimitActor {
+            shared: Arc::downgrade(&self.shared),
+            home: false,
+        }
+        .start();
+        actors.insert(id, actor.clone());
+        actor
     }
 }
 
-fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Marks the queue closed and drops what waits in it: each of those calls gets `Unavailable`
-/// (its answer channel is gone), and later calls are refused at once.
-fn close(queue: &Mutex<Queue>) {
-    let refused = {
-        let mut queue = lock(queue);
-        queue.closed = true;
-        std::mem::take(&mut queue.waiting)
-    };
-    drop(refused);
+fn closed() -> RateLimitError {
+    RateLimitError::Unavailable("the limiter has stopped".to_owned())
 }
 
+/// One actor of the pool. It holds the shared state weakly: the handles own it.
 struct RateLimitActor {
-    core: Limiter,
-    queue: Arc<Mutex<Queue>>,
-    clock: Clock,
-    mailbox: usize,
+    shared: Weak<Shared>,
+    /// The actor started by `RateLimit::start`, whose end closes the limiter.
+    home: bool,
 }
 
 impl Actor for RateLimitActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.mailbox.max(1));
+        if let Some(shared) = self.shared.upgrade() {
+            ctx.set_mailbox_capacity(shared.mailbox.max(1));
+        }
     }
 }
 
-impl Handler<Drain> for RateLimitActor {
-    type Result = ();
+impl Handler<Acquire> for RateLimitActor {
+    type Result = Result<(), RateLimitError>;
 
-    /// One batch per message: what was queued when it arrives. If more came meanwhile, the actor
-    /// asks itself again, so other messages on its arbiter are served in between.
-    fn handle(&mut self, _: Drain, ctx: &mut Self::Context) {
-        let batch = std::mem::take(&mut lock(&self.queue).waiting);
-        let now = self.clock.now();
-        for (req, answer) in batch {
-            // A caller that has gone away needs no answer; its call still counts, as a call
-            // whose answer was on its way when the caller left.
-            let _ = answer.send(self.core.acquire(&req, now));
+    fn handle(&mut self, req: Acquire, _: &mut Self::Context) -> Self::Result {
+        let shared = self.shared.upgrade().ok_or_else(closed)?;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(closed());
         }
-        let more = {
-            let mut queue = lock(&self.queue);
-            queue.scheduled = !queue.waiting.is_empty();
-            queue.scheduled
-        };
-        if more {
-            ctx.notify(Drain);
-        }
+        let now = shared.clock.now();
+        lock(&shared.core)
+            .acquire(&req, now)
+            .map_err(RateLimitError::Limited)
     }
 }
 
 impl Drop for RateLimitActor {
-    /// However the actor ends (stopped, or its arbiter gone), nothing queued waits forever and
-    /// later calls are refused at once.
+    /// However the home actor ends (stopped, or its arbiter gone), later calls through any actor
+    /// are refused at once; those waiting in its mailbox get `Unavailable` as it is dropped.
     fn drop(&mut self) {
-        close(&self.queue);
+        if let (true, Some(shared)) = (self.home, self.shared.upgrade()) {
+            shared.closed.store(true, Ordering::Release);
+        }
     }
 }
 

@@ -479,6 +479,94 @@ async fn calls_made_together_are_counted_in_the_order_they_came() {
     assert_eq!(granted, 7);
 }
 
+/// Runs `acquire` for `agent` `n` times from a new arbiter thread and returns how many got
+/// through.
+fn calls_from_another_arbiter(limiter: &RateLimit, agent: &'static str, n: u64) -> usize {
+    let arbiter = actix::Arbiter::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let limiter = limiter.clone();
+    assert!(arbiter.spawn(async move {
+        let mut granted = 0;
+        for i in 0..n {
+            if limiter
+                .acquire(call(agent, "tool", i, limits(0, 10)))
+                .await
+                .is_ok()
+            {
+                granted += 1;
+            }
+        }
+        tx.send(granted).expect("send the count");
+    }));
+    let granted = rx.recv().expect("the arbiter answered");
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    granted
+}
+
+#[actix::test]
+async fn every_arbiter_gets_its_own_actor_and_all_share_the_counters() {
+    let limiter = RateLimit::start(&RateLimiterConfig::default(), no_loops(), Clock::System, 16);
+    // A budget of 10 spent from three threads: 4 calls here, then 4 and 4 from two other
+    // arbiters. Separate counters would let all 12 through.
+    for i in 0..4 {
+        limiter
+            .acquire(call("agent", "tool", i, limits(0, 10)))
+            .await
+            .expect("within the budget");
+    }
+    assert_eq!(calls_from_another_arbiter(&limiter, "agent", 4), 4);
+    assert_eq!(calls_from_another_arbiter(&limiter, "agent", 4), 2);
+    assert!(matches!(
+        limiter
+            .acquire(call("agent", "tool", 99, limits(0, 10)))
+            .await,
+        Err(RateLimitError::Limited(Limited::TotalBudget { .. }))
+    ));
+    // The home actor here, and one actor on each of the other arbiters: no call crossed to
+    // another thread's actor.
+    assert_eq!(lock(&limiter.shared.actors).len(), 3);
+}
+
+#[actix::test]
+async fn a_thread_without_an_arbiter_is_served_by_the_home_actor() {
+    let limiter = RateLimit::start(&RateLimiterConfig::default(), no_loops(), Clock::System, 16);
+    let remote = limiter.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let answers = runtime.block_on(async {
+            let mut answers = Vec::new();
+            for i in 0..3 {
+                answers.push(remote.acquire(call("agent", "tool", i, limits(0, 2))).await);
+            }
+            answers
+        });
+        let _ = tx.send(answers);
+    });
+    // The home actor runs on this arbiter, so wait for the answers without blocking it.
+    let answers = rx.await.expect("the thread answered");
+    thread.join().expect("thread");
+    assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
+    assert!(
+        matches!(
+            answers[2],
+            Err(RateLimitError::Limited(Limited::TotalBudget {
+                max_total: 2,
+                ..
+            }))
+        ),
+        "{answers:?}"
+    );
+    assert_eq!(
+        lock(&limiter.shared.actors).len(),
+        1,
+        "no actor was started there"
+    );
+}
+
 #[actix::test]
 async fn a_limiter_that_is_gone_refuses_every_waiting_call() {
     let arbiter = actix::Arbiter::new();
