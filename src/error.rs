@@ -32,8 +32,9 @@ pub enum PipelineError {
     /// A subsystem could not take the request (mailbox full or closed). Fail closed, retry later.
     #[error("{0}")]
     Unavailable(String),
-    /// The caller went away (HTTP client disconnected, MCP `notifications/cancelled`) while the
-    /// call ran. Nobody receives this answer: it is what the call's trace says.
+    /// The caller went away (HTTP client disconnected, MCP `notifications/cancelled`, its MCP
+    /// session deleted) while the call ran. It is what the call's trace says; only a `/mcp`
+    /// request stopped by a notification or a `DELETE` still receives it as its answer.
     #[error("cancelled: the caller went away while the call ran")]
     Cancelled,
 }

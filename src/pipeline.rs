@@ -5,6 +5,7 @@
 //! authenticate → resolve → evaluate → rate limit → verdict (grant / approval) → forward → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +23,7 @@ use crate::error::PipelineError;
 use crate::identity::{Authenticator, Identity};
 use crate::metrics::{Metrics, Source};
 use crate::registry::{Registry, ResolvedCall, Target};
-use crate::telemetry::{CallSpan, Step, Telemetry};
+use crate::telemetry::{CallSpan, LateOutcome, Step, Telemetry};
 
 /// Where a call came in; recorded in its trace and its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,13 +406,13 @@ impl Pipeline {
         };
         let limited = spans.try_step(Step::RateLimit, self.limit(&check)).await?;
 
-        // What holds the call back, if anything; `None` lets it run.
-        let held = if let Some(l) = limited {
-            Some(limited_verdict(&l))
+        // What holds the call back, if anything; `Run` lets it run.
+        let next = if let Some(l) = limited {
+            Next::Held(limited_verdict(&l))
         } else {
             match action {
-                Action::Deny => Some(Verdict::Denied),
-                Action::Allow => None,
+                Action::Deny => Next::Held(Verdict::Denied),
+                Action::Allow => Next::Run { count: false },
                 Action::HumanApproval => {
                     let gate = spans
                         .try_step(
@@ -428,20 +429,18 @@ impl Pipeline {
                         )
                         .await?;
                     match gate.held(&mut rule, &mut reason, &mut approval) {
-                        Some(verdict) => Some(verdict),
+                        Some(verdict) => Next::Held(verdict),
                         // It runs now, so it counts now (limits and loop detection).
-                        None => spans
-                            .try_step(Step::RateLimit, self.limit(&usage))
-                            .await?
-                            .map(|l| limited_verdict(&l)),
+                        None => Next::Run { count: true },
                     }
                 }
             }
         };
-        let verdict = match held {
-            Some(verdict) => verdict,
-            None => {
-                // Traces the call as cancelled if this future is dropped while it runs.
+        let verdict = match next {
+            Next::Held(verdict) => verdict,
+            Next::Run { count } => {
+                // Traces the call as cancelled if this future is dropped from here on: an
+                // approval or a grant's call may already have been used to let it run.
                 let running = Running {
                     pipeline: self,
                     ctx: &ctx,
@@ -455,19 +454,32 @@ impl Pipeline {
                     trace_id: &trace_id,
                     approval: approval.as_ref(),
                     started,
-                    finished: false,
+                    spans: spans.late_outcome(),
+                    finished: Cell::new(false),
                 };
-                let verdict = self
-                    .run(
-                        &mut spans,
-                        mode,
-                        resolved,
-                        &call.args,
-                        &trace_id,
-                        &mut backend_status,
-                    )
-                    .await;
-                running.finished();
+                let limited = if count {
+                    spans
+                        .try_step(Step::RateLimit, self.limit(&usage))
+                        .await
+                        .inspect_err(|_| running.finish())?
+                } else {
+                    None
+                };
+                let verdict = match limited {
+                    Some(l) => limited_verdict(&l),
+                    None => {
+                        self.run(
+                            &mut spans,
+                            mode,
+                            resolved,
+                            &call.args,
+                            &trace_id,
+                            &mut backend_status,
+                        )
+                        .await
+                    }
+                };
+                running.finish();
                 verdict
             }
         };
@@ -742,12 +754,20 @@ fn trace_entry(ctx: &RequestContext, g: &Governed, effective: String, params: Va
     entry
 }
 
-/// A call that is running (forwarded to its tool). When the caller goes away meanwhile (an
-/// HTTP client disconnects, an MCP client sends `notifications/cancelled`) the pipeline's
-/// future is dropped, and with it the forwarding: the OpenAPI request, the upstream MCP call
-/// (which tells the server `notifications/cancelled`) or the CLI process group (killed). The
-/// call may already have had effects, so dropping this guard before `finished` records it in
-/// the trace and the metrics as cancelled (`PipelineError::Cancelled`).
+/// What the verdict step decided: the call is held back with this verdict, or it runs (after
+/// counting it with the limiter when `count`: a `human_approval` call let through).
+enum Next {
+    Held(Verdict),
+    Run { count: bool },
+}
+
+/// A call that is running: let through, then forwarded to its tool. When the caller goes away
+/// meanwhile (an HTTP client disconnects, an MCP client cancels) the pipeline's future is
+/// dropped, and with it the forwarding: the OpenAPI request, the upstream MCP call (which tells
+/// the server `notifications/cancelled`) or the CLI process group (killed). The call may
+/// already have had effects, or used an approval or a grant's call, so dropping this guard
+/// before `finish` records it in the trace and the metrics as cancelled
+/// (`PipelineError::Cancelled`).
 struct Running<'a> {
     pipeline: &'a Pipeline,
     ctx: &'a RequestContext,
@@ -761,19 +781,21 @@ struct Running<'a> {
     trace_id: &'a str,
     approval: Option<&'a ApprovalInfo>,
     started: Instant,
-    finished: bool,
+    /// The call's OTLP root span takes the recorded outcome from here (export on).
+    spans: Option<LateOutcome>,
+    finished: Cell<bool>,
 }
 
 impl Running<'_> {
-    /// The call ended normally: the pipeline records it.
-    fn finished(mut self) {
-        self.finished = true;
+    /// The call ended without being dropped: the pipeline records it (or returns its error).
+    fn finish(&self) {
+        self.finished.set(true);
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished.get() {
             return;
         }
         let inner = &*self.pipeline.inner;
@@ -794,6 +816,9 @@ impl Drop for Running<'_> {
         tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "call cancelled: the caller went away");
         let effective = effective_name_of(&g, self.effective);
         let entry = trace_entry(self.ctx, &g, effective, self.call.args.clone());
+        if let Some(spans) = &self.spans {
+            spans.set(&entry);
+        }
         if let Err(e) = inner.trace.record_now(entry) {
             inner.metrics.trace_record_lost();
             tracing::error!(error = %e, trace_id = %g.trace_id, "trace record lost");

@@ -25,7 +25,7 @@ mod tests;
 use std::borrow::Cow;
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use mesh7_actors::trace::TraceEntry;
@@ -225,7 +225,9 @@ impl Telemetry {
                 ingress: ctx.ingress,
                 session_id: ctx.session_id.clone(),
                 steps: Vec::with_capacity(8),
+                running: None,
                 outcome: None,
+                late: None,
                 error: None,
             })
         });
@@ -298,9 +300,29 @@ struct Recording {
     ingress: Ingress,
     session_id: String,
     steps: Vec<StepSpan>,
+    /// The step under way: still here when the call is dropped during it.
+    running: Option<StepSpan>,
     outcome: Option<Outcome>,
+    /// Where a call dropped while it ran leaves its outcome (`LateOutcome`).
+    late: Option<LateOutcome>,
     /// What stopped the call before it had a verdict.
     error: Option<String>,
+}
+
+/// The outcome of a call whose future was dropped while it ran, for its spans: the pipeline's
+/// `Running` guard fills it from the trace entry it records, and the root span, sent when the
+/// `CallSpan` drops just after, carries it like any other call's.
+#[derive(Clone)]
+pub struct LateOutcome(Arc<Mutex<Option<Outcome>>>);
+
+impl LateOutcome {
+    pub fn set(&self, entry: &TraceEntry) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Outcome::of(entry));
+    }
+
+    fn take(&self) -> Option<Outcome> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 struct StepSpan {
@@ -319,6 +341,16 @@ struct Outcome {
     status: Status,
 }
 
+impl Outcome {
+    fn of(entry: &TraceEntry) -> Outcome {
+        Outcome {
+            span_id: root_span_id(&entry.trace_id, &entry.timestamp),
+            attributes: span_attributes(entry),
+            status: span_status(entry),
+        }
+    }
+}
+
 impl CallSpan<'_> {
     /// Runs one step: timed, under a `tracing` span, and as the current step for outbound
     /// trace context.
@@ -334,18 +366,24 @@ impl CallSpan<'_> {
         }
         let span_id = random_span_id();
         let begun = self.started.elapsed();
+        if let Some(rec) = &mut self.recording {
+            rec.running = Some(StepSpan {
+                step,
+                span_id: SpanId::from(span_id),
+                begun,
+                took: Duration::ZERO,
+                error: None,
+            });
+        }
         let at = Instant::now();
         let out = CURRENT_STEP.scope(span_id, work).await;
         let took = at.elapsed();
         self.metrics.observe_step(step, took);
-        if let Some(rec) = &mut self.recording {
-            rec.steps.push(StepSpan {
-                step,
-                span_id: SpanId::from(span_id),
-                begun,
-                took,
-                error: None,
-            });
+        if let Some(rec) = &mut self.recording
+            && let Some(mut done) = rec.running.take()
+        {
+            done.took = took;
+            rec.steps.push(done);
         }
         out
     }
@@ -371,12 +409,19 @@ impl CallSpan<'_> {
     /// The call's outcome, from its trace entry: the root span's attributes and status.
     pub fn outcome(&mut self, entry: &TraceEntry) {
         if let Some(rec) = &mut self.recording {
-            rec.outcome = Some(Outcome {
-                span_id: root_span_id(&entry.trace_id, &entry.timestamp),
-                attributes: span_attributes(entry),
-                status: span_status(entry),
-            });
+            rec.outcome = Some(Outcome::of(entry));
         }
+    }
+
+    /// Where the outcome goes should the call be dropped while it runs; `None` when export
+    /// is off.
+    pub fn late_outcome(&mut self) -> Option<LateOutcome> {
+        let rec = self.recording.as_mut()?;
+        Some(
+            rec.late
+                .get_or_insert_with(|| LateOutcome(Arc::new(Mutex::new(None))))
+                .clone(),
+        )
     }
 
     /// Ends the call's spans (dropping does the same; this names the moment).
@@ -402,10 +447,19 @@ impl Recording {
             tool,
             ingress,
             session_id,
-            steps,
+            mut steps,
+            running,
             outcome,
+            late,
             error,
         } = self;
+        if let Some(mut cut) = running {
+            // The call was dropped during this step.
+            cut.took = elapsed.saturating_sub(cut.begun);
+            cut.error = Some("the call was dropped during this step".to_owned());
+            steps.push(cut);
+        }
+        let outcome = outcome.or_else(|| late.and_then(|l| l.take()));
         let outcome = outcome.unwrap_or_else(|| {
             let message = error.unwrap_or_else(|| "the call ended before its verdict".to_owned());
             let mut attributes = vec![

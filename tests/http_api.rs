@@ -717,3 +717,61 @@ fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
         "{metrics}"
     );
 }
+
+#[test]
+fn an_approved_call_whose_client_disconnects_is_traced_with_its_used_approval() {
+    use std::io::Write as _;
+    let yaml = BASE.replace(
+        "  - name: ls\n",
+        "  - name: sleep\n    bin: sleep\n    bare: { timeout: 60s }\n  - name: ls\n",
+    ) + "      - tools: [\"sleep.run\"]\n        action: human_approval\n";
+    let d = Daemon::start(&yaml);
+    let body = r#"{"params":{"args":["60"]}}"#;
+    let ask = || {
+        d.post_with(
+            "/tool/sleep.run",
+            &[
+                ("Authorization", "Bearer agent:bot"),
+                ("Prefer", "respond-async"),
+            ],
+            body,
+        )
+    };
+    let (status, held) = ask();
+    assert_eq!(status, 202, "{held}");
+    let id = held["approval_id"].as_str().unwrap().to_owned();
+    let (status, _) = d.post(&format!("/approvals/{id}/approve"), None, "");
+    assert_eq!(status, 200);
+
+    // The identical retry uses the approval and runs; its client leaves while it runs.
+    let addr = d.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /tool/sleep.run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer agent:bot\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let (sleep, _) = common::wait_for(std::time::Duration::from_secs(30), || {
+        common::child_of(d.child.id())
+    })
+    .expect("the tool never started");
+    drop(stream);
+
+    let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
+    assert_eq!(entry["policy"], "human_approval", "{entry}");
+    assert_eq!(entry["approval_id"], id.as_str(), "{entry}");
+    assert_eq!(
+        entry["error"], "cancelled: the caller went away while the call ran",
+        "{entry}"
+    );
+    common::wait_for(std::time::Duration::from_secs(30), || {
+        common::process_gone(sleep).then_some(())
+    })
+    .expect("the command outlived its caller");
+    // The approval was used: the same call needs a new one.
+    let (status, again) = ask();
+    assert_eq!(status, 202, "{again}");
+    assert_ne!(again["approval_id"], id.as_str());
+}

@@ -373,3 +373,111 @@ fn a_client_that_closes_its_request_stops_the_call_which_is_traced_as_cancelled(
     );
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+const SLEEP_CALL: &str = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep.run","arguments":{"args":["20"]}}}"#;
+
+/// Starts `SLEEP_CALL` in session `id` on a thread of its own and waits until its `sleep` runs;
+/// returns the call's thread and the pid of `sleep`.
+fn start_sleep_call(d: &Daemon, id: &str) -> (std::thread::JoinHandle<Answer>, u32) {
+    let (url, id) = (format!("{}/mcp", d.url), id.to_owned());
+    let call = std::thread::spawn(move || {
+        send(
+            reqwest::Method::POST,
+            &url,
+            &[
+                ("Authorization", "Bearer agent:bot"),
+                ("Mcp-Session-Id", &id),
+            ],
+            SLEEP_CALL,
+        )
+    });
+    let (sleep, _) = common::wait_for(std::time::Duration::from_secs(30), || {
+        common::child_of(d.child.id())
+    })
+    .expect("the tool never started");
+    (call, sleep)
+}
+
+/// The answer of a call stopped by its session: the `cancelled` error, for the call's id.
+fn assert_cancelled(d: &Daemon, call: std::thread::JoinHandle<Answer>, sleep: u32) {
+    let answer = call.join().expect("call thread");
+    assert_eq!(
+        error_of(&answer),
+        (
+            200,
+            -32800,
+            "cancelled: the caller went away while the call ran".to_owned()
+        )
+    );
+    assert_eq!(answer.json()["id"], 7, "{}", answer.body);
+    common::wait_for(std::time::Duration::from_secs(30), || {
+        common::process_gone(sleep).then_some(())
+    })
+    .expect("the command outlived its cancellation");
+    let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
+    assert_eq!(entry["ingress"], "mcp-http", "{entry}");
+}
+
+#[test]
+fn a_notifications_cancelled_in_the_session_stops_the_call_and_answers_it_cancelled() {
+    let d = Daemon::start(GOVERNED);
+    let id = session(&d, "Bearer agent:bot");
+    let (call, sleep) = start_sleep_call(&d, &id);
+    let cancel = |request_id: Value| {
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+               "params": {"requestId": request_id, "reason": "user"}})
+        .to_string()
+    };
+    // Another identity cannot use the session, so it cannot cancel its requests.
+    let a = post(
+        &d,
+        &[
+            ("Authorization", "Bearer agent:mallory"),
+            ("Mcp-Session-Id", &id),
+        ],
+        &cancel(json!(7)),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    // Ids that name no running request of the session are accepted and change nothing: the
+    // string "7" is not the number 7, and a notification without `requestId` names nothing.
+    let mine = [
+        ("Authorization", "Bearer agent:bot"),
+        ("Mcp-Session-Id", id.as_str()),
+    ];
+    for body in [
+        cancel(json!("7")),
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#.to_owned(),
+    ] {
+        assert_eq!(post(&d, &mine, &body).status, 202);
+    }
+    let a = post(&d, &mine, PING);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        !call.is_finished(),
+        "the call ended without being cancelled"
+    );
+    assert!(!common::process_gone(sleep), "the command was stopped");
+    // The call's own id stops it.
+    assert_eq!(post(&d, &mine, &cancel(json!(7))).status, 202);
+    assert_cancelled(&d, call, sleep);
+    // The session goes on.
+    assert_eq!(post(&d, &mine, PING).status, 200);
+}
+
+#[test]
+fn deleting_a_session_cancels_its_running_calls() {
+    let d = Daemon::start(GOVERNED);
+    let id = session(&d, "Bearer agent:bot");
+    let (call, sleep) = start_sleep_call(&d, &id);
+    let a = send(
+        reqwest::Method::DELETE,
+        &format!("{}/mcp", d.url),
+        &[
+            ("Authorization", "Bearer agent:bot"),
+            ("Mcp-Session-Id", &id),
+        ],
+        "",
+    );
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_cancelled(&d, call, sleep);
+}

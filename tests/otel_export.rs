@@ -420,6 +420,65 @@ fn a_callers_traceparent_parents_the_call_over_http_and_mcp_and_reaches_the_back
     assert_eq!(attr(a, "mesh7.ingress"), s("mcp-http"));
 }
 
+#[test]
+fn a_call_dropped_while_it_runs_keeps_its_outcome_and_the_step_it_was_in() {
+    let mut collector = Collector::start(true);
+    let yaml = config(&collector.url)
+        .replace(
+            "cli_tools:\n",
+            "cli_tools:\n  - name: sleep\n    bin: sleep\n    bare: { timeout: 20s }\n",
+        )
+        .replace(
+            "      - tools: [\"ls.run\"]",
+            "      - tools: [\"sleep.run\"]\n        action: allow\n      - tools: [\"ls.run\"]",
+        );
+    let d = Daemon::start(&yaml);
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let addr = d.url.trim_start_matches("http://");
+    let body = r#"{"params":{"args":["20"]}}"#;
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "POST /tool/sleep.run HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer agent:claude\r\n\
+         Traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    wait_for(WAIT, || common::child_of(d.child.id())).expect("the tool never started");
+    drop(stream);
+
+    // The root span says what the trace entry says, as for any call; before, it only said
+    // that the call ended before its verdict.
+    let (root, children) = collector.call(trace_id, &["forward"]);
+    let a = &root.attributes;
+    let cases = [
+        ("agent.id", s("claude")),
+        ("policy.action", s("allow")),
+        ("policy.rule", s("everyone")),
+        ("http.status_code", Some(Any::IntValue(499))),
+    ];
+    for (key, want) in cases {
+        assert_eq!(attr(a, key), want, "{key}");
+    }
+    let st = root.status.expect("status");
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (2, "cancelled: the caller went away while the call ran")
+    );
+    // The step it was in ends with it, marked.
+    let forward = children
+        .iter()
+        .find(|c| c.name == "forward")
+        .expect("forward");
+    let st = forward.status.clone().expect("status");
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (2, "the call was dropped during this step")
+    );
+    assert!(forward.end_time_unix_nano <= root.end_time_unix_nano);
+}
+
 fn dropped(d: &Daemon) -> u64 {
     let (status, text) = d.get_text("/metrics");
     assert_eq!(status, 200);

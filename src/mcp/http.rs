@@ -4,6 +4,12 @@
 //! A session is minted at `initialize` and bound to that request's credentials: every later
 //! request of the session must present the same ones. Sessions expire when idle and are capped
 //! in number. A DNS-rebinding guard refuses a non-local `Host` or `Origin` unless configured.
+//!
+//! A request is cancelled by closing it (the Streamable HTTP signal since MCP 2026-07-28) or, as
+//! earlier revisions ask, by a `notifications/cancelled` POSTed in the same session, which
+//! stops it and answers it with the `cancelled` error; `DELETE` cancels the session's requests.
+//! Either way the pipeline's future is dropped: the tool is stopped and the call traced as
+//! cancelled (see `pipeline::Running`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +20,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::dispatch::{Caller, Dispatcher, PROTOCOL_VERSIONS, initialize_result, is_known_method};
@@ -23,6 +30,7 @@ use super::jsonrpc::{
 };
 use super::new_session_id;
 use crate::api::{ApiState, header_str, json_response};
+use crate::error::PipelineError;
 use crate::pipeline::Ingress;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -70,10 +78,57 @@ impl McpHttp {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        // The map stays consistent even if a holder panicked: every change is one insert/remove.
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.sessions)
+    }
+
+    /// Registers a request of `session` so that a `notifications/cancelled` naming its id can
+    /// stop it: the future resolves when it does. The request stays registered while the
+    /// returned guard lives.
+    fn track(
+        &self,
+        session: &str,
+        id: &Value,
+    ) -> (impl Future<Output = ()> + use<>, Option<InFlight>) {
+        let key = id.to_string();
+        let tracked = self.sessions().track(session, key.clone());
+        let guard = tracked.as_ref().map(|&(generation, _)| InFlight {
+            sessions: self.sessions.clone(),
+            session: session.to_owned(),
+            key,
+            generation,
+        });
+        let cancelled = async move {
+            let fired = match tracked {
+                Some((_, fired)) => fired.await.is_ok(),
+                None => false,
+            };
+            if !fired {
+                // Not cancellable (the session is gone), or unregistered without a cancel.
+                std::future::pending::<()>().await;
+            }
+        };
+        (cancelled, guard)
+    }
+}
+
+fn lock(sessions: &Mutex<Sessions>) -> std::sync::MutexGuard<'_, Sessions> {
+    // The map stays consistent even if a holder panicked: every change is one insert/remove.
+    sessions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A request that a `notifications/cancelled` can reach; unregistered when dropped.
+struct InFlight {
+    sessions: Arc<Mutex<Sessions>>,
+    session: String,
+    key: String,
+    generation: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        lock(&self.sessions).untrack(&self.session, &self.key, self.generation);
     }
 }
 
@@ -114,7 +169,22 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
     let request = match message {
         Message::Request(r) => r,
         // Notifications and client responses are accepted, never answered.
-        Message::Notification { .. } | Message::Response => {
+        Message::Notification { method, params } => {
+            return match check_session(mcp, &req, credentials.as_deref()) {
+                Ok(session_id) => {
+                    if method == "notifications/cancelled"
+                        && let Some(id) = params.get("requestId")
+                    {
+                        // Only this session's requests: the session check above bound the
+                        // notification to their credentials. An unknown or finished id is ignored.
+                        mcp.sessions().cancel(&session_id, &id.to_string());
+                    }
+                    with_session(HttpResponse::Accepted().finish(), &session_id)
+                }
+                Err(refused) => refused.response(&Value::Null),
+            };
+        }
+        Message::Response => {
             return match check_session(mcp, &req, credentials.as_deref()) {
                 Ok(session_id) => with_session(HttpResponse::Accepted().finish(), &session_id),
                 Err(refused) => refused.response(&Value::Null),
@@ -164,9 +234,17 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
         session_id,
     };
     let id = request.id.clone();
-    let outcome = Dispatcher::new(state.pipeline.clone())
-        .handle(&caller, request)
-        .await;
+    let (cancelled, _in_flight) = mcp.track(&caller.session_id, &id);
+    let dispatcher = Dispatcher::new(state.pipeline.clone());
+    let outcome = tokio::select! {
+        outcome = dispatcher.handle(&caller, request) => outcome,
+        // The call's future is dropped here, which stops it (and traces it as cancelled). The
+        // POST still needs an answer: the client has forgotten the id and ignores it.
+        () = cancelled => {
+            let e = PipelineError::Cancelled;
+            Err(RpcError::new(e.code().jsonrpc, e.to_string()))
+        }
+    };
     with_session(
         json_response(StatusCode::OK, &jsonrpc::response(&id, outcome)),
         &caller.session_id,
@@ -210,6 +288,7 @@ async fn delete(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
         .and_then(|()| check_session(mcp, &req, credentials))
     {
         Ok(id) => {
+            // Ending the session cancels what still runs in it.
             mcp.sessions().remove(&id);
             tracing::info!(session_id = %id, "MCP session ended");
             HttpResponse::NoContent().finish()
@@ -299,12 +378,18 @@ struct Sessions {
     map: HashMap<String, Session>,
     idle: Duration,
     max: usize,
+    /// The next registration's generation, unique across sessions.
+    generation: u64,
 }
 
 #[derive(Debug)]
 struct Session {
     credentials: Option<String>,
     last_seen: Instant,
+    /// The session's running requests by JSON id text (`7`, `"7"`), each with the generation
+    /// of its registration (a reused id replaces the entry; only the newest may remove it) and
+    /// the sender that cancels it. As many as the session has requests open.
+    in_flight: HashMap<String, (u64, oneshot::Sender<()>)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -320,6 +405,7 @@ impl Sessions {
             map: HashMap::new(),
             idle,
             max,
+            generation: 0,
         }
     }
 
@@ -339,6 +425,7 @@ impl Sessions {
             Session {
                 credentials,
                 last_seen: now,
+                in_flight: HashMap::new(),
             },
         );
         Ok(id)
@@ -360,8 +447,41 @@ impl Sessions {
         Touch::Ok
     }
 
+    /// Ends a session and cancels its running requests.
     fn remove(&mut self, id: &str) {
-        self.map.remove(id);
+        if let Some(session) = self.map.remove(id) {
+            for (_, (_, cancel)) in session.in_flight {
+                let _ = cancel.send(());
+            }
+        }
+    }
+
+    /// Registers a running request; `None` when the session is gone.
+    fn track(&mut self, id: &str, key: String) -> Option<(u64, oneshot::Receiver<()>)> {
+        let session = self.map.get_mut(id)?;
+        let (cancel, cancelled) = oneshot::channel();
+        self.generation += 1;
+        session.in_flight.insert(key, (self.generation, cancel));
+        Some((self.generation, cancelled))
+    }
+
+    fn untrack(&mut self, id: &str, key: &str, generation: u64) {
+        if let Some(session) = self.map.get_mut(id)
+            && session
+                .in_flight
+                .get(key)
+                .is_some_and(|(g, _)| *g == generation)
+        {
+            session.in_flight.remove(key);
+        }
+    }
+
+    /// Cancels the session's running request `key`; false when there is none.
+    fn cancel(&mut self, id: &str, key: &str) -> bool {
+        self.map
+            .get_mut(id)
+            .and_then(|session| session.in_flight.remove(key))
+            .is_some_and(|(_, cancel)| cancel.send(()).is_ok())
     }
 }
 
