@@ -11,9 +11,13 @@
 //!   the upstream's body: no parsing, no policy, no trace. What it costs over direct is what any
 //!   HTTP proxy costs on the machine, the floor under mesh7's own figures.
 //!
-//! `cargo bench` and `cargo test --all-targets` run this target without `serve`: it then checks
-//! both routes once on a free port and exits. `scripts/bench` runs the built binary with
-//! `serve --listen 127.0.0.1:PORT` and stops it with SIGTERM.
+//! - `relay CMD ARGS...`: the thinnest stdio relay, the floor under `mesh7 --mcp` (scenario 3).
+//!   It starts `CMD` and copies bytes from its own stdin to the child's and from the child's
+//!   stdout to its own, one thread each way: no parsing, no policy, no trace.
+//!
+//! `cargo bench` and `cargo test --all-targets` run this target without `serve` or `relay`: it
+//! then checks the routes and the relay once and exits. `scripts/bench` runs the built binary
+//! with `serve --listen 127.0.0.1:PORT` and stops it with SIGTERM, and `relay` as an MCP server.
 
 use std::net::SocketAddr;
 
@@ -129,8 +133,87 @@ fn announce(addr: SocketAddr) {
     eprintln!("backend listening on http://{addr}");
 }
 
-/// Without `serve`: both routes answer as documented (what `cargo test` checks).
+/// `relay CMD ARGS...`: copies stdin to the child and the child's stdout to stdout until either
+/// side closes. Blocking threads on purpose: one wake-up per chunk each way is the least a
+/// relay can cost, which is what this baseline is for.
+#[allow(clippy::disallowed_types)] // the blocking process API is the point here
+fn relay(command: &[String]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("relay: no command"))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut to_child = child
+        .stdin
+        .take()
+        .ok_or_else(|| std::io::Error::other("stdin"))?;
+    let mut from_child = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("stdout"))?;
+    let out = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut stdout = std::io::stdout().lock();
+        let mut buf = [0u8; 64 * 1024];
+        let mut total = 0;
+        loop {
+            let n = std::io::Read::read(&mut from_child, &mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            stdout.write_all(&buf[..n])?;
+            stdout.flush()?;
+            total += n as u64;
+        }
+    });
+    std::io::copy(&mut std::io::stdin().lock(), &mut to_child)?;
+    drop(to_child);
+    out.join()
+        .map_err(|_| std::io::Error::other("relay: output thread panicked"))??;
+    child.wait().map(drop)
+}
+
+/// The relay carries a line to `cat` and its echo back.
+async fn relay_check() -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["relay", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("relay: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("relay: stdin")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().ok_or("relay: stdout")?).lines();
+    let line = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    stdin
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .map_err(|e| format!("relay: {e}"))?;
+    let echoed = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| "relay: no answer in 10 s".to_owned())?
+        .map_err(|e| format!("relay: {e}"))?;
+    if echoed.as_deref() != Some(line) {
+        return Err(format!("relay: got {echoed:?}"));
+    }
+    drop(stdin);
+    let status = child.wait().await.map_err(|e| format!("relay: {e}"))?;
+    if !status.success() {
+        return Err(format!("relay: exited with {status}"));
+    }
+    Ok(())
+}
+
+/// Without `serve` or `relay`: both routes answer as documented and the relay carries a line
+/// both ways (what `cargo test` checks).
 async fn self_check() -> Result<(), String> {
+    relay_check().await?;
     let srv = actix_web::test::init_service(app(Upstream(None))).await;
     let body = r#"{"tool":"bench.echo","agent":"bench","arguments":{"n":1}}"#;
     let echoed: Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
@@ -161,6 +244,9 @@ async fn self_check() -> Result<(), String> {
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("relay") {
+        return relay(&args[1..]);
+    }
     let rt = actix_web::rt::System::new();
     match args.iter().position(|a| a == "serve") {
         Some(_) => {

@@ -461,14 +461,14 @@ def scenario_stdio(ctx):
         out = subprocess.run(
             [sys.executable, str(ROOT / "benches" / "mcp_roundtrip.py"), "--mesh7", str(ctx.mesh7),
              "--config", str(cfg), "--node", str(ctx.node), "--everything", str(ctx.everything),
-             "--calls", str(ctx.stdio_calls)],
+             "--relay", str(ctx.backend), "--calls", str(ctx.stdio_calls)],
             capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.exit(f"stdio round trips failed:\n{out.stderr}")
         run = json.loads(out.stdout)
         runs.append(run)
-        log(f"  3 stdio run {i + 1}: direct p50 {run['direct']['p50']:.3f} mesh7 p50 "
-            f"{run['mesh7']['p50']:.3f} ms")
+        log(f"  3 stdio run {i + 1}: direct p50 {run['direct']['p50']:.3f} null relay p50 "
+            f"{run['relay']['p50']:.3f} mesh7 p50 {run['mesh7']['p50']:.3f} ms")
     return runs
 
 
@@ -652,6 +652,17 @@ def render(res):
                      f"{fmt(summary([r['mesh7']['p99'] for r in runs]))} | "
                      f"{fmt(paired(runs, 'mesh7', 'direct', 'p99', lambda a, b: a - b))} |")
         L.append("")
+        relayed = [r for r in res.get("stdio") or [] if "relay" in r]
+        if relayed:
+            L.append("The floor under the stdio figures: server-everything behind the thinnest "
+                     "stdio relay (`benches/backend.rs relay`: two threads copying bytes, no "
+                     "parsing), measured in the same runs, each of the three going first in turn: "
+                     f"p50 {fmt(summary([r['relay']['p50'] for r in relayed]))}, "
+                     "added over direct "
+                     f"**{fmt(paired(relayed, 'relay', 'direct', 'p50', lambda a, b: a - b))}**; "
+                     "mesh7 over the relay "
+                     f"{fmt(paired(relayed, 'mesh7', 'relay', 'p50', lambda a, b: a - b))}.")
+            L.append("")
     if "rules" in res:
         runs = res["rules"]
         L.append("### 4. Policy size: scenario 1 with 10 and 10,000 rules")
@@ -795,6 +806,7 @@ def main():
             shown.append(a)
     ctx.argv = shown
     ctx.mesh7 = Path(args.mesh7).resolve()
+    ctx.backend = Path(args.backend).resolve()
     ctx.node = Path(args.node).resolve()
     ctx.everything = Path(args.everything).resolve()
     ctx.oha = Oha(str(Path(args.oha).resolve()), args.connections, args.duration, args.warmup)

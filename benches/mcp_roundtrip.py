@@ -5,7 +5,8 @@ see the same machine at the same moment. Prints {"direct": {...}, "mesh7": {...}
 p99 / mean in milliseconds.
 
 - stdio: one `mesh7 --mcp` child (server-everything behind it, over stdio) and one
-  server-everything child.
+  server-everything child; with `--relay BACKEND`, also server-everything behind the bench
+  backend's `relay` (the thinnest stdio relay: the floor under any stdio proxy).
 - `--http DIRECT_URL MESH7_URL`: Streamable HTTP, one keep-alive connection to each `/mcp`.
 
 Standard library only; run by benches/harness.py (scenario 3), or by hand:
@@ -134,6 +135,7 @@ def main():
     ap.add_argument("--node")
     ap.add_argument("--everything")
     ap.add_argument("--http", nargs=2, metavar=("DIRECT_URL", "MESH7_URL"))
+    ap.add_argument("--relay", help="the bench backend binary, for its stdio `relay` (stdio only)")
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--warmup", type=int, default=200)
     args = ap.parse_args()
@@ -147,6 +149,8 @@ def main():
         mesh = Peer([args.mesh7, "--mcp", "--config", str(config), "--mcp-agent", "bench"],
                     cwd=config.parent)
     peers = {"direct": (direct, "echo"), "mesh7": (mesh, "everything.echo")}
+    if args.relay and not args.http:
+        peers["relay"] = (Peer([args.relay, "relay", args.node, args.everything, "stdio"]), "echo")
     try:
         for peer, _ in peers.values():
             peer.initialize()
@@ -158,7 +162,10 @@ def main():
             time.sleep(0.1)
         samples = {name: [] for name in peers}
         for i in range(args.warmup + args.calls):
-            order = list(peers) if i % 2 == 0 else list(reversed(peers))
+            # Each peer goes first in turn.
+            names = list(peers)
+            shift = i % len(names)
+            order = names[shift:] + names[:shift]
             for name in order:
                 peer, tool = peers[name]
                 # Distinct arguments: mesh7's loop detection stays on.
