@@ -267,6 +267,16 @@ fn push_digits(out: &mut String, value: u32, width: u32) {
     }
 }
 
+/// Wakes the writer for what is queued.
+async fn wake_writer(drain: &Recipient<Drain>) -> Result<(), MailboxError> {
+    match drain.try_send(Drain) {
+        Ok(()) => Ok(()),
+        // `send` queues past capacity; the writer takes the record with the batch.
+        Err(SendError::Full(msg)) => drain.send(msg).await,
+        Err(SendError::Closed(_)) => Err(MailboxError::Closed),
+    }
+}
+
 /// A fresh random trace id: 32 lowercase hex digits (W3C trace-id size).
 pub fn new_trace_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -761,17 +771,29 @@ impl Trace {
     /// waiting it waits until the writer has taken them (backpressure); an audit record is
     /// never dropped. An empty `trace_id` gets a fresh one and an empty `timestamp` gets the
     /// clock's time.
+    ///
+    /// Waking the writer (when the queue was empty) is left to a task of the caller's runtime,
+    /// so it happens once the caller yields, typically after its answer has been written:
+    /// waking another thread costs several microseconds here, and the writer, once woken, may
+    /// take the caller's CPU (measured in docs/benchmarks.md). A caller outside any runtime
+    /// wakes the writer itself.
     pub async fn record(&self, entry: TraceEntry) -> Result<(), TraceError> {
         let (wake, full) = self.push(entry);
         if full {
             return Ok(self.drain_now.send(DrainNow).await?);
         }
         if wake {
-            match self.drain.try_send(Drain) {
-                Ok(()) => {}
-                // `send` queues past capacity; the writer takes this record with the batch.
-                Err(SendError::Full(msg)) => self.drain.send(msg).await?,
-                Err(SendError::Closed(_)) => return Err(MailboxError::Closed.into()),
+            if !self.drain.connected() {
+                return Err(MailboxError::Closed.into());
+            }
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let drain = self.drain.clone();
+                    // Should the wake-up be lost (the runtime stopping), the record is not:
+                    // every read and the final flush take the waiting records first.
+                    drop(runtime.spawn(async move { wake_writer(&drain).await }));
+                }
+                Err(_) => wake_writer(&self.drain).await?,
             }
         }
         Ok(())

@@ -468,6 +468,25 @@ async fn a_batch_reaches_the_file_by_itself_without_a_flush() {
 }
 
 #[actix::test]
+async fn a_record_from_outside_any_runtime_wakes_the_writer_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.jsonl");
+    let trace = start(settings(Some(path.clone())));
+    // Inside a runtime the wake-up is left to a task; a thread without one has no task to
+    // leave it to, so `record` wakes the writer before it returns.
+    let from_thread = trace.clone();
+    std::thread::spawn(move || futures_executor::block_on(from_thread.record(entry("t0"))))
+        .join()
+        .expect("recording thread")
+        .expect("recorded");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while file_entries(&path).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(BATCH_DELAY).await;
+    }
+    assert_eq!(ids(&file_entries(&path)), ["t0"]);
+}
+
+#[actix::test]
 async fn a_new_writer_on_the_same_file_sees_the_old_entries() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("traces.jsonl");
