@@ -5,7 +5,6 @@
 //! authenticate → resolve → evaluate → rate limit → verdict (grant / approval) → forward → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -455,18 +454,19 @@ impl Pipeline {
                     approval: approval.as_ref(),
                     started,
                     spans: spans.late_outcome(),
-                    finished: Cell::new(false),
+                    finished: false,
                 };
-                let limited = if count {
-                    spans
-                        .try_step(Step::RateLimit, self.limit(&usage))
-                        .await
-                        .inspect_err(|_| running.finish())?
+                let stopped = if count {
+                    match spans.try_step(Step::RateLimit, self.limit(&usage)).await {
+                        Ok(limited) => limited.map(|l| limited_verdict(&l)),
+                        // Its approval or grant is used by now: the failure is traced with it.
+                        Err(error) => Some(Verdict::Failed { error }),
+                    }
                 } else {
                     None
                 };
-                let verdict = match limited {
-                    Some(l) => limited_verdict(&l),
+                let verdict = match stopped {
+                    Some(verdict) => verdict,
                     None => {
                         self.run(
                             &mut spans,
@@ -783,19 +783,19 @@ struct Running<'a> {
     started: Instant,
     /// The call's OTLP root span takes the recorded outcome from here (export on).
     spans: Option<LateOutcome>,
-    finished: Cell<bool>,
+    finished: bool,
 }
 
 impl Running<'_> {
-    /// The call ended without being dropped: the pipeline records it (or returns its error).
-    fn finish(&self) {
-        self.finished.set(true);
+    /// The call ended without being dropped: the pipeline records it.
+    fn finish(mut self) {
+        self.finished = true;
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.finished.get() {
+        if self.finished {
             return;
         }
         let inner = &*self.pipeline.inner;
