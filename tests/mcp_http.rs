@@ -92,9 +92,12 @@ fn python_sdk_over_streamable_http_sees_results_denials_and_approval_refusals() 
     let (code, output) = run_python_client(&["http", &workdir, &url, "Bearer agent:py-agent"]);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("ok"), "{output}");
+    // The call the SDK gave up on after 1 s is stopped, not run for its 30 s.
+    let sleep = d.trace_of("sleep.run", |e| e["status_code"] == 499);
+    assert!(sleep["latency_ms"].as_u64().unwrap() < 20_000, "{sleep}");
     let (_, traces) = d.get("/traces", None);
     let traces = traces.as_array().expect("traces");
-    assert_eq!(traces.len(), 3, "{traces:?}");
+    assert_eq!(traces.len(), 4, "{traces:?}");
     for t in traces {
         assert_eq!(t["agent_id"], "py-agent", "{t}");
         assert_eq!(t["ingress"], "mcp-http", "{t}");

@@ -52,16 +52,25 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("ok"), "{output}");
     let traces = std::fs::read_to_string(dir.path().join("traces.jsonl")).expect("traces");
-    let tools: Vec<String> = traces
+    let entries: Vec<Value> = traces
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("trace line")["tool"].to_string())
+        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
+        .collect();
+    let tools: Vec<&str> = entries
+        .iter()
+        .map(|e| e["tool"].as_str().unwrap())
         .collect();
     // Every governed call is traced; unknown tools and virtual tools are not.
     assert_eq!(
         tools,
-        ["\"echo.run\"", "\"writer.run\"", "\"approver.run\""],
+        ["echo.run", "writer.run", "approver.run", "sleep.run"],
         "{traces}"
     );
+    // The call the SDK gave up on after 1 s was stopped (`notifications/cancelled`), not run
+    // for its 30 s.
+    let sleep = &entries[3];
+    assert_eq!(sleep["status_code"], 499, "{sleep}");
+    assert!(sleep["latency_ms"].as_u64().unwrap() < 20_000, "{sleep}");
 }
 
 #[test]

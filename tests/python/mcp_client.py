@@ -19,6 +19,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
+from mcp_types import REQUEST_TIMEOUT
 
 # flux7's text for a call queued for a human, answered at once (approve, then retry).
 APPROVAL_REQUIRED = re.compile(
@@ -74,6 +75,12 @@ async def check(session: ClientSession, workdir: str) -> None:
     assert result.is_error, result
     assert APPROVAL_REQUIRED.fullmatch(result.content[0].text), result.content
     assert not os.path.exists(unapproved), "a call needing approval ran"
+
+    # A call the client gives up on (its read timeout): the SDK abandons it and tells the server
+    # (`notifications/cancelled`); mesh7 stops the tool and traces the call as cancelled, which
+    # the test that runs this script checks.
+    slow = session.call_tool("sleep.run", {"args": ["30"]}, read_timeout_seconds=1.0)
+    await expect_error(slow, REQUEST_TIMEOUT)
 
     message = await expect_error(session.call_tool("nope.run", {}), -32602)
     assert message == "Unknown tool: nope.run", message
