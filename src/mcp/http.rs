@@ -693,4 +693,31 @@ mod tests {
         assert!(s.create(None, t0 + idle).is_ok());
         assert_eq!(s.create(None, t0 + idle), Err(2));
     }
+
+    #[test]
+    fn a_cancel_reaches_only_the_newest_running_request_of_that_id_in_that_session() {
+        let now = Instant::now();
+        let mut s = Sessions::new(Duration::from_secs(60), 10);
+        let (a, b) = (s.create(None, now).unwrap(), s.create(None, now).unwrap());
+        assert!(s.track("no-such-session", "1".into()).is_none());
+        // A client reusing an id while the first request runs: the newer one is the target,
+        // and the older one ending does not unregister it.
+        let (old_gen, mut old) = s.track(&a, "1".into()).unwrap();
+        let (_, mut new) = s.track(&a, "1".into()).unwrap();
+        s.untrack(&a, "1", old_gen);
+        assert!(!s.cancel(&b, "1"), "another session's request");
+        assert!(!s.cancel(&a, "\"1\""), "the string \"1\" is not the number 1");
+        assert!(s.cancel(&a, "1"));
+        assert_eq!(new.try_recv(), Ok(()));
+        // The replaced registration was dropped, not fired: its request runs on.
+        assert_eq!(
+            old.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        );
+        assert!(!s.cancel(&a, "1"), "a request is cancelled once");
+        // Ending a session cancels what runs in it.
+        let (_, mut running) = s.track(&b, "7".into()).unwrap();
+        s.remove(&b);
+        assert_eq!(running.try_recv(), Ok(()));
+    }
 }
