@@ -706,7 +706,10 @@ mod tests {
         let (_, mut new) = s.track(&a, "1".into()).unwrap();
         s.untrack(&a, "1", old_gen);
         assert!(!s.cancel(&b, "1"), "another session's request");
-        assert!(!s.cancel(&a, "\"1\""), "the string \"1\" is not the number 1");
+        assert!(
+            !s.cancel(&a, "\"1\""),
+            "the string \"1\" is not the number 1"
+        );
         assert!(s.cancel(&a, "1"));
         assert_eq!(new.try_recv(), Ok(()));
         // The replaced registration was dropped, not fired: its request runs on.
