@@ -38,12 +38,15 @@ fn python_client_through_the_bridge_is_governed_and_traced_by_the_daemon() {
     ]);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("ok"), "{output}");
+    // The call the client abandoned on its read timeout is stopped at the daemon too.
+    let sleep = d.trace_of("sleep.run", |e| e["status_code"] == 499);
+    assert!(sleep["latency_ms"].as_u64().unwrap() < 20_000, "{sleep}");
     let (_, traces) = d.get("/traces", None);
     let traces = traces.as_array().expect("traces");
     let tools: Vec<&str> = traces.iter().filter_map(|t| t["tool"].as_str()).collect();
     assert_eq!(
         tools,
-        ["approver.run", "writer.run", "echo.run"],
+        ["sleep.run", "approver.run", "writer.run", "echo.run"],
         "{traces:?}"
     );
     for t in traces {
