@@ -244,14 +244,16 @@ impl RateLimit {
         if let Some(actor) = actors.get(&id) {
             return actor.clone();
         }
-        if Arbiter::try_current().is_none() {
+        let Some(arbiter) = Arbiter::try_current() else {
             return self.shared.home.clone();
-        }
-        let actor = RateLimitActor {
-            shared: Arc::downgrade(&self.shared),
+        };
+        // Started through the arbiter's own queue, which works from any task of the thread
+        // (`Actor::start` needs the arbiter's task set, which a `tokio::spawn`ed task is not in).
+        let shared = Arc::downgrade(&self.shared);
+        let actor = RateLimitActor::start_in_arbiter(&arbiter, move |_| RateLimitActor {
+            shared,
             home: false,
-        }
-        .start();
+        });
         actors.insert(id, actor.clone());
         actor
     }

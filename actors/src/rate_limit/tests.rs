@@ -529,6 +529,36 @@ async fn every_arbiter_gets_its_own_actor_and_all_share_the_counters() {
 }
 
 #[actix::test]
+async fn a_first_call_from_a_spawned_task_of_another_arbiter_starts_its_actor() {
+    let limiter = RateLimit::start(&RateLimiterConfig::default(), no_loops(), Clock::System, 16);
+    let arbiter = actix::Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let remote = limiter.clone();
+    // A `tokio::spawn`ed task runs outside the arbiter's own task set, where an actor cannot
+    // be started directly.
+    assert!(arbiter.spawn(async move {
+        let answer =
+            tokio::spawn(
+                async move { remote.acquire(call("agent", "tool", 1, limits(0, 1))).await },
+            )
+            .await;
+        let _ = tx.send(answer.map_err(|e| e.to_string()));
+    }));
+    let answer = rx.await.expect("the arbiter answered");
+    assert!(matches!(answer, Ok(Ok(()))), "{answer:?}");
+    assert_eq!(lock(&limiter.shared.actors).len(), 2, "an actor there");
+    arbiter.stop();
+    arbiter.join().expect("arbiter thread");
+    // The budget of 1 was spent there, in the shared counters.
+    assert!(matches!(
+        limiter
+            .acquire(call("agent", "tool", 2, limits(0, 1)))
+            .await,
+        Err(RateLimitError::Limited(Limited::TotalBudget { .. }))
+    ));
+}
+
+#[actix::test]
 async fn a_thread_without_an_arbiter_is_served_by_the_home_actor() {
     let limiter = RateLimit::start(&RateLimiterConfig::default(), no_loops(), Clock::System, 16);
     let remote = limiter.clone();
