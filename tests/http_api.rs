@@ -666,7 +666,6 @@ fn slow_clients_are_timed_out_with_a_json_408() {
 
 #[test]
 fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
-    use std::io::Write as _;
     let yaml = BASE
         .replace(
             "  - name: ls\n",
@@ -677,22 +676,12 @@ fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
             r#"      - tools: ["echo.run", "date.run", "sleep.run"]"#,
         );
     let d = Daemon::start(&yaml);
-    let addr = d.url.trim_start_matches("http://");
-    let body = r#"{"params":{"args":["60"]}}"#;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST /tool/sleep.run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer agent:bot\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
     // The call runs once its `sleep` is a child of the daemon; then the client leaves.
-    let (sleep, _) = common::wait_for(std::time::Duration::from_secs(30), || {
-        common::child_of(d.child.id())
-    })
-    .expect("the tool never started");
-    drop(stream);
+    let sleep = d.post_and_leave(
+        "/tool/sleep.run",
+        &[("Authorization", "Bearer agent:bot")],
+        r#"{"params":{"args":["60"]}}"#,
+    );
 
     let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
     assert_eq!(entry["policy"], "allow", "{entry}");
@@ -704,11 +693,7 @@ fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
     assert!(entry["latency_ms"].as_u64().unwrap() < 60_000, "{entry}");
     // The command was stopped with its caller.
     common::wait_for(std::time::Duration::from_secs(30), || {
-        let stat = std::fs::read_to_string(format!("/proc/{sleep}/stat"));
-        stat.map_or(true, |s| {
-            s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z'))
-        })
-        .then_some(())
+        common::process_gone(sleep).then_some(())
     })
     .expect("the command outlived its caller");
     let (_, metrics) = d.get_text("/metrics");
@@ -720,7 +705,6 @@ fn a_call_whose_client_disconnects_is_stopped_and_traced_as_cancelled() {
 
 #[test]
 fn an_approved_call_whose_client_disconnects_is_traced_with_its_used_approval() {
-    use std::io::Write as _;
     let yaml = BASE.replace(
         "  - name: ls\n",
         "  - name: sleep\n    bin: sleep\n    bare: { timeout: 60s }\n  - name: ls\n",
@@ -744,20 +728,11 @@ fn an_approved_call_whose_client_disconnects_is_traced_with_its_used_approval() 
     assert_eq!(status, 200);
 
     // The identical retry uses the approval and runs; its client leaves while it runs.
-    let addr = d.url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST /tool/sleep.run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer agent:bot\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let (sleep, _) = common::wait_for(std::time::Duration::from_secs(30), || {
-        common::child_of(d.child.id())
-    })
-    .expect("the tool never started");
-    drop(stream);
+    let sleep = d.post_and_leave(
+        "/tool/sleep.run",
+        &[("Authorization", "Bearer agent:bot")],
+        body,
+    );
 
     let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
     assert_eq!(entry["policy"], "human_approval", "{entry}");

@@ -337,25 +337,19 @@ fn require_authentication_refuses_an_anonymous_initialize() {
 
 #[test]
 fn a_client_that_closes_its_request_stops_the_call_which_is_traced_as_cancelled() {
-    use std::io::Write as _;
     let d = Daemon::start(GOVERNED);
     let id = session(&d, "Bearer agent:bot");
-    let addr = d.url.trim_start_matches("http://");
-    let body = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"sleep.run","arguments":{"args":["20"]}}}"#;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer agent:bot\r\n\
-         Mcp-Session-Id: {id}\r\nAccept: application/json, text/event-stream\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
     let wait = std::time::Duration::from_secs(30);
-    let (sleep, _) =
-        common::wait_for(wait, || common::child_of(d.child.id())).expect("the tool never started");
     // Closing the request is the Streamable HTTP cancellation signal.
-    drop(stream);
+    let sleep = d.post_and_leave(
+        "/mcp",
+        &[
+            ("Authorization", "Bearer agent:bot"),
+            ("Mcp-Session-Id", &id),
+            ("Accept", "application/json, text/event-stream"),
+        ],
+        SLEEP_CALL,
+    );
     let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
     assert_eq!(entry["ingress"], "mcp-http", "{entry}");
     assert_eq!(entry["session_id"], id, "{entry}");

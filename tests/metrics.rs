@@ -9,20 +9,16 @@ use std::io::Write as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Daemon, npm_server, wait_for};
+use common::{Daemon, filesystem_server, wait_for};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn config(node: &str, entry: &str, root: &str, echo_action: &str) -> String {
+/// `servers` (the `mcp_servers:` section) with CLI tools and policies; `echo_action` lets a
+/// test write a broken file.
+fn config(servers: &str, echo_action: &str) -> String {
     format!(
-        r#"
-mcp_servers:
-  - name: fs
-    transport: stdio
-    command: "{node}"
-    args: ["{entry}", "{root}"]
-cli_tools:
+        r#"{servers}cli_tools:
   - {{ name: echo, bin: echo, bare: {{ timeout: 5s }} }}
   - {{ name: ls, bin: ls, bare: {{ timeout: 5s }} }}
   - {{ name: date, bin: date, bare: {{ timeout: 5s }} }}
@@ -78,15 +74,8 @@ fn promtool_check(text: &str) -> (bool, String) {
 
 #[test]
 fn metrics_after_mixed_traffic_pass_promtool_and_count_what_happened() {
-    let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
-    let root = tempfile::tempdir().expect("temp dir");
-    let root = std::fs::canonicalize(root.path()).expect("canonical root");
-    let (node, entry, root_s) = (
-        node.display().to_string(),
-        entry.display().to_string(),
-        root.display().to_string(),
-    );
-    let d = Daemon::start(&config(&node, &entry, &root_s, "allow"));
+    let (servers, _root, _root_guard) = filesystem_server();
+    let d = Daemon::start(&config(&servers, "allow"));
     wait_for(WAIT, || {
         let (_, servers) = d.get("/mcp-servers", None);
         (servers[0]["status"] == "ready").then_some(())
@@ -124,13 +113,13 @@ fn metrics_after_mixed_traffic_pass_promtool_and_count_what_happened() {
 
     // A broken policy file is refused (and counted); the fixed one is taken.
     let config_path = d.path("mesh7.yaml");
-    std::fs::write(&config_path, config(&node, &entry, &root_s, "alow")).unwrap();
+    std::fs::write(&config_path, config(&servers, "alow")).unwrap();
     let scrape = || d.get_text("/metrics").1;
     wait_for(WAIT, || {
         (sample(&scrape(), "mesh7_policy_reload_failures_total") == Some(1.0)).then_some(())
     })
     .expect("the failed reload was never counted");
-    std::fs::write(&config_path, config(&node, &entry, &root_s, "allow")).unwrap();
+    std::fs::write(&config_path, config(&servers, "allow")).unwrap();
     wait_for(WAIT, || {
         (sample(&scrape(), "mesh7_policy_reloads_total") == Some(1.0)).then_some(())
     })

@@ -434,19 +434,15 @@ fn a_call_dropped_while_it_runs_keeps_its_outcome_and_the_step_it_was_in() {
         );
     let d = Daemon::start(&yaml);
     let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
-    let addr = d.url.trim_start_matches("http://");
-    let body = r#"{"params":{"args":["20"]}}"#;
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "POST /tool/sleep.run HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer agent:claude\r\n\
-         Traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    wait_for(WAIT, || common::child_of(d.child.id())).expect("the tool never started");
-    drop(stream);
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    d.post_and_leave(
+        "/tool/sleep.run",
+        &[
+            ("Authorization", "Bearer agent:claude"),
+            ("Traceparent", &traceparent),
+        ],
+        r#"{"params":{"args":["20"]}}"#,
+    );
 
     // The root span says what the trace entry says, as for any call; before, it only said
     // that the call ended before its verdict.

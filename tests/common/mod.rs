@@ -144,7 +144,6 @@ impl Daemon {
         )
     }
 
-    /// Everything the daemon wrote on stderr so far (after the start-up line).
     /// The newest `/traces` entry of `tool` for which `want` holds, waited for up to 30 s.
     pub fn trace_of(&self, tool: &str, want: impl Fn(&Value) -> bool) -> Value {
         wait_for(Duration::from_secs(30), || {
@@ -155,6 +154,29 @@ impl Daemon {
         .0
     }
 
+    /// A client that goes away mid-call: sends `POST path` (JSON `body`, `headers`) on a
+    /// connection of its own, waits up to 30 s until the call's command runs (the daemon's first
+    /// child), then closes the connection without reading the answer. Returns the command's pid.
+    pub fn post_and_leave(&self, path: &str, headers: &[(&str, &str)], body: &str) -> u32 {
+        use std::io::Write as _;
+        let addr = self.url.trim_start_matches("http://");
+        let mut request = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.write_all(request.as_bytes()).expect("send");
+        let (command, _) = wait_for(Duration::from_secs(30), || child_of(self.child.id()))
+            .expect("the tool never started");
+        drop(stream);
+        command
+    }
+
+    /// Everything the daemon wrote on stderr so far (after the start-up line).
     /// Call after the process ended: waits (bounded) for the reader to reach end of file.
     pub fn stderr_text(&self) -> String {
         let mut lines = Vec::new();
@@ -255,11 +277,10 @@ pub fn npm_server(package: &str) -> (PathBuf, PathBuf) {
     (node, entry)
 }
 
-/// The official filesystem server as upstream `fs` over stdio, rooted in a fresh directory that
-/// holds `notes.txt`, under a `files` policy: reads and listings allowed, `fs.write_file` under
-/// human approval, then `extra_rules` (YAML rule items at the rules' indentation). Returns the
-/// YAML, the root as the server reports it, and the directory's guard.
-pub fn filesystem_config(extra_rules: &str) -> (String, PathBuf, tempfile::TempDir) {
+/// The official filesystem server as upstream `fs` over stdio (an `mcp_servers:` section),
+/// rooted in a fresh directory that holds `notes.txt`. Returns the YAML, the root as the server
+/// reports it, and the directory's guard (keep it for the test's length).
+pub fn filesystem_server() -> (String, PathBuf, tempfile::TempDir) {
     let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
     let guard = tempfile::tempdir().expect("temp dir");
     // The server resolves symlinks: give it the canonical path it will report.
@@ -272,7 +293,20 @@ mcp_servers:
     transport: stdio
     command: "{node}"
     args: ["{entry}", "{root}"]
-policies:
+"#,
+        node = node.display(),
+        entry = entry.display(),
+        root = root.display(),
+    );
+    (yaml, root, guard)
+}
+
+/// `filesystem_server` under a `files` policy: reads and listings allowed, `fs.write_file` under
+/// human approval, then `extra_rules` (YAML rule items at the rules' indentation).
+pub fn filesystem_config(extra_rules: &str) -> (String, PathBuf, tempfile::TempDir) {
+    let (servers, root, guard) = filesystem_server();
+    let yaml = format!(
+        r#"{servers}policies:
   - name: files
     agent: "*"
     rules:
@@ -280,10 +314,7 @@ policies:
         action: allow
       - tools: ["fs.write_file"]
         action: human_approval
-{extra_rules}"#,
-        node = node.display(),
-        entry = entry.display(),
-        root = root.display(),
+{extra_rules}"#
     );
     (yaml, root, guard)
 }
