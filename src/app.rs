@@ -245,12 +245,17 @@ impl App {
             }
         };
         let (input, output) = crate::mcp::stdio::streams();
-        let stdio =
-            crate::mcp::stdio::serve(Dispatcher::new(self.pipeline.clone()), opts, input, output);
+        let mut stdio = tokio::spawn(crate::mcp::stdio::serve(
+            Dispatcher::new(self.pipeline.clone()),
+            opts,
+            input,
+            output,
+        ));
         let served = tokio::select! {
-            served = stdio => served.context("MCP stdio"),
+            served = &mut stdio => served.context("MCP stdio task")?.context("MCP stdio"),
             signal = shutdown_signal() => {
                 tracing::info!(signal, "shutting down");
+                stdio.abort();
                 Ok(())
             }
         };

@@ -32,11 +32,49 @@ pub enum PipelineError {
     /// A subsystem could not take the request (mailbox full or closed). Fail closed, retry later.
     #[error("{0}")]
     Unavailable(String),
-    /// The caller went away (HTTP client disconnected, MCP `notifications/cancelled`, its MCP
-    /// session deleted) while the call ran. It is what the call's trace says; only a `/mcp`
-    /// request stopped by a notification or a `DELETE` still receives it as its answer.
+    /// The call was stopped while it ran, for the reason given. It is what the call's trace
+    /// says; only a `/mcp` request stopped by a notification or a `DELETE` still receives it
+    /// as its answer.
+    #[error("{0}")]
+    Cancelled(Cancel),
+}
+
+/// Why a running call was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
+#[repr(u8)]
+pub enum Cancel {
+    /// Its future was dropped with nothing more said: an HTTP client disconnected, stdin
+    /// closed, the MCP client left.
+    #[default]
     #[error("cancelled: the caller went away while the call ran")]
-    Cancelled,
+    CallerGone = 0,
+    /// The MCP client sent `notifications/cancelled` for the request.
+    #[error("cancelled by the client (notifications/cancelled) while the call ran")]
+    ByClient = 1,
+    /// The request's MCP session was deleted (`DELETE /mcp`).
+    #[error("cancelled: the MCP session was deleted while the call ran")]
+    SessionDeleted = 2,
+}
+
+/// Where an ingress notes why it is about to stop a request, before it drops the request's
+/// future: the pipeline's drop guard reads it to trace the call (`Cancel::CallerGone` when
+/// nothing was noted). Clones share the note.
+#[derive(Debug, Clone, Default)]
+pub struct CancelNote(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl CancelNote {
+    pub fn set(&self, why: Cancel) {
+        self.0
+            .store(why as u8, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn get(&self) -> Cancel {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            1 => Cancel::ByClient,
+            2 => Cancel::SessionDeleted,
+            _ => Cancel::CallerGone,
+        }
+    }
 }
 
 /// nginx's status for a request whose client went away before the answer.
@@ -74,7 +112,7 @@ impl PipelineError {
                 ("unavailable", StatusCode::SERVICE_UNAVAILABLE, -32603)
             }
             // 499 "client closed request" (nginx); -32800 "request cancelled" (LSP).
-            PipelineError::Cancelled => ("cancelled", client_closed_request(), -32800),
+            PipelineError::Cancelled(_) => ("cancelled", client_closed_request(), -32800),
         };
         ErrorCode {
             code,
@@ -102,7 +140,7 @@ impl From<mesh7_actors::cli::CliError> for PipelineError {
         match e {
             CliError::Timeout { .. } => PipelineError::ForwardTimeout(e.to_string()),
             CliError::Unavailable(_) => PipelineError::Unavailable(e.to_string()),
-            CliError::Cancelled => PipelineError::Cancelled,
+            CliError::Cancelled => PipelineError::Cancelled(Cancel::CallerGone),
             other => PipelineError::Forward(other.to_string()),
         }
     }
@@ -132,5 +170,25 @@ impl From<mesh7_actors::approvals::ApprovalError> for PipelineError {
 impl From<mesh7_actors::grants::GrantError> for PipelineError {
     fn from(e: mesh7_actors::grants::GrantError) -> Self {
         PipelineError::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_note_says_what_was_noted_last_and_defaults_to_the_caller_gone() {
+        let note = CancelNote::default();
+        let shared = note.clone();
+        assert_eq!(note.get(), Cancel::CallerGone);
+        for why in [Cancel::ByClient, Cancel::SessionDeleted, Cancel::CallerGone] {
+            shared.set(why);
+            assert_eq!(note.get(), why);
+            let e = PipelineError::Cancelled(why);
+            assert_eq!(e.to_string(), why.to_string());
+            assert_eq!((e.code().code, e.code().jsonrpc), ("cancelled", -32800));
+            assert_eq!(e.code().status.as_u16(), 499);
+        }
     }
 }

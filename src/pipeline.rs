@@ -18,7 +18,7 @@ use mesh7_actors::trace::{self, Trace, TraceEntry};
 use mesh7_config::{Action, ApprovalChannel};
 use serde_json::Value;
 
-use crate::error::PipelineError;
+use crate::error::{CancelNote, PipelineError};
 use crate::identity::{Authenticator, Identity};
 use crate::metrics::{Metrics, Source};
 use crate::registry::{Registry, ResolvedCall, Target};
@@ -69,6 +69,8 @@ pub struct RequestContext {
     pub prefer_async: bool,
     /// `X-Callback-URL`: told when the approval of this call is decided.
     pub callback_url: Option<String>,
+    /// Why the call was stopped, noted by the ingress before it drops the call's future.
+    pub cancel: CancelNote,
 }
 
 impl Default for RequestContext {
@@ -82,6 +84,7 @@ impl Default for RequestContext {
             parent_span_id: None,
             prefer_async: false,
             callback_url: None,
+            cancel: CancelNote::default(),
         }
     }
 }
@@ -767,7 +770,7 @@ enum Next {
 /// the server `notifications/cancelled`) or the CLI process group (killed). The call may
 /// already have had effects, or used an approval or a grant's call, so dropping this guard
 /// before `finish` records it in the trace and the metrics as cancelled
-/// (`PipelineError::Cancelled`).
+/// (`PipelineError::Cancelled`, with the reason the ingress noted in `RequestContext::cancel`).
 struct Running<'a> {
     pipeline: &'a Pipeline,
     ctx: &'a RequestContext,
@@ -808,12 +811,14 @@ impl Drop for Running<'_> {
             reason: self.reason.to_owned(),
             latency_ms: millis(self.started.elapsed()),
             verdict: Verdict::Failed {
-                error: PipelineError::Cancelled,
+                error: PipelineError::Cancelled(self.ctx.cancel.get()),
             },
             backend_status: None,
             approval: self.approval.cloned(),
         };
-        tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "call cancelled: the caller went away");
+        if let Verdict::Failed { error } = &g.verdict {
+            tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "{error}");
+        }
         let effective = effective_name_of(&g, self.effective);
         let entry = trace_entry(self.ctx, &g, effective, self.call.args.clone());
         if let Some(spans) = &self.spans {

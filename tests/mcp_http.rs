@@ -395,17 +395,11 @@ fn start_sleep_call(d: &Daemon, id: &str) -> (std::thread::JoinHandle<Answer>, u
     (call, sleep)
 }
 
-/// The answer of a call stopped by its session: the `cancelled` error, for the call's id.
-fn assert_cancelled(d: &Daemon, call: std::thread::JoinHandle<Answer>, sleep: u32) {
+/// The answer of a call stopped by its session: the `cancelled` error saying `why`, for the
+/// call's id; its trace says the same.
+fn assert_cancelled(d: &Daemon, call: std::thread::JoinHandle<Answer>, sleep: u32, why: &str) {
     let answer = call.join().expect("call thread");
-    assert_eq!(
-        error_of(&answer),
-        (
-            200,
-            -32800,
-            "cancelled: the caller went away while the call ran".to_owned()
-        )
-    );
+    assert_eq!(error_of(&answer), (200, -32800, why.to_owned()));
     assert_eq!(answer.json()["id"], 7, "{}", answer.body);
     common::wait_for(std::time::Duration::from_secs(30), || {
         common::process_gone(sleep).then_some(())
@@ -413,6 +407,7 @@ fn assert_cancelled(d: &Daemon, call: std::thread::JoinHandle<Answer>, sleep: u3
     .expect("the command outlived its cancellation");
     let entry = d.trace_of("sleep.run", |e| e["status_code"] == 499);
     assert_eq!(entry["ingress"], "mcp-http", "{entry}");
+    assert_eq!(entry["error"], why, "{entry}");
 }
 
 #[test]
@@ -456,7 +451,12 @@ fn a_notifications_cancelled_in_the_session_stops_the_call_and_answers_it_cancel
     assert!(!common::process_gone(sleep), "the command was stopped");
     // The call's own id stops it.
     assert_eq!(post(&d, &mine, &cancel(json!(7))).status, 202);
-    assert_cancelled(&d, call, sleep);
+    assert_cancelled(
+        &d,
+        call,
+        sleep,
+        "cancelled by the client (notifications/cancelled) while the call ran",
+    );
     // The session goes on.
     assert_eq!(post(&d, &mine, PING).status, 200);
 }
@@ -476,5 +476,10 @@ fn deleting_a_session_cancels_its_running_calls() {
         "",
     );
     assert_eq!(a.status, 204, "{}", a.body);
-    assert_cancelled(&d, call, sleep);
+    assert_cancelled(
+        &d,
+        call,
+        sleep,
+        "cancelled: the MCP session was deleted while the call ran",
+    );
 }

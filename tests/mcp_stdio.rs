@@ -70,6 +70,10 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
     // for its 30 s.
     let sleep = &entries[3];
     assert_eq!(sleep["status_code"], 499, "{sleep}");
+    assert_eq!(
+        sleep["error"], "cancelled by the client (notifications/cancelled) while the call ran",
+        "{sleep}"
+    );
     assert!(sleep["latency_ms"].as_u64().unwrap() < 20_000, "{sleep}");
 }
 
@@ -210,7 +214,7 @@ fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
     assert_eq!(entry["policy"], "allow", "{entry}");
     assert_eq!(entry["status_code"], 499, "{entry}");
     assert_eq!(
-        entry["error"], "cancelled: the caller went away while the call ran",
+        entry["error"], "cancelled by the client (notifications/cancelled) while the call ran",
         "{entry}"
     );
     assert!(entry["latency_ms"].as_u64().unwrap() < 25_000, "{entry}");

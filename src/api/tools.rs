@@ -200,6 +200,8 @@ fn request_context(
         callback_url: header_str(req, X_CALLBACK_URL)
             .filter(|u| !u.is_empty())
             .map(str::to_owned),
+        // An HTTP call is only ever stopped by its client going away.
+        ..RequestContext::default()
     }
 }
 

@@ -24,7 +24,7 @@ use mesh7_config::duration::{self, format_secs};
 use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError};
-use crate::error::PipelineError;
+use crate::error::{CancelNote, PipelineError};
 use crate::identity::{Identity, IdentityKind};
 use crate::pipeline::{Governed, Ingress, Mode, Pipeline, RequestContext, ToolCall, Verdict};
 use crate::registry::Target;
@@ -161,12 +161,19 @@ impl Dispatcher {
     }
 
     /// Answers one request. Notifications never reach here: they are not answered.
-    pub async fn handle(&self, caller: &Caller, req: Request) -> Result<Value, RpcError> {
+    /// Answers one request. `cancel` is where the ingress notes why it stops the request, should
+    /// it drop the returned future.
+    pub async fn handle(
+        &self,
+        caller: &Caller,
+        req: Request,
+        cancel: CancelNote,
+    ) -> Result<Value, RpcError> {
         match req.method.as_str() {
             "initialize" => Ok(initialize_result(&req.params)),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list_tools(caller)),
-            "tools/call" => self.call_tool(caller, req.params).await,
+            "tools/call" => self.call_tool(caller, req.params, cancel).await,
             other => Err(RpcError::new(
                 METHOD_NOT_FOUND,
                 format!("Method not found: {other}"),
@@ -221,6 +228,7 @@ impl Dispatcher {
         &self,
         caller: &Caller,
         mut params: Map<String, Value>,
+        cancel: CancelNote,
     ) -> Result<Value, RpcError> {
         let tool = match params.remove("name") {
             Some(Value::String(name)) if !name.is_empty() => name,
@@ -249,6 +257,7 @@ impl Dispatcher {
                 .and_then(|m| m.get("traceparent"))
                 .and_then(Value::as_str)
                 .and_then(crate::telemetry::parent_span_id),
+            cancel,
             ..RequestContext::default()
         };
         let call = ToolCall {

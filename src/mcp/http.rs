@@ -30,7 +30,7 @@ use super::jsonrpc::{
 };
 use super::new_session_id;
 use crate::api::{ApiState, header_str, json_response};
-use crate::error::PipelineError;
+use crate::error::{Cancel, CancelNote, PipelineError};
 use crate::pipeline::Ingress;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -81,16 +81,17 @@ impl McpHttp {
         lock(&self.sessions)
     }
 
-    /// Registers a request of `session` so that a `notifications/cancelled` naming its id can
-    /// stop it: the future resolves when it does. The request stays registered while the
-    /// returned guard lives.
+    /// Registers a request of `session` so that a `notifications/cancelled` naming its id (or
+    /// the session's `DELETE`) can stop it: the future resolves when it does, and `note` says
+    /// which by then. The request stays registered while the returned guard lives.
     fn track(
         &self,
         session: &str,
         id: &Value,
+        note: CancelNote,
     ) -> (impl Future<Output = ()> + use<>, Option<InFlight>) {
         let key = id.to_string();
-        let tracked = self.sessions().track(session, key.clone());
+        let tracked = self.sessions().track(session, key.clone(), note);
         let guard = tracked.as_ref().map(|&(generation, _)| InFlight {
             sessions: self.sessions.clone(),
             session: session.to_owned(),
@@ -234,14 +235,15 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
         session_id,
     };
     let id = request.id.clone();
-    let (cancelled, _in_flight) = mcp.track(&caller.session_id, &id);
+    let note = CancelNote::default();
+    let (cancelled, _in_flight) = mcp.track(&caller.session_id, &id, note.clone());
     let dispatcher = Dispatcher::new(state.pipeline.clone());
     let outcome = tokio::select! {
-        outcome = dispatcher.handle(&caller, request) => outcome,
+        outcome = dispatcher.handle(&caller, request, note.clone()) => outcome,
         // The call's future is dropped here, which stops it (and traces it as cancelled). The
         // POST still needs an answer: the client has forgotten the id and ignores it.
         () = cancelled => {
-            let e = PipelineError::Cancelled;
+            let e = PipelineError::Cancelled(note.get());
             Err(RpcError::new(e.code().jsonrpc, e.to_string()))
         }
     };
@@ -389,7 +391,7 @@ struct Session {
     /// The session's running requests by JSON id text (`7`, `"7"`), each with the generation
     /// of its registration (a reused id replaces the entry; only the newest may remove it) and
     /// the sender that cancels it. As many as the session has requests open.
-    in_flight: HashMap<String, (u64, oneshot::Sender<()>)>,
+    in_flight: HashMap<String, (u64, oneshot::Sender<()>, CancelNote)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -450,18 +452,26 @@ impl Sessions {
     /// Ends a session and cancels its running requests.
     fn remove(&mut self, id: &str) {
         if let Some(session) = self.map.remove(id) {
-            for (_, (_, cancel)) in session.in_flight {
+            for (_, (_, cancel, note)) in session.in_flight {
+                note.set(Cancel::SessionDeleted);
                 let _ = cancel.send(());
             }
         }
     }
 
     /// Registers a running request; `None` when the session is gone.
-    fn track(&mut self, id: &str, key: String) -> Option<(u64, oneshot::Receiver<()>)> {
+    fn track(
+        &mut self,
+        id: &str,
+        key: String,
+        note: CancelNote,
+    ) -> Option<(u64, oneshot::Receiver<()>)> {
         let session = self.map.get_mut(id)?;
         let (cancel, cancelled) = oneshot::channel();
         self.generation += 1;
-        session.in_flight.insert(key, (self.generation, cancel));
+        session
+            .in_flight
+            .insert(key, (self.generation, cancel, note));
         Some((self.generation, cancelled))
     }
 
@@ -470,7 +480,7 @@ impl Sessions {
             && session
                 .in_flight
                 .get(key)
-                .is_some_and(|(g, _)| *g == generation)
+                .is_some_and(|(g, _, _)| *g == generation)
         {
             session.in_flight.remove(key);
         }
@@ -481,7 +491,10 @@ impl Sessions {
         self.map
             .get_mut(id)
             .and_then(|session| session.in_flight.remove(key))
-            .is_some_and(|(_, cancel)| cancel.send(()).is_ok())
+            .is_some_and(|(_, cancel, note)| {
+                note.set(Cancel::ByClient);
+                cancel.send(()).is_ok()
+            })
     }
 }
 
@@ -699,28 +712,35 @@ mod tests {
         let now = Instant::now();
         let mut s = Sessions::new(Duration::from_secs(60), 10);
         let (a, b) = (s.create(None, now).unwrap(), s.create(None, now).unwrap());
-        assert!(s.track("no-such-session", "1".into()).is_none());
+        let note = CancelNote::default;
+        assert!(s.track("no-such-session", "1".into(), note()).is_none());
         // A client reusing an id while the first request runs: the newer one is the target,
         // and the older one ending does not unregister it.
-        let (old_gen, mut old) = s.track(&a, "1".into()).unwrap();
-        let (_, mut new) = s.track(&a, "1".into()).unwrap();
+        let (old_note, new_note) = (note(), note());
+        let (old_gen, mut old) = s.track(&a, "1".into(), old_note.clone()).unwrap();
+        let (_, mut new) = s.track(&a, "1".into(), new_note.clone()).unwrap();
         s.untrack(&a, "1", old_gen);
         assert!(!s.cancel(&b, "1"), "another session's request");
         assert!(
             !s.cancel(&a, "\"1\""),
             "the string \"1\" is not the number 1"
         );
+        assert_eq!(new_note.get(), Cancel::CallerGone, "nothing noted yet");
         assert!(s.cancel(&a, "1"));
         assert_eq!(new.try_recv(), Ok(()));
+        assert_eq!(new_note.get(), Cancel::ByClient);
         // The replaced registration was dropped, not fired: its request runs on.
         assert_eq!(
             old.try_recv(),
             Err(tokio::sync::oneshot::error::TryRecvError::Closed)
         );
+        assert_eq!(old_note.get(), Cancel::CallerGone);
         assert!(!s.cancel(&a, "1"), "a request is cancelled once");
-        // Ending a session cancels what runs in it.
-        let (_, mut running) = s.track(&b, "7".into()).unwrap();
+        // Ending a session cancels what runs in it, and says so.
+        let running_note = note();
+        let (_, mut running) = s.track(&b, "7".into(), running_note.clone()).unwrap();
         s.remove(&b);
         assert_eq!(running.try_recv(), Ok(()));
+        assert_eq!(running_note.get(), Cancel::SessionDeleted);
     }
 }

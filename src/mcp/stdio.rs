@@ -20,6 +20,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use super::dispatch::{Caller, Dispatcher};
 use super::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
 use super::new_session_id;
+use crate::error::{Cancel, CancelNote};
 use crate::pipeline::Ingress;
 
 /// The longest line accepted; a longer one is answered with a parse error and skipped.
@@ -115,8 +116,8 @@ where
     let authorization = opts.authorization();
     let mut session_id = opts.session_id.clone().unwrap_or_default();
     let mut in_flight: JoinSet<String> = JoinSet::new();
-    // Each request in flight, by id.
-    let mut by_id: HashMap<String, AbortHandle> = HashMap::new();
+    // Each request in flight, by id, with the note read if its call is stopped.
+    let mut by_id: HashMap<String, (AbortHandle, CancelNote)> = HashMap::new();
     let mut read_error = None;
 
     loop {
@@ -147,10 +148,11 @@ where
                     Ok(Message::Notification { method, params }) => {
                         if method == "notifications/cancelled"
                             && let Some(id) = params.get("requestId")
-                            && let Some(request) = by_id.remove(&id_key(id))
+                            && let Some((request, note)) = by_id.remove(&id_key(id))
                         {
                             // Stopped and not answered (MCP); a running call is traced as
-                            // cancelled when its future is dropped.
+                            // cancelled by the client when its future is dropped.
+                            note.set(Cancel::ByClient);
                             request.abort();
                         }
                         continue;
@@ -170,18 +172,20 @@ where
                 let dispatcher = dispatcher.clone();
                 let out = out_tx.clone();
                 let task_key = key.clone();
+                let note = CancelNote::default();
+                let cancel = note.clone();
                 let request = in_flight.spawn(async move {
                     let id = req.id.clone();
-                    let outcome = dispatcher.handle(&caller, req).await;
+                    let outcome = dispatcher.handle(&caller, req, cancel).await;
                     send(&out, jsonrpc::response(&id, outcome)).await;
                     task_key
                 });
-                by_id.insert(key, request);
+                by_id.insert(key, (request, note));
             }
             Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                 // A reused id may belong to a newer request by now: remove only our own entry.
                 if let Ok((task, key)) = done
-                    && by_id.get(&key).is_some_and(|r| r.id() == task)
+                    && by_id.get(&key).is_some_and(|(r, _)| r.id() == task)
                 {
                     by_id.remove(&key);
                 }
