@@ -221,6 +221,40 @@ fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
 }
 
 #[test]
+fn sigterm_mid_call_stops_the_call_traces_it_and_exits_zero() {
+    let (dir, config) = config_dir(GOVERNED);
+    let mut mcp = start(dir.path(), &config, &[], &[]);
+    mcp.initialize();
+    mcp.request(
+        1,
+        "tools/call",
+        &json!({"name": "sleep.run", "arguments": {"args": ["30"]}}),
+    );
+    let (sleep, _) = common::wait_for(WAIT, || common::child_of(mcp.child.id()))
+        .expect("the tool never started");
+    let started = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(mcp.child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    // stdin stays open: the signal alone ends the server, without waiting for the call.
+    assert!(mcp.wait(WAIT).success());
+    assert!(started.elapsed() < Duration::from_secs(20));
+    common::wait_for(WAIT, || common::process_gone(sleep).then_some(()))
+        .unwrap_or_else(|| panic!("sleep {sleep} outlived the server"));
+    // The final flush wrote the stopped call.
+    let traces = std::fs::read_to_string(dir.path().join("traces.jsonl")).expect("traces");
+    let entry: Value = traces
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
+        .find(|e| e["tool"] == "sleep.run")
+        .unwrap_or_else(|| panic!("no trace of the stopped call: {traces}"));
+    assert_eq!(entry["status_code"], 499, "{entry}");
+    assert_eq!(
+        entry["error"], "cancelled: the caller went away while the call ran",
+        "{entry}"
+    );
+}
+
+#[test]
 fn eof_lets_calls_in_flight_finish_then_exits_zero() {
     let (dir, config) = config_dir(GOVERNED);
     let mut mcp = start(dir.path(), &config, &[], &[]);
