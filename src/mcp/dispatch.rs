@@ -160,9 +160,8 @@ impl Dispatcher {
         Self { pipeline }
     }
 
-    /// Answers one request. Notifications never reach here: they are not answered.
-    /// Answers one request. `cancel` is where the ingress notes why it stops the request, should
-    /// it drop the returned future.
+    /// Answers one request. Notifications never reach here: they are not answered. `cancel` is
+    /// where the ingress notes why it stops the request, should it drop the returned future.
     pub async fn handle(
         &self,
         caller: &Caller,
