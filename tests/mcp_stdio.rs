@@ -29,6 +29,25 @@ fn config_dir(yaml: &str) -> (tempfile::TempDir, String) {
     (dir, config.display().to_string())
 }
 
+/// The entries of the server's `traces.jsonl` (in `dir`), oldest first.
+fn trace_file(dir: &Path) -> Vec<Value> {
+    let traces = std::fs::read_to_string(dir.join("traces.jsonl")).expect("traces");
+    traces
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
+        .collect()
+}
+
+/// The first entry of `tool` in the server's `traces.jsonl`.
+fn traced(dir: &Path, tool: &str) -> Value {
+    let entries = trace_file(dir);
+    entries
+        .iter()
+        .find(|e| e["tool"] == tool)
+        .cloned()
+        .unwrap_or_else(|| panic!("no trace of {tool}: {entries:?}"))
+}
+
 fn start(dir: &Path, config: &str, extra: &[&str], env: &[(&str, &str)]) -> McpChild {
     let mut args = vec!["--mcp", "--config", config, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
@@ -51,11 +70,7 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
     ]);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("ok"), "{output}");
-    let traces = std::fs::read_to_string(dir.path().join("traces.jsonl")).expect("traces");
-    let entries: Vec<Value> = traces
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
-        .collect();
+    let entries = trace_file(dir.path());
     let tools: Vec<&str> = entries
         .iter()
         .map(|e| e["tool"].as_str().unwrap())
@@ -64,7 +79,7 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
     assert_eq!(
         tools,
         ["echo.run", "writer.run", "approver.run", "sleep.run"],
-        "{traces}"
+        "{entries:?}"
     );
     // The call the SDK gave up on after 1 s was stopped (`notifications/cancelled`), not run
     // for its 30 s.
@@ -205,12 +220,7 @@ fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
         "a cancelled request was answered: {rest:?}"
     );
     // What ran is traced, as cancelled.
-    let traces = std::fs::read_to_string(dir.path().join("traces.jsonl")).expect("traces");
-    let entry: Value = traces
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
-        .find(|e| e["tool"] == "sleep.run")
-        .unwrap_or_else(|| panic!("no trace of the cancelled call: {traces}"));
+    let entry = traced(dir.path(), "sleep.run");
     assert_eq!(entry["policy"], "allow", "{entry}");
     assert_eq!(entry["status_code"], 499, "{entry}");
     assert_eq!(
@@ -241,12 +251,7 @@ fn sigterm_mid_call_stops_the_call_traces_it_and_exits_zero() {
     common::wait_for(WAIT, || common::process_gone(sleep).then_some(()))
         .unwrap_or_else(|| panic!("sleep {sleep} outlived the server"));
     // The final flush wrote the stopped call.
-    let traces = std::fs::read_to_string(dir.path().join("traces.jsonl")).expect("traces");
-    let entry: Value = traces
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
-        .find(|e| e["tool"] == "sleep.run")
-        .unwrap_or_else(|| panic!("no trace of the stopped call: {traces}"));
+    let entry = traced(dir.path(), "sleep.run");
     assert_eq!(entry["status_code"], 499, "{entry}");
     assert_eq!(
         entry["error"], "cancelled: the caller went away while the call ran",
