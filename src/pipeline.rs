@@ -154,6 +154,8 @@ pub struct Governed {
     pub backend_status: Option<u16>,
     /// The approval this call went through, if any.
     pub approval: Option<ApprovalInfo>,
+    /// Where the tool lives, as resolved for this call: what its forwarded result looks like.
+    pub source: Source,
 }
 
 impl Governed {
@@ -498,6 +500,7 @@ impl Pipeline {
             verdict,
             backend_status,
             approval,
+            source,
         };
         self.record(
             &mut spans,
@@ -815,6 +818,7 @@ impl Drop for Running<'_> {
             },
             backend_status: None,
             approval: self.approval.cloned(),
+            source: self.source,
         };
         if let Verdict::Failed { error } = &g.verdict {
             tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "{error}");

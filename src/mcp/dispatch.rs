@@ -26,8 +26,8 @@ use serde_json::{Map, Value, json};
 use super::jsonrpc::{INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError};
 use crate::error::{CancelNote, PipelineError};
 use crate::identity::{Identity, IdentityKind};
+use crate::metrics::Source;
 use crate::pipeline::{Governed, Ingress, Mode, Pipeline, RequestContext, ToolCall, Verdict};
-use crate::registry::Target;
 
 /// The `serverInfo` flux7 announces; clients and hooks may match on it.
 pub const SERVER_NAME: &str = "flux7-mesh";
@@ -259,30 +259,12 @@ impl Dispatcher {
             cancel,
             ..RequestContext::default()
         };
-        let call = ToolCall {
-            tool,
-            args: args.clone(),
-        };
         let governed = self
             .pipeline
-            .handle(ctx, call, Mode::Execute)
+            .handle(ctx, ToolCall { tool, args }, Mode::Execute)
             .await
             .map_err(|e| rpc_error(&e))?;
-        let source = match governed.verdict {
-            Verdict::Allowed { result: Some(_) } => self.source_of(&governed.tool, &args),
-            _ => None,
-        };
-        Ok(call_tool_result(&governed, source))
-    }
-
-    /// Where a called name goes (`cli`, `mcp`, `openapi`): what a forwarded result looks like.
-    fn source_of(&self, tool: &str, args: &Value) -> Option<&'static str> {
-        let resolved = self.pipeline.registry().resolve(tool, args).ok()?;
-        Some(match resolved.target {
-            Target::Cli(_) => "cli",
-            Target::Mcp { .. } => "mcp",
-            Target::OpenApi { .. } => "openapi",
-        })
+        Ok(call_tool_result(governed))
     }
 
     /// Who the caller is (virtual tools are answered outside the pipeline).
@@ -619,13 +601,13 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
 
 /// What the agent sees of a governed call: the tool's own result when it ran, else a result
 /// with `isError: true` and flux7's text (so clients that validate `outputSchema` can read it).
-/// `source` is the tool's registry source (`mcp`, `cli`, `openapi`) when known.
-pub fn call_tool_result(g: &Governed, source: Option<&str>) -> Value {
-    match &g.verdict {
+/// The result is shaped by where the call went (`g.source`), as resolved when it ran.
+pub fn call_tool_result(g: Governed) -> Value {
+    match g.verdict {
         Verdict::Allowed {
             result: Some(result),
         } => {
-            let mut r = tool_result(result, source);
+            let mut r = tool_result(result, g.source);
             // An HTTP backend's error status (OpenAPI tools) is a tool error the agent must see.
             if g.backend_status.is_some_and(|s| s >= 400) {
                 r["isError"] = Value::Bool(true);
@@ -653,9 +635,9 @@ pub fn call_tool_result(g: &Governed, source: Option<&str>) -> Value {
             text_result(&format!("Denied by supervisor: {reasoning}"), true)
         }
         Verdict::ApprovalTimedOut => text_result(APPROVAL_TIMED_OUT, true),
-        Verdict::ApprovalUnavailable { message } => text_result(message, true),
+        Verdict::ApprovalUnavailable { message } => text_result(&message, true),
         Verdict::ApprovalRequired => text_result(APPROVAL_REQUIRED, true),
-        Verdict::RateLimited { message, .. } => text_result(message, true),
+        Verdict::RateLimited { message, .. } => text_result(&message, true),
     }
 }
 
@@ -665,26 +647,22 @@ pub const APPROVAL_TIMED_OUT: &str = "Approval timed out — no supervisor or hu
 pub const APPROVAL_REQUIRED: &str = "This action requires human approval.";
 
 /// A forwarded result as a CallToolResult.
-fn tool_result(result: &Value, source: Option<&str>) -> Value {
-    match (source, result) {
+fn tool_result(result: Value, source: Source) -> Value {
+    match result {
         // An upstream MCP result is already a CallToolResult: forwarded as is.
-        (Some("mcp"), Value::Object(_)) => result.clone(),
-        (_, Value::Object(out)) if is_cli_output(out) => {
+        Value::Object(_) if source == Source::Mcp => result,
+        Value::Object(ref out) if is_cli_output(out) => {
             let stdout = out.get("stdout").and_then(Value::as_str).unwrap_or("");
-            let exit_code = out.get("exit_code").and_then(Value::as_i64).unwrap_or(0);
-            json!({
-                "content": [{ "type": "text", "text": stdout }],
-                "structuredContent": result,
-                "isError": exit_code != 0,
-            })
+            let content = json!([{ "type": "text", "text": stdout }]);
+            let is_error = out.get("exit_code").and_then(Value::as_i64).unwrap_or(0) != 0;
+            json!({ "content": content, "structuredContent": result, "isError": is_error })
         }
-        (_, Value::String(text)) => text_result(text, false),
-        (_, Value::Object(_)) => json!({
-            "content": [{ "type": "text", "text": pretty(result) }],
-            "structuredContent": result,
-            "isError": false,
-        }),
-        _ => text_result(&pretty(result), false),
+        Value::String(text) => text_result(&text, false),
+        Value::Object(_) => {
+            let content = json!([{ "type": "text", "text": pretty(&result) }]);
+            json!({ "content": content, "structuredContent": result, "isError": false })
+        }
+        _ => text_result(&pretty(&result), false),
     }
 }
 
@@ -766,7 +744,7 @@ mod tests {
 
     use super::*;
 
-    fn governed(verdict: Verdict) -> Governed {
+    fn governed(verdict: Verdict, source: Source) -> Governed {
         Governed {
             trace_id: "t".into(),
             agent: "a".into(),
@@ -778,17 +756,21 @@ mod tests {
             verdict,
             backend_status: None,
             approval: None,
+            source,
         }
     }
 
     #[test]
     fn an_http_backend_error_status_is_an_error_result() {
         for (status, is_error) in [(200, false), (404, true), (500, true)] {
-            let mut g = governed(Verdict::Allowed {
-                result: Some(json!({"message": "from the backend"})),
-            });
+            let mut g = governed(
+                Verdict::Allowed {
+                    result: Some(json!({"message": "from the backend"})),
+                },
+                Source::OpenApi,
+            );
             g.backend_status = Some(status);
-            let r = call_tool_result(&g, Some("openapi"));
+            let r = call_tool_result(g);
             assert_eq!(r["isError"], is_error, "{status}: {r}");
             assert_eq!(r["structuredContent"]["message"], "from the backend");
         }
@@ -817,7 +799,7 @@ mod tests {
             ),
         ];
         for (verdict, text) in table {
-            let r = call_tool_result(&governed(verdict), Some("cli"));
+            let r = call_tool_result(governed(verdict, Source::Cli));
             assert_eq!(r["isError"], true, "{r}");
             assert_eq!(r["content"][0]["text"], text, "{r}");
             assert!(r.get("structuredContent").is_none());
@@ -836,33 +818,33 @@ mod tests {
         let table = [
             (
                 cli.clone(),
-                Some("cli"),
+                Source::Cli,
                 json!({"content": [{"type": "text", "text": "hi\n"}], "structuredContent": cli, "isError": false}),
             ),
             (
                 failed_cli.clone(),
-                None,
+                Source::None,
                 json!({"content": [{"type": "text", "text": ""}], "structuredContent": failed_cli, "isError": true}),
             ),
-            (upstream.clone(), Some("mcp"), upstream.clone()),
+            (upstream.clone(), Source::Mcp, upstream.clone()),
             (
                 json!({"id": 1}),
-                Some("openapi"),
+                Source::OpenApi,
                 json!({"content": [{"type": "text", "text": "{\n  \"id\": 1\n}"}], "structuredContent": {"id": 1}, "isError": false}),
             ),
             (
                 json!([1]),
-                Some("openapi"),
+                Source::OpenApi,
                 json!({"content": [{"type": "text", "text": "[\n  1\n]"}], "isError": false}),
             ),
         ];
         for (result, source, expected) in table {
-            let r = call_tool_result(
-                &governed(Verdict::Allowed {
+            let r = call_tool_result(governed(
+                Verdict::Allowed {
                     result: Some(result),
-                }),
+                },
                 source,
-            );
+            ));
             assert_eq!(r, expected);
         }
     }
