@@ -48,6 +48,19 @@ fn traced(dir: &Path, tool: &str) -> Value {
         .unwrap_or_else(|| panic!("no trace of {tool}: {entries:?}"))
 }
 
+/// A trace entry of a call the client cancelled while it ran, stopped well before `within_ms`.
+fn assert_cancelled_by_client(entry: &Value, within_ms: u64) {
+    assert_eq!(entry["status_code"], 499, "{entry}");
+    assert_eq!(
+        entry["error"], "cancelled by the client (notifications/cancelled) while the call ran",
+        "{entry}"
+    );
+    assert!(
+        entry["latency_ms"].as_u64().expect("latency_ms") < within_ms,
+        "{entry}"
+    );
+}
+
 fn start(dir: &Path, config: &str, extra: &[&str], env: &[(&str, &str)]) -> McpChild {
     let mut args = vec!["--mcp", "--config", config, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
@@ -83,13 +96,7 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
     );
     // The call the SDK gave up on after 1 s was stopped (`notifications/cancelled`), not run
     // for its 30 s.
-    let sleep = &entries[3];
-    assert_eq!(sleep["status_code"], 499, "{sleep}");
-    assert_eq!(
-        sleep["error"], "cancelled by the client (notifications/cancelled) while the call ran",
-        "{sleep}"
-    );
-    assert!(sleep["latency_ms"].as_u64().unwrap() < 20_000, "{sleep}");
+    assert_cancelled_by_client(&entries[3], 20_000);
 }
 
 #[test]
@@ -222,12 +229,7 @@ fn a_cancelled_call_is_stopped_not_answered_and_traced_as_cancelled() {
     // What ran is traced, as cancelled.
     let entry = traced(dir.path(), "sleep.run");
     assert_eq!(entry["policy"], "allow", "{entry}");
-    assert_eq!(entry["status_code"], 499, "{entry}");
-    assert_eq!(
-        entry["error"], "cancelled by the client (notifications/cancelled) while the call ran",
-        "{entry}"
-    );
-    assert!(entry["latency_ms"].as_u64().unwrap() < 25_000, "{entry}");
+    assert_cancelled_by_client(&entry, 25_000);
 }
 
 #[test]
