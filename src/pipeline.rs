@@ -418,10 +418,12 @@ impl Pipeline {
                 Action::Deny => Next::Held(Verdict::Denied),
                 Action::Allow => Next::Run { count: false },
                 Action::HumanApproval => {
+                    // Boxed, like `forward`: the approval wait is kilobytes of state that every
+                    // allowed call would otherwise carry (and copy) too.
                     let gate = spans
                         .try_step(
                             Step::Approval,
-                            self.gatekeep(
+                            Box::pin(self.gatekeep(
                                 &ctx,
                                 &identity.agent,
                                 effective,
@@ -429,7 +431,7 @@ impl Pipeline {
                                 &rule,
                                 &trace_id,
                                 mode,
-                            ),
+                            )),
                         )
                         .await?;
                     match gate.held(&mut rule, &mut reason, &mut approval) {
@@ -538,8 +540,13 @@ impl Pipeline {
     ) -> Verdict {
         match (mode, resolved) {
             (Mode::DecideOnly, _) | (Mode::Execute, None) => Verdict::Allowed { result: None },
+            // Boxed: the backends' futures (the HTTP client's above all) are kilobytes, and
+            // every future holding this one would be as large and copied whole when spawned.
             (Mode::Execute, Some(target)) => match spans
-                .try_step(Step::Forward, self.forward(target, args, trace_id))
+                .try_step(
+                    Step::Forward,
+                    Box::pin(self.forward(target, args, trace_id)),
+                )
                 .await
             {
                 Ok(done) => {

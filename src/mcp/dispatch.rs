@@ -243,7 +243,7 @@ impl Dispatcher {
             }
         };
         if let Some(v) = virtual_tool(&tool) {
-            return self.call_virtual(caller, v, &args).await;
+            return Box::pin(self.call_virtual(caller, v, &args)).await;
         }
         let ctx = RequestContext {
             ingress: caller.ingress,
@@ -259,11 +259,13 @@ impl Dispatcher {
             cancel,
             ..RequestContext::default()
         };
-        let governed = self
-            .pipeline
-            .handle(ctx, ToolCall { tool, args }, Mode::Execute)
-            .await
-            .map_err(|e| rpc_error(&e))?;
+        // Boxed so that the task running this request stays small (it is copied when spawned).
+        let governed = Box::pin(
+            self.pipeline
+                .handle(ctx, ToolCall { tool, args }, Mode::Execute),
+        )
+        .await
+        .map_err(|e| rpc_error(&e))?;
         Ok(call_tool_result(governed))
     }
 
