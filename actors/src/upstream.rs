@@ -182,8 +182,9 @@ fn http_url(cfg: &McpServerConfig, transport: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("invalid url {raw:?}: {e}"))?;
     match url.scheme() {
         "http" => Ok(url),
+        "https" if cfg!(feature = "tls") => Ok(url),
         "https" => Err(format!(
-            "url {raw:?}: https upstreams are not supported by this build (no TLS); use http"
+            "url {raw:?}: https needs a mesh7 built with the `tls` feature (the default)"
         )),
         other => Err(format!("url {raw:?}: unsupported scheme {other:?}")),
     }

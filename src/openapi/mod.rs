@@ -344,7 +344,7 @@ async fn fetch_document(
 pub(crate) fn require_tls_support(url: &str) -> Result<(), String> {
     if !cfg!(feature = "tls") && url.trim_start().to_ascii_lowercase().starts_with("https:") {
         return Err(format!(
-            "{url}: https needs a mesh7 built with the `tls` feature (cargo build --features tls)"
+            "{url}: https needs a mesh7 built with the `tls` feature (the default)"
         ));
     }
     Ok(())

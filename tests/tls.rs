@@ -1,0 +1,237 @@
+//! https as a client: a remote MCP server (the official Python SDK over Streamable HTTP) and an
+//! OpenAPI spec and backend, all served over TLS on 127.0.0.1 with a certificate from a test CA.
+//! Trusted through `SSL_CERT_FILE` they work like their http forms; under a CA that did not sign
+//! them nothing is reached and the operator is told why (fail closed, never a plaintext retry).
+
+mod common;
+#[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
+mod mcp_support;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Daemon, wait_for};
+use serde_json::{Value, json};
+
+/// `tests/python/tls_server.py`: an https MCP server and OpenAPI backend, and the certificates
+/// it wrote. Killed (SIGKILL) when dropped.
+struct TlsServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsServer {
+    // The test drives a child process synchronously: the blocking API is the right one here.
+    #[allow(clippy::disallowed_types)]
+    fn start() -> TlsServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = mcp_support::repo().join("tests/python/tls_server.py");
+        let mut child = std::process::Command::new(mcp_support::python())
+            .arg(script)
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the https server");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("the https server did not report its port");
+            if let Some(port) = line.strip_prefix("PORT ") {
+                break port.trim().parse().expect("a port number");
+            }
+        };
+        TlsServer { child, port, dir }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The CA that signed the server's certificate.
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A CA that signed nothing the server presents.
+    fn other_ca(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn remote_mcp(server: &TlsServer) -> String {
+    format!(
+        r#"
+mcp_servers:
+  - name: remote
+    transport: streamable-http
+    url: {}
+"#,
+        server.url("/mcp")
+    )
+}
+
+const POLICY: &str = r#"
+policies:
+  - name: tls
+    agent: "*"
+    rules:
+      - tools: ["remote.echo", "api.echo"]
+        action: allow
+"#;
+
+/// The `remote` upstream's entry in `/mcp-servers`.
+fn remote_status(d: &Daemon) -> Value {
+    let (_, servers) = d.get("/mcp-servers", None);
+    servers
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "remote"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn https_upstreams_specs_and_backends_work_with_a_trusted_certificate() {
+    let server = TlsServer::start();
+    let yaml = format!(
+        r#"{mcp}
+openapi:
+  - url: {spec}
+    namespace: api
+    allow_private: true
+{POLICY}"#,
+        mcp = remote_mcp(&server),
+        spec = server.url("/openapi.json"),
+    );
+    let ca = server.ca();
+    let d = Daemon::start_with(&yaml, &[("SSL_CERT_FILE", path_str(&ca))], |_| {});
+    wait_for(Duration::from_secs(60), || {
+        (remote_status(&d)["status"] == "ready").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the https upstream never became ready: {}",
+            remote_status(&d)
+        )
+    });
+
+    // The remote MCP server's tool, called over TLS.
+    let (status, body) = d.call("claude", "remote.echo", &json!({"message": "over tls"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"], "Echo: over tls",
+        "{body}"
+    );
+
+    // The OpenAPI operation: its spec was fetched over TLS and so is the backend call.
+    let (status, body) = d.call("claude", "api.echo", &json!({"message": "hi"}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["result"],
+        json!({"echoed": {"message": "hi"}}),
+        "{body}"
+    );
+    assert_eq!(body["backend_status"], 200, "{body}");
+}
+
+#[test]
+fn an_upstream_whose_certificate_is_not_trusted_is_never_reached() {
+    let server = TlsServer::start();
+    let yaml = format!("{}{POLICY}", remote_mcp(&server));
+    let other = server.other_ca();
+    let d = Daemon::start_with(&yaml, &[("SSL_CERT_FILE", path_str(&other))], |_| {});
+    let (failed, _) = wait_for(Duration::from_secs(60), || {
+        let s = remote_status(&d);
+        s["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no connection error reported: {}", remote_status(&d)));
+    assert_ne!(failed["status"], "ready", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{failed}");
+
+    // Its tools were never listed: the call is refused with a JSON error, nothing is forwarded.
+    let (status, body) = d.call("claude", "remote.echo", &json!({"message": "x"}));
+    assert!(status >= 400, "{status} {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_spec_behind_an_untrusted_certificate_stops_the_start_up() {
+    let server = TlsServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let yaml = format!(
+        r#"
+openapi:
+  - url: {spec}
+    namespace: api
+    allow_private: true
+{POLICY}"#,
+        spec = server.url("/openapi.json"),
+    );
+    let config = common::write_config(dir.path(), &yaml);
+    let (code, stderr) = serve_until_exit(&config, &server.other_ca());
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains(&server.url("/openapi.json")), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
+/// Runs `mesh7 serve` (bounded) trusting only `ca`; returns its exit code and stderr.
+// The test drives a child process synchronously: the blocking API is the right one here.
+#[allow(clippy::disallowed_types)]
+fn serve_until_exit(config: &Path, ca: &Path) -> (i32, String) {
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SSL_CERT_FILE", ca)
+        .env_remove("MESH_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mesh7");
+    let exited = wait_for(Duration::from_secs(60), || {
+        child.try_wait().expect("wait mesh7")
+    });
+    let Some((status, _)) = exited else {
+        let _ = child.kill();
+        panic!("mesh7 kept running with a spec it could not fetch");
+    };
+    let mut stderr = String::new();
+    let _ =
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr piped"), &mut stderr);
+    (status.code().unwrap_or(-1), stderr)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
