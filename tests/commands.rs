@@ -61,6 +61,26 @@ fn serve_refuses_a_missing_config_file() {
 }
 
 #[test]
+fn a_trace_file_that_cannot_be_opened_stops_the_start_up_naming_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "trace_file: \"{dir}/missing/traces.jsonl\"\n");
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("missing/traces.jsonl"), "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
 fn serve_refuses_settings_it_cannot_honour_rather_than_ignoring_them() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(

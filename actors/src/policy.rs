@@ -39,12 +39,19 @@ pub struct ReloadStatus {
     pub error: Option<String>,
 }
 
+/// Each message carries its cause, so none is also a `source` (a printed chain would repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("policy evaluator unavailable: {0}")]
-    Unavailable(#[from] MailboxError),
+    Unavailable(MailboxError),
     #[error("cannot watch {path}: {message}")]
     Watch { path: String, message: String },
+}
+
+impl From<MailboxError> for PolicyError {
+    fn from(e: MailboxError) -> Self {
+        PolicyError::Unavailable(e)
+    }
 }
 
 /// Reloads so far, for `/metrics`.

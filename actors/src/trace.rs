@@ -212,18 +212,25 @@ impl Default for TraceSettings {
     }
 }
 
+/// Each message carries its cause, so none is also a `source` (a printed chain would repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("cannot open trace file {}: {source}", .path.display())]
-    Open { path: PathBuf, source: io::Error },
-    #[error("cannot read trace file {}: {source}", .path.display())]
-    Load { path: PathBuf, source: io::Error },
+    #[error("cannot open trace file {}: {error}", .path.display())]
+    Open { path: PathBuf, error: io::Error },
+    #[error("cannot read trace file {}: {error}", .path.display())]
+    Load { path: PathBuf, error: io::Error },
     #[error("cannot start the trace writer thread: {0}")]
-    Spawn(#[source] io::Error),
+    Spawn(io::Error),
     #[error("cannot flush the trace file: {0}")]
-    Flush(#[source] io::Error),
+    Flush(io::Error),
     #[error("trace writer unavailable: {0}")]
-    Unavailable(#[from] MailboxError),
+    Unavailable(MailboxError),
+}
+
+impl From<MailboxError> for TraceError {
+    fn from(e: MailboxError) -> Self {
+        TraceError::Unavailable(e)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,12 +736,12 @@ impl Trace {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ring::new(ring_size)),
                     Err(e) => Err(e),
                 }
-                .map_err(|source| TraceError::Load {
+                .map_err(|error| TraceError::Load {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 let file = JsonlFile::open(path.clone(), max_file_bytes)
-                    .map_err(|source| TraceError::Open { path, source })?;
+                    .map_err(|error| TraceError::Open { path, error })?;
                 (ring, Some(file))
             }
         };

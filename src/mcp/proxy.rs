@@ -43,7 +43,7 @@ pub enum ProxyError {
     #[error("lost the mesh7 daemon at {url}: {detail}")]
     DaemonLost { url: String, detail: String },
     #[error("reading stdin: {0}")]
-    Read(#[from] std::io::Error),
+    Read(std::io::Error),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }

@@ -52,10 +52,17 @@ impl StdioOptions {
     }
 }
 
+/// The message carries its cause, so it is not also a `source` (a printed chain would repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum StdioError {
     #[error("reading stdin: {0}")]
-    Read(#[from] std::io::Error),
+    Read(std::io::Error),
+}
+
+impl From<std::io::Error> for StdioError {
+    fn from(e: std::io::Error) -> Self {
+        StdioError::Read(e)
+    }
 }
 
 /// The process's stdin and stdout as async streams.

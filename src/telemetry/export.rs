@@ -33,14 +33,14 @@ const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("cannot open {}: {source}", .path.display())]
-    Open { path: PathBuf, source: io::Error },
+    #[error("cannot open {}: {error}", .path.display())]
+    Open { path: PathBuf, error: io::Error },
     #[error("invalid OTLP endpoint {url}: {message}")]
     Endpoint { url: String, message: String },
     #[error("{0}: https needs a build with the `tls` feature")]
     NoTls(String),
     #[error("cannot start the exporter thread: {0}")]
-    Spawn(#[source] io::Error),
+    Spawn(io::Error),
     #[error("the exporter thread stopped while starting")]
     Died,
 }
@@ -284,7 +284,7 @@ impl Sink {
             }),
             Target::File(path) => {
                 let file = JsonFile::open(path.clone())
-                    .map_err(|source| TelemetryError::Open { path, source })?;
+                    .map_err(|error| TelemetryError::Open { path, error })?;
                 Ok(Sink::Json {
                     out: JsonOut::File(file),
                     resource: resource.into(),
