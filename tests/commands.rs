@@ -64,13 +64,7 @@ fn serve_refuses_a_missing_config_file() {
 fn a_trace_file_that_cannot_be_opened_stops_the_start_up_naming_its_cause_once() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "trace_file: \"{dir}/missing/traces.jsonl\"\n");
-    let (code, _, stderr) = run(&[
-        "serve",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let (code, stderr) = serve_on_loopback(&cfg);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("missing/traces.jsonl"), "{stderr}");
     assert_eq!(
@@ -87,15 +81,22 @@ fn serve_refuses_settings_it_cannot_honour_rather_than_ignoring_them() {
         dir.path(),
         "tls:\n  cert_file: cert.pem\n  key_file: key.pem\n",
     );
+    let (code, stderr) = serve_on_loopback(&cfg);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("tls"), "{stderr}");
+}
+
+/// `mesh7 serve` on `cfg` and a free loopback port, for a start-up expected to fail: (exit
+/// code, stderr).
+fn serve_on_loopback(cfg: &std::path::Path) -> (i32, String) {
     let (code, _, stderr) = run(&[
         "serve",
         "--config",
-        cfg.to_str().unwrap(),
+        cfg.to_str().expect("a UTF-8 temp path"),
         "--listen",
         "127.0.0.1:0",
     ]);
-    assert_eq!(code, 1);
-    assert!(stderr.contains("tls"), "{stderr}");
+    (code, stderr)
 }
 
 #[test]

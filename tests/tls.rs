@@ -7,13 +7,11 @@ mod common;
 #[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
 mod mcp_support;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Daemon, wait_for};
+use common::{BIN, Daemon, line_channel, wait_for};
 use serde_json::{Value, json};
 
 /// `tests/python/tls_server.py`: an https MCP server and OpenAPI backend, and the certificates
@@ -38,15 +36,7 @@ impl TlsServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn the https server");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_channel(child.stdout.take().expect("stdout piped"));
         let deadline = Instant::now() + Duration::from_secs(60);
         let port = loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -50,15 +50,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn mesh7");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_channel(child.stderr.take().expect("stderr piped"));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
         let url = loop {
@@ -212,6 +204,19 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The lines of `input` (a child's pipe), read on a thread of their own until it closes.
+pub fn line_channel(input: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(input).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
