@@ -1,5 +1,6 @@
-//! https as a client: a remote MCP server (the official Python SDK over Streamable HTTP) and an
-//! OpenAPI spec and backend, all served over TLS on 127.0.0.1 with a certificate from a test CA.
+//! https as a client: a remote MCP server (the official Python SDK over Streamable HTTP), an
+//! OpenAPI spec and backend, and an OTLP receiver, all served over TLS on 127.0.0.1 with a
+//! certificate from a test CA.
 //! Trusted through `SSL_CERT_FILE` they work like their http forms; under a CA that did not sign
 //! them nothing is reached and the operator is told why (fail closed, never a plaintext retry).
 
@@ -192,6 +193,57 @@ openapi:
     assert_ne!(code, 0, "{stderr}");
     assert!(stderr.contains(&server.url("/openapi.json")), "{stderr}");
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+}
+
+/// A counter of `/metrics`.
+fn metric(d: &Daemon, name: &str) -> u64 {
+    let (status, text) = d.get_text("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+}
+
+/// A call with OTLP export to the https receiver, trusting `ca`: (spans exported, dropped) once
+/// the export has ended either way.
+fn export_one_call(server: &TlsServer, ca: &Path) -> (u64, u64) {
+    let yaml = format!("otel_endpoint: {}\n{POLICY}", server.url(""));
+    let d = Daemon::start_with(
+        &yaml,
+        &[
+            ("SSL_CERT_FILE", path_str(ca)),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "5000"),
+        ],
+        |_| {},
+    );
+    // An unknown tool: refused, and traced with its spans all the same.
+    let (status, body) = d.call("claude", "nothing.here", &json!({}));
+    assert!(status >= 400, "{status} {body}");
+    let (counts, _) = wait_for(Duration::from_secs(60), || {
+        let counts = (
+            metric(&d, "mesh7_otel_spans_exported_total"),
+            metric(&d, "mesh7_otel_spans_dropped_total"),
+        );
+        (counts.0 + counts.1 > 0).then_some(counts)
+    })
+    .expect("the export never ended");
+    counts
+}
+
+#[test]
+fn spans_are_exported_over_https_only_to_a_trusted_receiver() {
+    let server = TlsServer::start();
+    let (exported, dropped) = export_one_call(&server, &server.ca());
+    assert!(
+        exported > 0 && dropped == 0,
+        "{exported} exported, {dropped} dropped"
+    );
+    let (exported, dropped) = export_one_call(&server, &server.other_ca());
+    assert!(
+        exported == 0 && dropped > 0,
+        "{exported} exported, {dropped} dropped"
+    );
 }
 
 /// Runs `mesh7 serve` (bounded) trusting only `ca`; returns its exit code and stderr.

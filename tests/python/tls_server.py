@@ -8,6 +8,7 @@ that signed nothing here) and the server's key and certificate. Then serves, ove
                   `echo(message)` -> "Echo: <message>"
   /openapi.json   an OpenAPI 3.1 spec with one operation, `POST /echo` (operationId `echo`)
   POST /echo      answers {"echoed": <the JSON body>}
+  POST /v1/traces an OTLP/HTTP receiver: answers 200 with an empty ExportTraceServiceResponse
 and prints `PORT <n>` on stdout once listening. Runs until killed.
 """
 
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mcp.server.mcpserver import MCPServer
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 SPEC = {
     "openapi": "3.1.0",
@@ -123,6 +124,11 @@ def app():
     @server.custom_route("/echo", methods=["POST"])
     async def echo_body(request: Request) -> JSONResponse:
         return JSONResponse({"echoed": json.loads(await request.body() or b"null")})
+
+    @server.custom_route("/v1/traces", methods=["POST"])
+    async def otlp(request: Request) -> Response:
+        await request.body()
+        return Response(b"", media_type="application/x-protobuf")
 
     return server.streamable_http_app()
 
