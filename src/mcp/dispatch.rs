@@ -242,6 +242,8 @@ impl Dispatcher {
                 ));
             }
         };
+        // Both branches boxed so that the task running this request stays small: it is copied
+        // when spawned, and the pipeline's future alone is kilobytes.
         if let Some(v) = virtual_tool(&tool) {
             return Box::pin(self.call_virtual(caller, v, &args)).await;
         }
@@ -259,7 +261,6 @@ impl Dispatcher {
             cancel,
             ..RequestContext::default()
         };
-        // Boxed so that the task running this request stays small (it is copied when spawned).
         let governed = Box::pin(
             self.pipeline
                 .handle(ctx, ToolCall { tool, args }, Mode::Execute),
