@@ -69,17 +69,6 @@ fn last_trace(d: &Daemon) -> Value {
     traces[0].clone()
 }
 
-fn metric(d: &Daemon, name: &str) -> u64 {
-    let (status, text) = d.get_text("/metrics");
-    assert_eq!(status, 200);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .expect("a counter")
-}
-
 /// The call went to the normal approval flow: pending, not run.
 fn assert_escalated(status: u16, body: &Value) {
     assert_eq!(status, 202, "{body}");
@@ -311,7 +300,7 @@ fn decide_reports_the_auto_approval_but_writes_no_fact() {
         4,
         "3 seeds and the /tool call"
     );
-    assert_eq!(metric(&d, "agent_mesh_mem7_writes_attempted_total"), 1);
+    assert_eq!(d.metric("agent_mesh_mem7_writes_attempted_total"), 1);
 }
 
 #[test]
@@ -387,9 +376,9 @@ fn every_resolution_is_written_back_and_counted() {
             .iter()
             .all(|a| a["agent"] == "flux7-mesh")
     );
-    assert_eq!(metric(&d, "agent_mesh_mem7_writes_attempted_total"), 3);
-    assert_eq!(metric(&d, "agent_mesh_mem7_writes_succeeded_total"), 3);
-    assert_eq!(metric(&d, "agent_mesh_mem7_writes_failed_total"), 0);
+    assert_eq!(d.metric("agent_mesh_mem7_writes_attempted_total"), 3);
+    assert_eq!(d.metric("agent_mesh_mem7_writes_succeeded_total"), 3);
+    assert_eq!(d.metric("agent_mesh_mem7_writes_failed_total"), 0);
 }
 
 #[test]
@@ -403,11 +392,11 @@ fn failed_writes_are_counted_and_change_nothing() {
     let (status, answer) = d.post(&format!("/approvals/{id}/approve"), None, "");
     assert_eq!((status, &answer["status"]), (200, &json!("approved")));
     wait_for(WAIT, || {
-        (metric(&d, "agent_mesh_mem7_writes_failed_total") == 1).then_some(())
+        (d.metric("agent_mesh_mem7_writes_failed_total") == 1).then_some(())
     })
     .expect("the failed write is counted");
-    assert_eq!(metric(&d, "agent_mesh_mem7_writes_attempted_total"), 1);
-    assert_eq!(metric(&d, "agent_mesh_mem7_writes_succeeded_total"), 0);
+    assert_eq!(d.metric("agent_mesh_mem7_writes_attempted_total"), 1);
+    assert_eq!(d.metric("agent_mesh_mem7_writes_succeeded_total"), 0);
     // The approved call still runs on retry.
     let (status, body) = call(&d, "claude", &hello());
     assert_eq!(status, 200, "{body}");

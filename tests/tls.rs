@@ -195,16 +195,6 @@ openapi:
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
 
-/// A counter of `/metrics`.
-fn metric(d: &Daemon, name: &str) -> u64 {
-    let (status, text) = d.get_text("/metrics");
-    assert_eq!(status, 200, "{text}");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name}:\n{text}"))
-}
-
 /// A call with OTLP export to the https receiver, trusting `ca`: (spans exported, dropped) once
 /// the export has ended either way.
 fn export_one_call(server: &TlsServer, ca: &Path) -> (u64, u64) {
@@ -222,8 +212,8 @@ fn export_one_call(server: &TlsServer, ca: &Path) -> (u64, u64) {
     assert!(status >= 400, "{status} {body}");
     let (counts, _) = wait_for(Duration::from_secs(60), || {
         let counts = (
-            metric(&d, "mesh7_otel_spans_exported_total"),
-            metric(&d, "mesh7_otel_spans_dropped_total"),
+            d.metric("mesh7_otel_spans_exported_total"),
+            d.metric("mesh7_otel_spans_dropped_total"),
         );
         (counts.0 + counts.1 > 0).then_some(counts)
     })
@@ -261,6 +251,8 @@ fn serve_until_exit(config: &Path, ca: &Path) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn mesh7");
+    // Read while it runs, so that a long start-up log never fills the pipe.
+    let lines = line_channel(child.stderr.take().expect("stderr piped"));
     let exited = wait_for(Duration::from_secs(60), || {
         child.try_wait().expect("wait mesh7")
     });
@@ -268,10 +260,9 @@ fn serve_until_exit(config: &Path, ca: &Path) -> (i32, String) {
         let _ = child.kill();
         panic!("mesh7 kept running with a spec it could not fetch");
     };
-    let mut stderr = String::new();
-    let _ =
-        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr piped"), &mut stderr);
-    (status.code().unwrap_or(-1), stderr)
+    // The pipe closed with the process: the reader ends once it has sent every line.
+    let stderr: Vec<String> = lines.iter().collect();
+    (status.code().unwrap_or(-1), stderr.join("\n"))
 }
 
 fn path_str(path: &Path) -> &str {

@@ -89,6 +89,16 @@ impl Daemon {
         into_json(req.send().expect("GET"))
     }
 
+    /// A counter or gauge of `/metrics` (a series without labels).
+    pub fn metric(&self, name: &str) -> u64 {
+        let (status, text) = self.get_text("/metrics");
+        assert_eq!(status, 200, "{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+    }
+
     pub fn get_text(&self, path: &str) -> (u16, String) {
         let resp = self
             .http
