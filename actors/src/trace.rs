@@ -798,7 +798,12 @@ impl Trace {
                     let drain = self.drain.clone();
                     // Should the wake-up be lost (the runtime stopping), the record is not:
                     // every read and the final flush take the waiting records first.
-                    drop(runtime.spawn(async move { wake_writer(&drain).await }));
+                    drop(runtime.spawn(async move {
+                        // Once, so that the tasks already woken (the answer's writer among
+                        // them) run first.
+                        tokio::task::yield_now().await;
+                        wake_writer(&drain).await
+                    }));
                 }
                 Err(_) => wake_writer(&self.drain).await?,
             }
