@@ -1,10 +1,12 @@
 //! https as a client: a remote MCP server (the official Python SDK over Streamable HTTP), an
-//! OpenAPI spec and backend, and an OTLP receiver, all served over TLS on 127.0.0.1 with a
+//! OpenAPI spec and backend, an OTLP receiver and a JWKS, all served over TLS on 127.0.0.1 with a
 //! certificate from a test CA.
 //! Trusted through `SSL_CERT_FILE` they work like their http forms; under a CA that did not sign
 //! them nothing is reached and the operator is told why (fail closed, never a plaintext retry).
 
 mod common;
+#[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
+mod jwt_support;
 #[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
 mod mcp_support;
 
@@ -13,6 +15,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{BIN, Daemon, line_channel, wait_for};
+use jwt_support::{AUD, ISS, TestKey, claims, jwks};
 use serde_json::{Value, json};
 
 /// `tests/python/tls_server.py`: an https MCP server and OpenAPI backend, and the certificates
@@ -234,6 +237,60 @@ fn spans_are_exported_over_https_only_to_a_trusted_receiver() {
         exported == 0 && dropped > 0,
         "{exported} exported, {dropped} dropped"
     );
+}
+
+/// JWT authentication whose key set is served over https, required for every call.
+fn jwt_config(server: &TlsServer) -> String {
+    format!(
+        r#"
+auth:
+  require_authentication: true
+  jwt:
+    jwks_url: {jwks}
+    issuer: "{ISS}"
+    audience: {AUD}
+cli_tools:
+  - name: echo
+    bin: echo
+    bare: {{ timeout: 5s }}
+policies:
+  - name: tls
+    agent: "*"
+    rules:
+      - tools: ["echo.run"]
+        action: allow
+"#,
+        jwks = server.url("/jwks.json"),
+    )
+}
+
+#[test]
+fn a_key_set_over_https_is_used_when_trusted_and_stops_the_start_up_when_not() {
+    let server = TlsServer::start();
+    let key = TestKey::ec("tls-key");
+    std::fs::write(server.dir.path().join("jwks.json"), jwks(&[&key])).expect("write the JWKS");
+    let yaml = jwt_config(&server);
+
+    let d = Daemon::start_with(&yaml, &[("SSL_CERT_FILE", path_str(&server.ca()))], |_| {});
+    let call = r#"{"params": {"args": ["over tls"]}}"#;
+    let (status, body) = d.post("/tool/echo.run", Some(&key.bearer(&claims("claude"))), call);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["stdout"], "over tls\n", "{body}");
+    let (status, body) = d.post("/tool/echo.run", None, call);
+    assert_eq!(status, 401, "{body}");
+
+    // Under a CA that did not sign the server's certificate the key set is never read, and
+    // without it the daemon does not start.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = common::write_config(dir.path(), &yaml);
+    let (code, stderr) = serve_until_exit(&config, &server.other_ca());
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("jwt auth: initial JWKS fetch: "),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
 }
 
 /// Runs `mesh7 serve` (bounded) trusting only `ca`; returns its exit code and stderr.

@@ -9,6 +9,7 @@ that signed nothing here) and the server's key and certificate. Then serves, ove
   /openapi.json   an OpenAPI 3.1 spec with one operation, `POST /echo` (operationId `echo`)
   POST /echo      answers {"echoed": <the JSON body>}
   POST /v1/traces an OTLP/HTTP receiver: answers 200 with an empty ExportTraceServiceResponse
+  /jwks.json      the file <dir>/jwks.json as it is when asked for (404 while there is none)
 and prints `PORT <n>` on stdout once listening. Runs until killed.
 """
 
@@ -109,7 +110,7 @@ def write_certificates(out: Path) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-def app():
+def app(out: Path):
     server = MCPServer("tls-echo")
 
     @server.tool()
@@ -130,6 +131,13 @@ def app():
         await request.body()
         return Response(b"", media_type="application/x-protobuf")
 
+    @server.custom_route("/jwks.json", methods=["GET"])
+    async def jwks(_: Request) -> Response:
+        path = out / "jwks.json"
+        if not path.exists():
+            return JSONResponse({"error": "no key set yet"}, status_code=404)
+        return Response(path.read_bytes(), media_type="application/json")
+
     return server.streamable_http_app()
 
 
@@ -141,7 +149,7 @@ def main() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     config = uvicorn.Config(
-        app(),
+        app(out),
         log_level="warning",
         ssl_certfile=str(cert_file),
         ssl_keyfile=str(key_file),
