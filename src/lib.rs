@@ -28,3 +28,31 @@ pub static VERSION: api::Version = api::Version {
         None => "unknown",
     },
 };
+
+/// `https://` needs the `tls` build feature (a default one); without it the refusal says so,
+/// at start-up rather than at the first request.
+pub(crate) fn require_tls_support(url: &str) -> Result<(), String> {
+    if !cfg!(feature = "tls") && url.trim_start().to_ascii_lowercase().starts_with("https:") {
+        return Err(format!(
+            "{url}: https needs a mesh7 built with the `tls` feature (the default)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn https_urls_are_refused_only_by_a_build_without_tls() {
+        assert_eq!(super::require_tls_support("http://127.0.0.1/x"), Ok(()));
+        for url in ["https://example.com/spec.json", " HTTPS://example.com/"] {
+            let got = super::require_tls_support(url);
+            if cfg!(feature = "tls") {
+                assert_eq!(got, Ok(()), "{url}");
+            } else {
+                let err = got.expect_err(url);
+                assert!(err.contains("built with the `tls` feature"), "{err}");
+            }
+        }
+    }
+}

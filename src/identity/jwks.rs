@@ -56,6 +56,7 @@ impl std::fmt::Debug for Jwks {
 impl Jwks {
     /// Fetches the key set once; an error means there is nothing to check tokens against.
     pub(crate) async fn fetch(url: &str) -> Result<Arc<Jwks>, String> {
+        crate::require_tls_support(url)?;
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .no_proxy()
@@ -253,5 +254,15 @@ mod tests {
             let err = parse(body.as_bytes()).err().unwrap();
             assert!(err.starts_with(expected), "{body}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_https_key_set_needs_the_tls_build() {
+        // Port 1 on loopback: nothing answers, so a TLS build fails to connect instead.
+        let err = Jwks::fetch("https://127.0.0.1:1/jwks.json")
+            .await
+            .unwrap_err();
+        let refused = err.contains("built with the `tls` feature");
+        assert_eq!(refused, !cfg!(feature = "tls"), "{err}");
     }
 }

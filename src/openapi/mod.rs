@@ -261,7 +261,7 @@ pub async fn load_entry(
     let trusted = entry.allow_private || (file.is_some() && explicit.is_some());
     mesh7_actors::ssrf::check_url(&base_url, trusted)
         .map_err(|e| fail(format!("backend {base_url}: {e}")))?;
-    require_tls_support(&base_url).map_err(fail)?;
+    crate::require_tls_support(&base_url).map_err(fail)?;
 
     let timeout = match entry.timeout.as_deref() {
         Some(t) => mesh7_config::duration::parse(t)
@@ -338,16 +338,6 @@ async fn fetch_document(
         }
         (Err(e), None) => Err(e),
     }
-}
-
-/// `https://` needs the `tls` build feature; without it the refusal says so.
-pub(crate) fn require_tls_support(url: &str) -> Result<(), String> {
-    if !cfg!(feature = "tls") && url.trim_start().to_ascii_lowercase().starts_with("https:") {
-        return Err(format!(
-            "{url}: https needs a mesh7 built with the `tls` feature (the default)"
-        ));
-    }
-    Ok(())
 }
 
 /// The context for a configuration: its directory, and the spec cache in its store.

@@ -18,7 +18,7 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// `allow_private`.
 pub async fn fetch(url: &str, allow_private: bool) -> Result<String, String> {
     mesh7_actors::ssrf::check_url(url, allow_private).map_err(|e| e.to_string())?;
-    super::require_tls_support(url)?;
+    crate::require_tls_support(url)?;
     let client = mesh7_actors::ssrf::client_builder(allow_private)
         .timeout(FETCH_TIMEOUT)
         .build()

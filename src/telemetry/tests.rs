@@ -85,6 +85,17 @@ fn endpoint_forms_are_told_apart() {
     for (endpoint, want) in cases {
         assert_eq!(Target::parse(endpoint).unwrap(), want, "{endpoint}");
     }
+    // https: an OTLP endpoint, or refused at start-up by a build without TLS.
+    let https = Target::parse("https://collector:4318");
+    if cfg!(feature = "tls") {
+        assert_eq!(
+            https.unwrap(),
+            Target::Otlp("https://collector:4318/v1/traces".to_owned())
+        );
+    } else {
+        let err = https.unwrap_err().to_string();
+        assert!(err.contains("tls"), "{err}");
+    }
 }
 
 fn entry() -> TraceEntry {
