@@ -900,3 +900,6 @@ fn status_of(result: Option<&Value>) -> u16 {
         Some(_) => 422,
     }
 }
+
+#[cfg(test)]
+mod tests;
