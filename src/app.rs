@@ -26,7 +26,7 @@ use crate::identity::Authenticator;
 use crate::mcp::{Dispatcher, McpHttp, McpHttpSettings, StdioOptions};
 use crate::metrics::Metrics;
 use crate::pipeline::{ApprovalRouting, Parts, Pipeline};
-use crate::registry::Registry;
+use crate::registry::{Listing, Registry};
 use crate::telemetry::Telemetry;
 
 /// Where to listen, from the command line.
@@ -121,6 +121,7 @@ impl App {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let registry = Arc::new(
             Registry::new(catalog, upstreams)
+                .with_listing(Listing::new(cfg.server.hide_denied_tools))
                 .with_openapi(openapi)
                 .map_err(|e| anyhow::anyhow!("openapi: {e}"))?,
         );

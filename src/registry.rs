@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use mesh7_actors::cli::{CliCatalog, CliInvocation, CliKind, CliTool};
 use mesh7_actors::upstream::{McpTool, Upstream};
-use mesh7_config::Action;
+use mesh7_config::{Action, PolicySet};
 use serde_json::{Value, json};
 
 use crate::error::PipelineError;
@@ -72,6 +72,36 @@ pub enum Target {
     },
 }
 
+/// Which tools an agent's listings show (`server.hide_denied_tools`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Listing {
+    /// Every tool, whatever the policy says of it (flux7).
+    #[default]
+    All,
+    /// Not the MCP and OpenAPI tools the agent's policy denies whatever their arguments.
+    WithoutDenied,
+}
+
+impl Listing {
+    pub fn new(hide_denied_tools: bool) -> Listing {
+        if hide_denied_tools {
+            Listing::WithoutDenied
+        } else {
+            Listing::All
+        }
+    }
+
+    /// Whether a listing made for `agent` shows the tool `name` of `source` (`mcp`, `cli`,
+    /// `openapi`). CLI tools are always shown: the name their policy sees depends on the
+    /// call's arguments (a subcommand), so no listing can tell it is always denied.
+    pub fn shows(self, policies: &PolicySet, agent: &str, name: &str, source: &str) -> bool {
+        match self {
+            Listing::All => true,
+            Listing::WithoutDenied => source == "cli" || !policies.always_denies(agent, name),
+        }
+    }
+}
+
 /// All tools. CLI (and other static) tools are fixed at start-up; upstream MCP tools are read
 /// from each server's live snapshot, so a reconnect or `tools/list_changed` shows at once.
 #[derive(Debug, Default)]
@@ -79,6 +109,7 @@ pub struct Registry {
     cli: Option<CliCatalog>,
     names: BTreeMap<String, ToolSource>,
     upstreams: Vec<Upstream>,
+    listing: Listing,
 }
 
 impl Registry {
@@ -92,7 +123,19 @@ impl Registry {
             cli: Some(cli),
             names,
             upstreams,
+            listing: Listing::All,
         }
+    }
+
+    /// What agents' listings leave out.
+    #[must_use]
+    pub fn with_listing(mut self, listing: Listing) -> Self {
+        self.listing = listing;
+        self
+    }
+
+    pub fn listing(&self) -> Listing {
+        self.listing
     }
 
     /// Adds the tools imported from OpenAPI specs. A name already taken (by a CLI tool, or under

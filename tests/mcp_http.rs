@@ -483,3 +483,137 @@ fn deleting_a_session_cancels_its_running_calls() {
         "cancelled: the MCP session was deleted while the call ran",
     );
 }
+
+/// The names an agent's `tools/list` shows over `/mcp`.
+fn listed(d: &Daemon, authorization: &str) -> Vec<String> {
+    let id = session(d, authorization);
+    let a = post(
+        d,
+        &[("Authorization", authorization), ("Mcp-Session-Id", &id)],
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.json()["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// The names `GET /tools` shows to `authorization`.
+fn described(d: &Daemon, authorization: &str) -> Vec<String> {
+    let (status, tools) = d.get("/tools", Some(authorization));
+    assert_eq!(status, 200, "{tools}");
+    tools
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+#[test]
+fn hide_denied_tools_leaves_out_only_what_the_agents_policy_always_denies() {
+    let (servers, _root, _guard) = common::filesystem_server();
+    let policies = r#"policies:
+  - name: reader
+    agent: "reader"
+    rules:
+      - tools: ["fs.read_*"]
+        action: allow
+      - tools: ["fs.write_file"]
+        action: allow
+        condition: { field: path, operator: contains, value: notes }
+      - tools: ["fs.list_directory"]
+        action: human_approval
+      - tools: ["fs.move_file"]
+        action: deny
+        condition: { field: source, operator: contains, value: secret }
+      - tools: ["fs.move_file"]
+        action: deny
+  - name: writer
+    agent: "writer"
+    rules:
+      - tools: ["fs.*"]
+        action: allow
+"#;
+    let hidden = format!("{servers}server:\n  hide_denied_tools: true\n{policies}");
+    let d = Daemon::start(&hidden);
+    common::wait_for(std::time::Duration::from_secs(30), || {
+        let (_, servers) = d.get("/mcp-servers", None);
+        (servers[0]["status"] == "ready").then_some(())
+    })
+    .expect("the filesystem server never became ready");
+
+    let reader = "Bearer agent:reader";
+    let seen = listed(&d, reader);
+    let fs: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|n| n.starts_with("fs."))
+        .collect();
+    // Allowed, allowed under a condition, or under approval: listed. Denied whatever the
+    // arguments (by rule, or by no rule at all): left out.
+    assert!(fs.contains(&"fs.read_text_file"), "{seen:?}");
+    assert!(fs.contains(&"fs.write_file"), "{seen:?}");
+    assert!(fs.contains(&"fs.list_directory"), "{seen:?}");
+    for name in &fs {
+        assert!(
+            name.starts_with("fs.read_") || ["fs.write_file", "fs.list_directory"].contains(name),
+            "{name} is always denied to reader: {seen:?}"
+        );
+    }
+    assert!(seen.iter().any(|n| n == "mesh.catalog"), "{seen:?}");
+    assert_eq!(
+        described(&d, reader)
+            .iter()
+            .filter(|n| n.starts_with("fs."))
+            .count(),
+        fs.len(),
+        "GET /tools shows reader what tools/list shows"
+    );
+
+    // Another agent's policy allows every tool: it sees them all.
+    let writer = listed(&d, "Bearer agent:writer");
+    for name in ["fs.move_file", "fs.edit_file", "fs.write_file"] {
+        assert!(writer.iter().any(|n| n == name), "{name}: {writer:?}");
+        assert!(
+            described(&d, "Bearer agent:writer")
+                .iter()
+                .any(|n| n == name),
+            "{name}"
+        );
+    }
+
+    // Hidden is not callable either way: the call is still governed, and denied.
+    let id = session(&d, reader);
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "fs.move_file", "arguments": {"source": "a", "destination": "b"}}});
+    let a = post(
+        &d,
+        &[("Authorization", reader), ("Mcp-Session-Id", &id)],
+        &call.to_string(),
+    );
+    let text = a.json()["result"]["content"][0]["text"].clone();
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("deny")),
+        "{}",
+        a.body
+    );
+
+    // Without the setting every tool is listed to everyone (flux7).
+    let (yaml, _root2, _guard2) = {
+        let (servers, root, guard) = common::filesystem_server();
+        (format!("{servers}{policies}"), root, guard)
+    };
+    let d = Daemon::start(&yaml);
+    common::wait_for(std::time::Duration::from_secs(30), || {
+        let (_, servers) = d.get("/mcp-servers", None);
+        (servers[0]["status"] == "ready").then_some(())
+    })
+    .expect("the filesystem server never became ready");
+    let seen = listed(&d, reader);
+    assert!(seen.iter().any(|n| n == "fs.move_file"), "{seen:?}");
+    assert!(described(&d, reader).iter().any(|n| n == "fs.move_file"));
+}

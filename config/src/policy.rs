@@ -230,6 +230,30 @@ impl PolicySet {
         }
     }
 
+    /// Whether every call of `tool` by `agent` is denied, whatever its arguments: the first
+    /// rule that could match is an unconditional `deny`, or no rule can match (fail closed).
+    /// A rule with a condition may or may not match, so one that does not deny makes the
+    /// answer false.
+    pub fn always_denies(&self, agent: &str, tool: &str) -> bool {
+        let mut matching = Vec::new();
+        self.agents.visit(agent, |groups| {
+            for &group in groups {
+                self.groups[group].visit(tool, |positions| matching.extend_from_slice(positions));
+            }
+        });
+        matching.sort_unstable();
+        for position in matching {
+            let rule = &self.rules[position];
+            if rule.action != Action::Deny {
+                return false;
+            }
+            if rule.condition.is_none() {
+                return true;
+            }
+        }
+        true
+    }
+
     /// Policies in evaluation (sorted) order — what `GET /policies` returns.
     pub fn policies(&self) -> &[PolicyConfig] {
         &self.policies

@@ -415,6 +415,11 @@ pub struct ServerConfig {
     /// Most `/mcp` sessions alive at once (503 beyond), default 10 000.
     #[serde(default = "default_max_mcp_sessions")]
     pub max_mcp_sessions: usize,
+    /// Leave out of an agent's tool listings (MCP `tools/list`, `GET /tools`) the MCP and
+    /// OpenAPI tools its policy denies whatever the arguments. Default false: everything is
+    /// listed, as flux7 does.
+    #[serde(default)]
+    pub hide_denied_tools: bool,
 }
 
 impl Default for ServerConfig {
@@ -428,6 +433,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             mcp_session_idle: default_mcp_session_idle(),
             max_mcp_sessions: default_max_mcp_sessions(),
+            hide_denied_tools: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Properties of evaluation over random policy sets: fail closed when no rule can match, a deny
-//! rule never widens what is allowed, and the indexed evaluator agrees with a naive one that
-//! follows the spec's loop line by line.
+//! rule never widens what is allowed, the indexed evaluator agrees with a naive one that
+//! follows the spec's loop line by line, and a tool said to be always denied is denied whatever
+//! its arguments (exactly the denied ones when no rule has a condition).
 
 use mesh7_config::condition::Condition;
 use mesh7_config::glob::{self, Glob};
@@ -252,6 +253,51 @@ proptest! {
             if new == Action::Allow {
                 prop_assert_eq!(old, Action::Allow);
             }
+        }
+    }
+
+    #[test]
+    fn a_tool_always_denied_is_denied_whatever_its_arguments(
+        policies in policy_set_with(tool_pattern()),
+        names in prop::collection::vec((agent(), tool()), 1..16),
+    ) {
+        let set = PolicySet::compile(&policies).expect("generated policies are valid");
+        let samples = [
+            json!({}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2}), json!({"n": 3}),
+            json!({"params": {"n": 1}, "m": 1}), json!({"params": {"n": 3}, "m": 3}),
+            json!({"n": "2"}), json!({"n": null}),
+        ];
+        for (agent, tool) in &names {
+            if set.always_denies(agent, tool) {
+                for args in &samples {
+                    prop_assert_eq!(
+                        set.evaluate(agent, tool, args).action, Action::Deny,
+                        "agent={:?} tool={:?} args={}", agent, tool, args
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn without_conditions_always_denied_is_exactly_denied(
+        policies in policy_set_with(tool_pattern()),
+        names in prop::collection::vec((agent(), tool()), 1..16),
+    ) {
+        let policies: Vec<PolicyConfig> = policies
+            .into_iter()
+            .map(|mut p| {
+                p.rules.iter_mut().for_each(|r| r.condition = None);
+                p
+            })
+            .collect();
+        let set = PolicySet::compile(&policies).expect("generated policies are valid");
+        for (agent, tool) in &names {
+            prop_assert_eq!(
+                set.always_denies(agent, tool),
+                set.evaluate(agent, tool, &json!({})).action == Action::Deny,
+                "agent={:?} tool={:?}", agent, tool
+            );
         }
     }
 }

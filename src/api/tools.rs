@@ -120,10 +120,21 @@ pub(super) async fn list_tools(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_data_plane(&state, &req)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Value::Array(state.pipeline.registry().describe()),
-    ))
+    let registry = state.pipeline.registry();
+    let identity = state
+        .pipeline
+        .auth()
+        .identify(header_str(&req, header::AUTHORIZATION));
+    let policies = state.pipeline.policy().current();
+    let shown = |tool: &Value| {
+        let field = |key: &str| tool[key].as_str().unwrap_or_default();
+        identity.is_operator()
+            || registry
+                .listing()
+                .shows(&policies, &identity.agent, field("name"), field("source"))
+    };
+    let tools = registry.describe().into_iter().filter(shown).collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(tools)))
 }
 
 /// `GET /mcp-servers`: upstream MCP servers and their status.

@@ -183,14 +183,21 @@ impl Dispatcher {
     /// Every registry tool in name order with its whole schemas, then the virtual tools the
     /// caller may call.
     pub fn list_tools(&self, caller: &Caller) -> Value {
-        let supervisor = self.is_supervisor(caller, &self.identify(caller));
-        let mut tools: Vec<Value> = self
-            .pipeline
-            .registry()
+        let identity = self.identify(caller);
+        let supervisor = self.is_supervisor(caller, &identity);
+        let registry = self.pipeline.registry();
+        let policies = self.pipeline.policy().current();
+        let mut tools: Vec<Value> = registry
             .list()
             .into_iter()
             // Virtual names shadow registry tools of the same name (flux7).
             .filter(|t| virtual_tool(&t.name).is_none())
+            .filter(|t| {
+                identity.is_operator()
+                    || registry
+                        .listing()
+                        .shows(&policies, &identity.agent, &t.name, t.source)
+            })
             .map(|t| {
                 let mut entry = Map::new();
                 entry.insert("name".into(), json!(t.name));
