@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pipeline;
 pub mod registry;
+pub mod replay;
 pub mod telemetry;
 
 /// Build identity: `MESH7_COMMIT` / `MESH7_BUILD_DATE` may be set at build time.

@@ -50,6 +50,20 @@ enum Command {
     /// List the tools of every source (MCP servers, CLI tools, OpenAPI specs) of a
     /// configuration and/or one OpenAPI spec, optionally with a starter policy.
     Discover(DiscoverArgs),
+    /// Decide the calls recorded in JSONL traces again under a configuration's policies and
+    /// list the decisions that would change. Exit status: 0 none would, 1 some would, 2 error.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The candidate configuration: its policies, `policy_dir` and CLI tools.
+    #[arg(long, default_value = "config.yaml")]
+    config: PathBuf,
+    /// A JSONL trace file, repeatable, read in order. Default: the configuration's
+    /// `trace_file`, after its rotated `<file>.old` when there is one.
+    #[arg(long = "traces")]
+    traces: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +129,7 @@ fn main() -> ExitCode {
         Some(Command::Validate { config }) => validate(&config),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Discover(args)) => discover(&args),
+        Some(Command::Replay(args)) => replay(&args),
         None if cli.mcp.mcp => mcp(cli.serve, cli.mcp),
         None => serve(cli.serve),
     }
@@ -295,6 +310,80 @@ fn discover(args: &DiscoverArgs) -> ExitCode {
 fn out(line: &str) -> ExitCode {
     let _ = writeln!(std::io::stdout(), "{line}");
     ExitCode::SUCCESS
+}
+
+fn replay(args: &ReplayArgs) -> ExitCode {
+    use mesh7::registry::Registry;
+    use mesh7::replay::{self, Report};
+    use mesh7_actors::cli::CliCatalog;
+
+    const TROUBLE: u8 = 2;
+    let loaded = match mesh7_config::load(&args.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            err(&format!("load config {}:", args.config.display()));
+            for e in &errors.0 {
+                err(&format!("  {e}"));
+            }
+            return ExitCode::from(TROUBLE);
+        }
+    };
+    let cfg = &loaded.config;
+    let compiled = mesh7_config::PolicySet::compile(&cfg.policies).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("policies[{}].{}: {}", e.policy_index, e.path, e.message))
+            .collect::<Vec<_>>()
+    });
+    let catalog =
+        CliCatalog::from_config(&cfg.cli_tools).map_err(|e| vec![format!("cli_tools: {e}")]);
+    let (policies, catalog) = match (compiled, catalog) {
+        (Ok(p), Ok(c)) => (p, c),
+        (Err(e), _) | (_, Err(e)) => {
+            e.iter().for_each(|line| err(line));
+            return ExitCode::from(TROUBLE);
+        }
+    };
+    let files = if args.traces.is_empty() {
+        let Some(file) = cfg.trace_file.as_deref().filter(|f| !f.is_empty()) else {
+            err("no trace file: give --traces FILE, or set trace_file in the configuration");
+            return ExitCode::from(TROUBLE);
+        };
+        let old = PathBuf::from(format!("{file}.old"));
+        let mut files: Vec<PathBuf> = Vec::new();
+        if old.is_file() {
+            files.push(old);
+        }
+        files.push(PathBuf::from(file));
+        files
+    } else {
+        args.traces.clone()
+    };
+    let registry = Registry::new(catalog, Vec::new());
+    let mut report = Report::default();
+    let mut seen = std::collections::HashSet::new();
+    for path in &files {
+        let read = std::fs::File::open(path).and_then(|f| {
+            replay::replay(
+                &policies,
+                &registry,
+                &path.display().to_string(),
+                std::io::BufReader::new(f),
+                &mut report,
+                &mut seen,
+            )
+        });
+        if let Err(e) = read {
+            err(&format!("read {}: {e}", path.display()));
+            return ExitCode::from(TROUBLE);
+        }
+    }
+    let _ = std::io::stdout().write_all(report.render().as_bytes());
+    if report.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn err(line: &str) {

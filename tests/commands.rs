@@ -1,4 +1,4 @@
-//! The `mesh7` command line: `validate`, `--version`, `--help`, and start-up failures.
+//! The `mesh7` command line: `validate`, `replay`, `--version`, `--help`, and start-up failures.
 
 mod common;
 
@@ -115,4 +115,87 @@ fn version_and_help() {
     let (code, _, stderr) = run(&["frobnicate"]);
     assert_ne!(code, 0);
     assert!(!stderr.is_empty());
+}
+
+const RECORDED: &str = r#"
+trace_file: "{dir}/traces.jsonl"
+cli_tools:
+  - name: echo
+    bin: echo
+    bare: { timeout: 5s }
+  - name: touch
+    bin: touch
+    bare: { timeout: 5s }
+policies:
+  - name: current
+    agent: "*"
+    rules:
+      - tools: ["echo.run"]
+        action: allow
+      - tools: ["touch.run"]
+        action: deny
+"#;
+
+#[test]
+fn replay_lists_the_recorded_calls_a_candidate_policy_would_decide_otherwise() {
+    let mut d = common::Daemon::start(RECORDED);
+    let echo = serde_json::json!({"args": ["hi"]});
+    assert_eq!(d.call("claude", "echo.run", &echo).0, 200);
+    assert_eq!(d.call("claude", "echo.run", &echo).0, 200);
+    let touch = serde_json::json!({"args": ["x"]});
+    assert_eq!(d.call("claude", "touch.run", &touch).0, 403);
+    assert!(d.terminate().success(), "the traces are flushed at exit");
+    let traces = d.path("traces.jsonl").display().to_string();
+
+    // The policies that made the calls decide them the same (the trace file of the
+    // configuration is the default).
+    let recorded = d.path("mesh7.yaml").display().to_string();
+    let (code, stdout, stderr) = run(&["replay", "--config", &recorded]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "3 calls replayed, 0 would change\n");
+
+    // A candidate that puts echo under approval.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let candidate = write_config(
+        dir.path(),
+        &RECORDED
+            .replace("action: allow", "action: human_approval")
+            .replace("name: current", "name: candidate"),
+    );
+    let candidate = candidate.display().to_string();
+    let (code, stdout, stderr) = run(&["replay", "--config", &candidate, "--traces", &traces]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines[..2] {
+        assert!(
+            line.ends_with(" claude echo.run: allow -> human_approval (candidate)"),
+            "{stdout}"
+        );
+    }
+    assert_eq!(
+        lines[2],
+        "3 calls replayed, 2 would change (allow -> human_approval: 2)"
+    );
+
+    // Bad input: a clear message and exit status 2, never a panic.
+    let missing = dir.path().join("nothing.jsonl").display().to_string();
+    let (code, stdout, stderr) = run(&["replay", "--config", &candidate, "--traces", &missing]);
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.starts_with(&format!("read {missing}: ")), "{stderr}");
+    let no_trace_file = write_config(dir.path(), "policies: []\n")
+        .display()
+        .to_string();
+    let (code, _, stderr) = run(&["replay", "--config", &no_trace_file]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("give --traces FILE"), "{stderr}");
+    let broken = write_config(
+        dir.path(),
+        "policies: [{name: p, agent: '*', rules: [{tools: [x], action: maybe}]}]\n",
+    )
+    .display()
+    .to_string();
+    let (code, _, stderr) = run(&["replay", "--config", &broken, "--traces", &traces]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.starts_with("load config "), "{stderr}");
 }

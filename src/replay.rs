@@ -1,0 +1,281 @@
+//! `mesh7 replay`: the calls recorded in JSONL traces, decided again by a candidate
+//! configuration's policies, and the decisions that would change.
+//!
+//! Only the policy decision is replayed (the rules, and a CLI tool's `default_action` when no
+//! rule matches): rate limits, loop detection, grants and approvals depend on what happened
+//! around a call, not on the call. A call that ran under a grant or a remembered approval was
+//! decided `human_approval` by its policy, and is compared as such; a rate-limited call's policy
+//! decision was not recorded, so it is counted apart. Pure: main.rs reads the files and prints.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::io::BufRead;
+
+use mesh7_actors::trace::TraceEntry;
+use mesh7_config::{Action, PolicySet};
+
+use crate::registry::Registry;
+
+/// One call whose decision would change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub trace_id: String,
+    pub agent: String,
+    /// The name policy evaluates (the effective tool of a CLI dispatch).
+    pub tool: String,
+    pub recorded: Action,
+    pub candidate: Action,
+    /// The candidate's deciding policy, `default` or `default_action`.
+    pub rule: String,
+}
+
+/// What a replay found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Calls decided again.
+    pub replayed: usize,
+    pub changes: Vec<Change>,
+    /// Calls whose policy decision the trace does not tell (rate limited, refused before a
+    /// decision).
+    pub not_comparable: usize,
+    /// Lines that are not trace entries, with the first one's file, number and why.
+    pub skipped: usize,
+    pub first_skipped: Option<(String, usize, String)>,
+}
+
+/// Decides again, under `policies` (and the CLI tools of `registry`), every call of `traces`
+/// (read from the file `name`). A trace id in `seen` (the line an approval's outcome adds) is
+/// not a new call.
+pub fn replay(
+    policies: &PolicySet,
+    registry: &Registry,
+    name: &str,
+    traces: impl BufRead,
+    report: &mut Report,
+    seen: &mut HashSet<String>,
+) -> std::io::Result<()> {
+    for (index, line) in traces.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: TraceEntry = match serde_json::from_str(&line) {
+            Ok(entry) => entry,
+            Err(e) => {
+                report.skipped += 1;
+                report
+                    .first_skipped
+                    .get_or_insert_with(|| (name.to_owned(), index + 1, e.to_string()));
+                continue;
+            }
+        };
+        if !seen.insert(entry.trace_id.clone()) {
+            continue;
+        }
+        let Some(recorded) = recorded_action(&entry) else {
+            report.not_comparable += 1;
+            continue;
+        };
+        report.replayed += 1;
+        let (tool, fallback) = match registry.resolve(&entry.tool, &entry.params) {
+            Ok(resolved) => (resolved.effective_name, resolved.default_action),
+            // Not a CLI tool of the candidate (MCP and OpenAPI tools are not loaded here): the
+            // name policy saw then.
+            Err(_) if !entry.effective_tool.is_empty() => (entry.effective_tool.clone(), None),
+            Err(_) => (entry.tool.clone(), None),
+        };
+        let decision = policies.evaluate(&entry.agent_id, &tool, &entry.params);
+        let (candidate, rule) = match fallback {
+            Some(action) if decision.is_default() => (action, "default_action"),
+            _ => (decision.action, decision.rule()),
+        };
+        if candidate != recorded {
+            report.changes.push(Change {
+                trace_id: entry.trace_id,
+                agent: entry.agent_id,
+                tool,
+                recorded,
+                candidate,
+                rule: rule.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The policy decision a trace entry records, if it records one.
+fn recorded_action(entry: &TraceEntry) -> Option<Action> {
+    let let_through =
+        entry.policy_rule.starts_with("grant:") || entry.policy_rule == mesh7_actors::memory::RULE;
+    match entry.policy.as_str() {
+        "allow" if let_through => Some(Action::HumanApproval),
+        "allow" => Some(Action::Allow),
+        "deny" => Some(Action::Deny),
+        "human_approval" => Some(Action::HumanApproval),
+        _ => None,
+    }
+}
+
+impl Report {
+    /// One line per change, then the summary.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for c in &self.changes {
+            let _ = writeln!(
+                out,
+                "{} {} {}: {} -> {} ({})",
+                c.trace_id, c.agent, c.tool, c.recorded, c.candidate, c.rule
+            );
+        }
+        let mut kinds: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        for c in &self.changes {
+            *kinds
+                .entry((c.recorded.as_str(), c.candidate.as_str()))
+                .or_default() += 1;
+        }
+        let kinds: Vec<String> = kinds
+            .iter()
+            .map(|((from, to), n)| format!("{from} -> {to}: {n}"))
+            .collect();
+        let _ = write!(
+            out,
+            "{} calls replayed, {} would change",
+            self.replayed,
+            self.changes.len()
+        );
+        if !kinds.is_empty() {
+            let _ = write!(out, " ({})", kinds.join(", "));
+        }
+        if self.not_comparable > 0 {
+            let _ = write!(
+                out,
+                "; {} not comparable (rate limited, or refused before a decision)",
+                self.not_comparable
+            );
+        }
+        if let Some((file, line, why)) = &self.first_skipped {
+            let _ = write!(
+                out,
+                "; {} lines skipped, not trace entries (first: {file} line {line}: {why})",
+                self.skipped
+            );
+        }
+        out.push('\n');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh7_actors::cli::CliCatalog;
+    use mesh7_config::PolicyConfig;
+    use serde_json::json;
+
+    fn policies(yaml: &str) -> PolicySet {
+        let policies: Vec<PolicyConfig> = serde_yaml::from_str(yaml).expect("policies");
+        PolicySet::compile(&policies).expect("compile")
+    }
+
+    fn line(trace_id: &str, agent: &str, tool: &str, policy: &str, rule: &str) -> String {
+        json!({"trace_id": trace_id, "agent_id": agent, "tool": tool, "params": {},
+            "policy": policy, "policy_rule": rule, "status_code": 200, "latency_ms": 1,
+            "timestamp": "2026-01-01T00:00:00Z"})
+        .to_string()
+    }
+
+    fn run(set: &PolicySet, text: &str) -> Report {
+        let registry = Registry::new(CliCatalog::from_config(&[]).expect("catalog"), Vec::new());
+        let mut report = Report::default();
+        let mut seen = HashSet::new();
+        replay(
+            set,
+            &registry,
+            "t.jsonl",
+            text.as_bytes(),
+            &mut report,
+            &mut seen,
+        )
+        .expect("read");
+        report
+    }
+
+    #[test]
+    fn changed_decisions_are_listed_and_counted() {
+        let set = policies(
+            r#"
+- name: strict
+  agent: "*"
+  rules:
+    - tools: ["fs.read"]
+      action: allow
+    - tools: ["fs.write"]
+      action: human_approval
+"#,
+        );
+        let text = [
+            line("t1", "a", "fs.read", "allow", "old"),
+            line("t2", "a", "fs.write", "allow", "old"),
+            // Let through by a grant: its policy said human_approval, as the candidate does.
+            line("t3", "a", "fs.write", "allow", "grant:g1"),
+            line("t4", "a", "fs.delete", "allow", "old"),
+            line("t5", "a", "fs.read", "rate_limited", "old"),
+            // The line an approval's outcome adds: the same call.
+            line("t2", "a", "fs.write", "allow", "old"),
+            "not json".to_owned(),
+        ]
+        .join("\n");
+        let report = run(&set, &text);
+        assert_eq!(report.replayed, 4);
+        assert_eq!(report.not_comparable, 1);
+        assert_eq!(report.skipped, 1);
+        let changed: Vec<(&str, Action, Action, &str)> = report
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.trace_id.as_str(),
+                    c.recorded,
+                    c.candidate,
+                    c.rule.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                ("t2", Action::Allow, Action::HumanApproval, "strict"),
+                ("t4", Action::Allow, Action::Deny, "default"),
+            ]
+        );
+        let text = report.render();
+        assert!(
+            text.contains("t4 a fs.delete: allow -> deny (default)"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "4 calls replayed, 2 would change (allow -> deny: 1, allow -> human_approval: 1); \
+                 1 not comparable (rate limited, or refused before a decision); \
+                 1 lines skipped, not trace entries (first: t.jsonl line 7: expected ident at line 1 column 2)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_same_policies_change_nothing() {
+        let set = policies(
+            r#"
+- name: p
+  agent: "*"
+  rules:
+    - tools: ["x"]
+      action: deny
+"#,
+        );
+        let report = run(&set, &line("t1", "a", "x", "deny", "p"));
+        assert_eq!((report.replayed, report.changes.len()), (1, 0));
+        assert_eq!(report.render(), "1 calls replayed, 0 would change\n");
+    }
+}
