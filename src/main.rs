@@ -162,19 +162,9 @@ fn validate(path: &std::path::Path) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let loaded = match mesh7_config::load(&args.config) {
-        Ok(l) => l,
-        Err(errors) => {
-            err(&format!("load config {}:", args.config.display()));
-            for e in &errors.0 {
-                err(&format!("  {e}"));
-            }
-            return ExitCode::FAILURE;
-        }
+    let Some(loaded) = load_config(&args.config) else {
+        return ExitCode::FAILURE;
     };
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
     let opts = ServeOptions {
         config_path: args.config,
         port: args.port,
@@ -199,19 +189,9 @@ fn mcp(args: ServeArgs, mcp: McpArgs) -> ExitCode {
     use mesh7::mcp::proxy::{self, ProxyOptions};
     use mesh7::mcp::stdio::StdioOptions;
 
-    let loaded = match mesh7_config::load(&args.config) {
-        Ok(l) => l,
-        Err(errors) => {
-            err(&format!("load config {}:", args.config.display()));
-            for e in &errors.0 {
-                err(&format!("  {e}"));
-            }
-            std::process::exit(1);
-        }
+    let Some(loaded) = load_config(&args.config) else {
+        std::process::exit(1);
     };
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
     let opts = ServeOptions {
         config_path: args.config,
         port: args.port,
@@ -318,15 +298,8 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     use mesh7_actors::cli::CliCatalog;
 
     const TROUBLE: u8 = 2;
-    let loaded = match mesh7_config::load(&args.config) {
-        Ok(l) => l,
-        Err(errors) => {
-            err(&format!("load config {}:", args.config.display()));
-            for e in &errors.0 {
-                err(&format!("  {e}"));
-            }
-            return ExitCode::from(TROUBLE);
-        }
+    let Some(loaded) = load_config(&args.config) else {
+        return ExitCode::from(TROUBLE);
     };
     let cfg = &loaded.config;
     let compiled = mesh7_config::PolicySet::compile(&cfg.policies).map_err(|errors| {
@@ -383,6 +356,25 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Loads the configuration and logs its warnings; on errors prints every one and gives `None`.
+fn load_config(path: &std::path::Path) -> Option<mesh7_config::LoadedConfig> {
+    match mesh7_config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!("{w}");
+            }
+            Some(loaded)
+        }
+        Err(errors) => {
+            err(&format!("load config {}:", path.display()));
+            for e in &errors.0 {
+                err(&format!("  {e}"));
+            }
+            None
+        }
     }
 }
 
