@@ -117,15 +117,27 @@ fn a_pending_approval_survives_sigkill_with_its_deadline_and_runs_once_after_app
     assert_eq!(status, 202, "{body}");
     assert_ne!(body["approval_id"], id.as_str());
     assert_ne!(body["approval_id"], second.as_str());
+    let last = body["approval_id"].clone();
 
-    // Exactly one run, across both processes (the trace file is shared).
-    let traces = std::fs::read_to_string(state.path().join("traces.jsonl")).expect("traces");
-    let runs = traces
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
+    // Exactly one run, across both processes (the trace file is shared). The writer appends in
+    // order, after the answers: once the last call's entry is in the file, so are the others.
+    let (entries, _) = wait_for(WAIT, || {
+        let text = std::fs::read_to_string(state.path().join("traces.jsonl")).ok()?;
+        let entries: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("trace line"))
+            .collect();
+        entries
+            .iter()
+            .any(|t| t["approval_id"] == last)
+            .then_some(entries)
+    })
+    .expect("the last call is traced in the file");
+    let runs = entries
+        .iter()
         .filter(|t| t["approval_id"] == id.as_str() && t["status_code"] == 200)
         .count();
-    assert_eq!(runs, 1, "{traces}");
+    assert_eq!(runs, 1, "{entries:?}");
 }
 
 #[test]

@@ -750,3 +750,32 @@ fn an_approved_call_whose_client_disconnects_is_traced_with_its_used_approval() 
     assert_eq!(status, 202, "{again}");
     assert_ne!(again["approval_id"], id.as_str());
 }
+
+#[test]
+fn files_holding_call_data_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let yaml = BASE.replace(
+        "trace_file: \"{dir}/traces.jsonl\"",
+        "trace_file: \"{dir}/traces.jsonl\"\notel_endpoint: \"{dir}/spans.jsonl\"\nstorage_path: \"{dir}/state/store\"",
+    );
+    let d = Daemon::start(&yaml);
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["-n", "private"]}));
+    assert_eq!(status, 200, "{body}");
+    common::wait_for(std::time::Duration::from_secs(10), || {
+        d.path("spans.jsonl").exists().then_some(())
+    })
+    .expect("the span file is written");
+    let mode = |rel: &str| {
+        std::fs::metadata(d.path(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("traces.jsonl"), 0o600);
+    assert_eq!(mode("spans.jsonl"), 0o600);
+    // The store and the directory made for it.
+    assert_eq!(mode("state/store"), 0o700);
+    assert_eq!(mode("state"), 0o700);
+}

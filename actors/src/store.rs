@@ -235,6 +235,15 @@ const LOCK_RETRY: Duration = Duration::from_millis(10);
     reason = "start-up only, like the file I/O of opening; bounded by LOCK_WAIT"
 )]
 fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    // Owner-only when created: approvals hold the calls' arguments. An existing directory
+    // keeps the mode its owner gave it.
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
     let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
     let deadline = Instant::now() + LOCK_WAIT;
     loop {

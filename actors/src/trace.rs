@@ -24,6 +24,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -577,9 +578,11 @@ impl JsonlFile {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
+        // Owner-only when created: the entries hold the calls' arguments.
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.path)?;
         self.size = f.metadata()?.len();
         self.writer = Some(BufWriter::with_capacity(WRITE_BUFFER_BYTES, f));

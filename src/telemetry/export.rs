@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -347,7 +348,12 @@ struct JsonFile {
 
 impl JsonFile {
     fn open(path: PathBuf) -> io::Result<JsonFile> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // Owner-only when created: spans carry the calls' attributes.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
         let size = file.metadata()?.len();
         Ok(JsonFile {
             path,
