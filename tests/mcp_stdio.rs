@@ -363,3 +363,56 @@ fn a_taken_port_is_logged_and_mcp_keeps_working() {
     assert_eq!(result_text(&mcp.recv(WAIT)), "still\n");
     drop(taken);
 }
+
+#[test]
+fn why_a_call_did_not_run_is_machine_readable_in_meta() {
+    let (dir, config) = config_dir(GOVERNED);
+    let mut mcp = start(dir.path(), &config, &[], &[]);
+    mcp.initialize();
+    let mut call = |id: i64, name: &str, args: Value| {
+        mcp.request(
+            id,
+            "tools/call",
+            &json!({"name": name, "arguments": {"args": args}}),
+        );
+        let answer = mcp.recv(WAIT);
+        assert_eq!(answer["id"], id, "{answer}");
+        answer["result"].clone()
+    };
+    let governance = |result: &Value| result["_meta"]["mesh7/governance"].clone();
+
+    // A tool that ran answers with its own result: nothing added.
+    let ran = call(1, "echo.run", json!(["once"]));
+    assert_eq!(ran["isError"], false, "{ran}");
+    assert!(ran.get("_meta").is_none(), "{ran}");
+
+    let denied = call(2, "writer.run", json!(["x"]));
+    assert_eq!(denied["isError"], true, "{denied}");
+    let g = governance(&denied);
+    assert_eq!(
+        (&g["outcome"], &g["policy"], &g["rule"]),
+        (&json!("denied"), &json!("deny"), &json!("governed")),
+        "{denied}"
+    );
+    assert_eq!(g["trace_id"].as_str().map(str::len), Some(32), "{denied}");
+    assert!(g.get("approval_id").is_none(), "{denied}");
+
+    let pending = call(3, "approver.run", json!(["y"]));
+    let g = governance(&pending);
+    assert_eq!(g["outcome"], "approval_pending", "{pending}");
+    assert_eq!(g["policy"], "human_approval", "{pending}");
+    let approval_id = g["approval_id"].as_str().expect("approval_id");
+    // The text names the same approval by its short id.
+    assert!(
+        result_text(&json!({ "result": pending })).contains(&approval_id[..8]),
+        "{pending}"
+    );
+
+    // The same call again and again: loop detection stops the fourth.
+    for id in 4..=6 {
+        assert!(governance(&call(id, "echo.run", json!(["again"]))).is_null());
+    }
+    let looped = call(7, "echo.run", json!(["again"]));
+    assert_eq!(governance(&looped)["outcome"], "loop_detected", "{looped}");
+    assert_eq!(governance(&looped)["policy"], "rate_limited", "{looped}");
+}

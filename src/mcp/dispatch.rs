@@ -613,7 +613,8 @@ pub fn negotiate(requested: Option<&str>) -> &'static str {
 /// with `isError: true` and flux7's text (so clients that validate `outputSchema` can read it).
 /// The result is shaped by where the call went (`g.source`), as resolved when it ran.
 pub fn call_tool_result(g: Governed) -> Value {
-    match g.verdict {
+    let meta = governance_meta(&g);
+    let mut result = match g.verdict {
         Verdict::Allowed {
             result: Some(result),
         } => {
@@ -648,7 +649,40 @@ pub fn call_tool_result(g: Governed) -> Value {
         Verdict::ApprovalUnavailable { message } => text_result(&message, true),
         Verdict::ApprovalRequired => text_result(APPROVAL_REQUIRED, true),
         Verdict::RateLimited { message, .. } => text_result(&message, true),
+    };
+    if let Some(meta) = meta {
+        result["_meta"] = meta;
     }
+    result
+}
+
+/// Why a call did not run or failed, for clients that act on it without parsing the text:
+/// `_meta["mesh7/governance"]` with the outcome, the `policy` label and rule of the trace, the
+/// trace id and, when there is one, the approval's id. None when the tool ran and answered
+/// (its result is the tool's own).
+fn governance_meta(g: &Governed) -> Option<Value> {
+    let outcome = match &g.verdict {
+        Verdict::Allowed { .. } => return None,
+        Verdict::Failed { .. } => "failed",
+        Verdict::Denied => "denied",
+        Verdict::ApprovalPending => "approval_pending",
+        Verdict::ApprovalDenied => "approval_denied",
+        Verdict::ApprovalTimedOut => "approval_timed_out",
+        Verdict::ApprovalUnavailable { .. } => "approval_unavailable",
+        Verdict::ApprovalRequired => "approval_required",
+        Verdict::RateLimited { is_loop: true, .. } => "loop_detected",
+        Verdict::RateLimited { .. } => "rate_limited",
+    };
+    let mut governance = json!({
+        "outcome": outcome,
+        "policy": g.policy_label(),
+        "rule": g.rule,
+        "trace_id": g.trace_id,
+    });
+    if let Some(approval) = &g.approval {
+        governance["approval_id"] = json!(approval.id);
+    }
+    Some(json!({ "mesh7/governance": governance }))
 }
 
 /// flux7's text when a blocking approval expires.
