@@ -94,6 +94,7 @@ impl App {
                 file: cfg.trace_file.as_ref().map(PathBuf::from),
                 max_file_bytes: cfg.trace.max_file_bytes,
                 mailbox,
+                hmac_key: cfg.trace.hmac_key.clone(),
             },
             clock.clone(),
         )

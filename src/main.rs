@@ -53,6 +53,21 @@ enum Command {
     /// Decide the calls recorded in JSONL traces again under a configuration's policies and
     /// list the decisions that would change. Exit status: 0 none would, 1 some would, 2 error.
     Replay(ReplayArgs),
+    /// Check the chain of JSONL trace files written under `trace.hmac_key`: every line sealed
+    /// by the key, none altered, removed, inserted or moved. Exit status: 0 intact, 1 broken,
+    /// 2 error.
+    VerifyTraces(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// The configuration whose `trace.hmac_key` sealed the files.
+    #[arg(long, default_value = "config.yaml")]
+    config: PathBuf,
+    /// A JSONL trace file, repeatable, read in order. Default: the configuration's
+    /// `trace_file`, after its rotated `<file>.old` when there is one.
+    #[arg(long = "traces")]
+    traces: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,6 +145,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Discover(args)) => discover(&args),
         Some(Command::Replay(args)) => replay(&args),
+        Some(Command::VerifyTraces(args)) => verify_traces(&args),
         None if cli.mcp.mcp => mcp(cli.serve, cli.mcp),
         None => serve(cli.serve),
     }
@@ -317,20 +333,8 @@ fn replay(args: &ReplayArgs) -> ExitCode {
             return ExitCode::from(TROUBLE);
         }
     };
-    let files = if args.traces.is_empty() {
-        let Some(file) = cfg.trace_file.as_deref().filter(|f| !f.is_empty()) else {
-            err("no trace file: give --traces FILE, or set trace_file in the configuration");
-            return ExitCode::from(TROUBLE);
-        };
-        let old = PathBuf::from(format!("{file}.old"));
-        let mut files: Vec<PathBuf> = Vec::new();
-        if old.is_file() {
-            files.push(old);
-        }
-        files.push(PathBuf::from(file));
-        files
-    } else {
-        args.traces.clone()
+    let Some(files) = trace_files(cfg, &args.traces) else {
+        return ExitCode::from(TROUBLE);
     };
     let registry = Registry::new(catalog, Vec::new());
     let mut report = Report::default();
@@ -353,6 +357,93 @@ fn replay(args: &ReplayArgs) -> ExitCode {
     }
     let _ = std::io::stdout().write_all(report.render().as_bytes());
     if report.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The trace files a command reads: those given, else the configuration's `trace_file` after
+/// its rotated `.old` when there is one. `None` (said on stderr) when there is neither.
+fn trace_files(cfg: &mesh7_config::Config, given: &[PathBuf]) -> Option<Vec<PathBuf>> {
+    if !given.is_empty() {
+        return Some(given.to_vec());
+    }
+    let Some(file) = cfg.trace_file.as_deref().filter(|f| !f.is_empty()) else {
+        err("no trace file: give --traces FILE, or set trace_file in the configuration");
+        return None;
+    };
+    let old = PathBuf::from(format!("{file}.old"));
+    Some(
+        std::iter::once(old)
+            .filter(|old| old.is_file())
+            .chain(std::iter::once(PathBuf::from(file)))
+            .collect(),
+    )
+}
+
+fn verify_traces(args: &VerifyArgs) -> ExitCode {
+    use mesh7_actors::trace::ChainCheck;
+    use std::io::BufRead as _;
+
+    const TROUBLE: u8 = 2;
+    /// Problems printed one by one; the rest are counted.
+    const SHOWN: usize = 20;
+    let Some(loaded) = load_config(&args.config) else {
+        return ExitCode::from(TROUBLE);
+    };
+    let Some(secret) = loaded.config.trace.hmac_key.as_deref() else {
+        err("trace.hmac_key is not set in the configuration: there is no chain to check");
+        return ExitCode::from(TROUBLE);
+    };
+    let Some(files) = trace_files(&loaded.config, &args.traces) else {
+        return ExitCode::from(TROUBLE);
+    };
+    let mut check = ChainCheck::new(secret);
+    for path in &files {
+        let name = path.display().to_string();
+        let read = std::fs::File::open(path).and_then(|f| {
+            let mut reader = std::io::BufReader::new(f);
+            let mut line = Vec::new();
+            let mut number = 0;
+            while reader.read_until(b'\n', &mut line)? > 0 {
+                number += 1;
+                check.line(&name, number, &line);
+                line.clear();
+            }
+            Ok(())
+        });
+        if let Err(e) = read {
+            err(&format!("read {name}: {e}"));
+            return ExitCode::from(TROUBLE);
+        }
+    }
+    let mut out = String::new();
+    for (file, line, what) in check.problems.iter().take(SHOWN) {
+        out.push_str(&format!("{file} line {line}: {what}\n"));
+    }
+    if check.problems.len() > SHOWN {
+        out.push_str(&format!("… and {} more\n", check.problems.len() - SHOWN));
+    }
+    let start = if check.starts_mid_chain {
+        " (it continues a chain whose earlier lines are in a file not given)"
+    } else {
+        ""
+    };
+    if check.problems.is_empty() {
+        out.push_str(&format!(
+            "{} lines verified: the chain is intact{start}\n",
+            check.verified
+        ));
+    } else {
+        out.push_str(&format!(
+            "{} lines verified, {} problems: the chain is broken\n",
+            check.verified,
+            check.problems.len()
+        ));
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    if check.problems.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

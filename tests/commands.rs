@@ -199,3 +199,68 @@ fn replay_lists_the_recorded_calls_a_candidate_policy_would_decide_otherwise() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.starts_with("load config "), "{stderr}");
 }
+
+#[test]
+fn verify_traces_finds_every_edited_removed_or_moved_line_of_a_chained_file() {
+    let chained = RECORDED.replace(
+        "trace_file: \"{dir}/traces.jsonl\"",
+        "trace_file: \"{dir}/traces.jsonl\"\ntrace:\n  hmac_key: \"${MESH7_TEST_AUDIT_KEY}\"",
+    );
+    let key = (
+        "MESH7_TEST_AUDIT_KEY",
+        "a secret of more than sixteen bytes",
+    );
+    let echo = serde_json::json!({"args": ["hi"]});
+    let touch = serde_json::json!({"args": ["x"]});
+    let mut d = common::Daemon::start_with(&chained, &[key], |_| {});
+    assert_eq!(d.call("claude", "echo.run", &echo).0, 200);
+    assert_eq!(d.call("claude", "touch.run", &touch).0, 403);
+    assert!(d.terminate().success());
+    // A second process on the same file continues the chain.
+    let dir = tempfile::TempDir::new_in(d.dir.path()).expect("temp dir");
+    let config = d.path("mesh7.yaml");
+    let mut again = common::Daemon::spawn(dir, &config, &[key]);
+    assert_eq!(again.call("bob", "echo.run", &echo).0, 200);
+    assert!(again.terminate().success());
+
+    let traces = d.path("traces.jsonl");
+    let config = config.display().to_string();
+    let verify = |traces: &std::path::Path| {
+        let traces = traces.display().to_string();
+        let args = ["verify-traces", "--config", &config, "--traces", &traces];
+        common::run_with_env(&args, &[key])
+    };
+    let (code, stdout, stderr) = verify(&traces);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "3 lines verified: the chain is intact\n");
+
+    let text = std::fs::read_to_string(&traces).expect("traces");
+    let lines: Vec<&str> = text.lines().collect();
+    let tampered = d.path("tampered.jsonl");
+    let write = |lines: &[&str]| std::fs::write(&tampered, lines.join("\n") + "\n").expect("write");
+
+    // The denied call made to look allowed.
+    let edited = lines[1].replace("\"policy\":\"deny\"", "\"policy\":\"allow\"");
+    assert_ne!(edited, lines[1]);
+    write(&[lines[0], &edited, lines[2]]);
+    let (code, stdout, _) = verify(&tampered);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(" line 2: altered: "), "{stdout}");
+    assert!(
+        stdout.ends_with("2 lines verified, 1 problems: the chain is broken\n"),
+        "{stdout}"
+    );
+
+    // The denied call removed.
+    write(&[lines[0], lines[2]]);
+    let (code, stdout, _) = verify(&tampered);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains(" line 2: out of chain: "), "{stdout}");
+
+    // No key, no chain to check: an error, not a verdict.
+    let plain = write_config(d.dir.path(), RECORDED).display().to_string();
+    let traces = traces.display().to_string();
+    let (code, _, stderr) = run(&["verify-traces", "--config", &plain, "--traces", &traces]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("trace.hmac_key is not set"), "{stderr}");
+}

@@ -16,6 +16,9 @@
 //!   `<file>.old` once it reaches `max_file_bytes`, and a loaded line longer than 1 MiB ends the
 //!   load.
 //! - A write error is logged and counted, never fatal: the ring still gets the entry.
+//! - With `trace.hmac_key` every line is sealed as it is written: it carries the MAC of the line
+//!   before it and its own (`chain`), and a new writer continues after the file's last sealed
+//!   line, so `mesh7 verify-traces` finds any line edited, removed, inserted or moved.
 //! - The file is only appended to. An update appends the whole entry again, and on reload the
 //!   last line of a record wins. A record is its trace id *and* its timestamp, because a caller
 //!   that propagates one `Traceparent` across calls gives them all the same trace id.
@@ -200,6 +203,8 @@ pub struct TraceSettings {
     pub max_file_bytes: u64,
     /// Mailbox capacity of the writer.
     pub mailbox: usize,
+    /// `trace.hmac_key`: the file's lines are chained under it (see `chain`).
+    pub hmac_key: Option<String>,
 }
 
 impl Default for TraceSettings {
@@ -209,6 +214,7 @@ impl Default for TraceSettings {
             file: None,
             max_file_bytes: 10 * 1024 * 1024,
             mailbox: 1024,
+            hmac_key: None,
         }
     }
 }
@@ -562,16 +568,22 @@ struct JsonlFile {
     max_bytes: u64,
     /// The line being written, reused from one record to the next.
     line: Vec<u8>,
+    /// Chains the lines when `trace.hmac_key` is set.
+    sealer: Option<chain::Sealer>,
 }
 
 impl JsonlFile {
-    fn open(path: PathBuf, max_bytes: u64) -> io::Result<Self> {
+    fn open(path: PathBuf, max_bytes: u64, hmac_key: Option<&str>) -> io::Result<Self> {
+        let sealer = hmac_key
+            .map(|key| chain::Sealer::resume(key, &path, &old_path(&path)))
+            .transpose()?;
         let mut file = Self {
             path,
             writer: None,
             size: 0,
             max_bytes,
             line: Vec::new(),
+            sealer,
         };
         file.reopen()?;
         Ok(file)
@@ -592,6 +604,9 @@ impl JsonlFile {
     fn append(&mut self, entry: &TraceEntry) -> io::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, entry)?;
+        if let Some(sealer) = &mut self.sealer {
+            sealer.seal(&mut self.line);
+        }
         self.line.push(b'\n');
         if self.writer.is_none() {
             self.reopen()?;
@@ -730,6 +745,7 @@ impl Trace {
             file,
             max_file_bytes,
             mailbox,
+            hmac_key,
         } = settings;
         let (ring, file) = match file {
             None => (Ring::new(ring_size), None),
@@ -743,7 +759,7 @@ impl Trace {
                     path: path.clone(),
                     error,
                 })?;
-                let file = JsonlFile::open(path.clone(), max_file_bytes)
+                let file = JsonlFile::open(path.clone(), max_file_bytes, hmac_key.as_deref())
                     .map_err(|error| TraceError::Open { path, error })?;
                 (ring, Some(file))
             }
@@ -1039,5 +1055,8 @@ impl Handler<CountWriteErrors> for TraceActor {
     }
 }
 
+mod chain;
 #[cfg(test)]
 mod tests;
+
+pub use chain::ChainCheck;

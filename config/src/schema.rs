@@ -467,6 +467,11 @@ pub struct TraceConfig {
     /// JSONL rotation size in bytes, default 10 MiB.
     #[serde(default = "default_rotate")]
     pub max_file_bytes: u64,
+    /// mesh7: a secret (16 characters or more) that chains the JSONL lines: each carries the
+    /// HMAC-SHA256 of the previous one's, so an edited, removed or reordered line shows
+    /// (`mesh7 verify-traces`). Absent: lines are not chained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_key: Option<String>,
 }
 
 impl Default for TraceConfig {
@@ -474,6 +479,7 @@ impl Default for TraceConfig {
         Self {
             ring_size: default_ring(),
             max_file_bytes: default_rotate(),
+            hmac_key: None,
         }
     }
 }

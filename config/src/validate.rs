@@ -152,6 +152,12 @@ pub(crate) fn config(config: &Config, indices: &Indices) -> Vec<Issue> {
         root.key("trace").key("max_file_bytes"),
         config.trace.max_file_bytes,
     );
+    if let Some(key) = &config.trace.hmac_key
+        && key.chars().count() < 16
+    {
+        let at = root.key("trace").key("hmac_key");
+        issues.push(at.to_string(), at, "must be at least 16 characters");
+    }
 
     let loops = root.key("loop_detection");
     if config.loop_detection.max_repeats == 0 {

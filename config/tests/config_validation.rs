@@ -278,6 +278,11 @@ fn reports_each_invalid_value_with_its_path_message_and_line() {
             "trace.ring_size: must be greater than 0 (line 2)",
         ),
         (
+            "short audit key",
+            "trace:\n  hmac_key: short\n",
+            "trace.hmac_key: must be at least 16 characters (line 2)",
+        ),
+        (
             "zero repeats",
             "loop_detection:\n  max_repeats: 0\n",
             "loop_detection.max_repeats: must be at least 1 (line 2)",

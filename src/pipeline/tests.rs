@@ -67,6 +67,7 @@ fn wire(dir: &Path) -> Wired {
                 file: None,
                 max_file_bytes: 0,
                 mailbox: 16,
+                hmac_key: None,
             },
             clock.clone(),
         )

@@ -263,9 +263,15 @@ pub fn wait_for<T>(
 
 /// Runs the binary with arguments, returning (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, String, String) {
+    run_with_env(args, &[])
+}
+
+/// `run` with extra environment variables.
+pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("MESH_ADMIN_TOKEN")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run mesh7");

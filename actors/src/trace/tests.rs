@@ -66,6 +66,7 @@ fn settings(file: Option<PathBuf>) -> TraceSettings {
         file,
         max_file_bytes: 0,
         mailbox: 16,
+        hmac_key: None,
     }
 }
 
