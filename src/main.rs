@@ -383,8 +383,8 @@ fn trace_files(cfg: &mesh7_config::Config, given: &[PathBuf]) -> Option<Vec<Path
 }
 
 fn verify_traces(args: &VerifyArgs) -> ExitCode {
+    use mesh7::replay::BoundedLines;
     use mesh7_actors::trace::ChainCheck;
-    use std::io::BufRead as _;
 
     const TROUBLE: u8 = 2;
     /// Problems printed one by one; the rest are counted.
@@ -403,13 +403,12 @@ fn verify_traces(args: &VerifyArgs) -> ExitCode {
     for path in &files {
         let name = path.display().to_string();
         let read = std::fs::File::open(path).and_then(|f| {
-            let mut reader = std::io::BufReader::new(f);
-            let mut line = Vec::new();
-            let mut number = 0;
-            while reader.read_until(b'\n', &mut line)? > 0 {
-                number += 1;
-                check.line(&name, number, &line);
-                line.clear();
+            let mut lines = BoundedLines::new(std::io::BufReader::new(f));
+            while let Some((number, line)) = lines.next_line()? {
+                match line {
+                    Some(line) => check.line(&name, number, line),
+                    None => check.too_long(&name, number),
+                }
             }
             Ok(())
         });

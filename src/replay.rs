@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
-use std::io::BufRead;
+use std::io::{BufRead, Read as _};
 
 use mesh7_actors::trace::TraceEntry;
 use mesh7_config::{Action, PolicySet};
@@ -54,18 +54,20 @@ pub fn replay(
     report: &mut Report,
     seen: &mut HashSet<String>,
 ) -> std::io::Result<()> {
-    for (index, line) in traces.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let entry: TraceEntry = match serde_json::from_str(&line) {
+    let mut lines = BoundedLines::new(traces);
+    while let Some((number, line)) = lines.next_line()? {
+        let parsed = match line {
+            Some(line) if line.trim_ascii().is_empty() => continue,
+            Some(line) => serde_json::from_slice::<TraceEntry>(line).map_err(|e| e.to_string()),
+            None => Err(format!("longer than {} bytes", MAX_LINE)),
+        };
+        let entry = match parsed {
             Ok(entry) => entry,
-            Err(e) => {
+            Err(why) => {
                 report.skipped += 1;
                 report
                     .first_skipped
-                    .get_or_insert_with(|| (name.to_owned(), index + 1, e.to_string()));
+                    .get_or_insert_with(|| (name.to_owned(), number, why));
                 continue;
             }
         };
@@ -101,6 +103,47 @@ pub fn replay(
         }
     }
     Ok(())
+}
+
+/// The longest trace line read (mesh7 writes far shorter ones); a longer one is skipped.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// The lines of a file, none held beyond `MAX_LINE` bytes.
+pub struct BoundedLines<R> {
+    reader: R,
+    line: Vec<u8>,
+    number: usize,
+}
+
+impl<R: BufRead> BoundedLines<R> {
+    pub fn new(reader: R) -> Self {
+        BoundedLines {
+            reader,
+            line: Vec::new(),
+            number: 0,
+        }
+    }
+
+    /// The next line's number (from 1) and text without its newline, or `None` as the text of
+    /// a line over `MAX_LINE` bytes (skipped to its end); `None` at the end of the file.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(usize, Option<&[u8]>)>> {
+        self.line.clear();
+        let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
+        let read = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut self.line)?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.number += 1;
+        if self.line.last() == Some(&b'\n') {
+            self.line.pop();
+        } else if self.line.len() > MAX_LINE {
+            self.reader.skip_until(b'\n')?;
+            return Ok(Some((self.number, None)));
+        }
+        Ok(Some((self.number, Some(&self.line))))
+    }
 }
 
 /// The policy decision a trace entry records, if it records one.
@@ -260,6 +303,26 @@ mod tests {
                  1 lines skipped, not trace entries (first: t.jsonl line 7: expected ident at line 1 column 2)\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_bound_is_skipped_to_its_end_without_being_held() {
+        let long = vec![b'x'; MAX_LINE + 10];
+        let text = [b"a\n".as_slice(), &long, b"\nb"].concat();
+        let mut lines = BoundedLines::new(std::io::BufReader::new(text.as_slice()));
+        let mut seen = Vec::new();
+        while let Some((n, line)) = lines.next_line().expect("read") {
+            seen.push((n, line.map(<[u8]>::to_vec)));
+            assert!(lines.line.capacity() <= 2 * (MAX_LINE + 1), "held too much");
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, Some(b"a".to_vec())),
+                (2, None),
+                (3, Some(b"b".to_vec()))
+            ]
         );
     }
 

@@ -119,6 +119,16 @@ impl ChainCheck {
         }
     }
 
+    /// Line `number` of `file` was too long to be read: a problem, and the chain goes on from
+    /// the line before it.
+    pub fn too_long(&mut self, file: &str, number: usize) {
+        self.problems.push((
+            file.to_owned(),
+            number,
+            "too long to be a trace line".to_owned(),
+        ));
+    }
+
     /// Checks line `number` (from 1) of `file`. Empty lines are ignored.
     pub fn line(&mut self, file: &str, number: usize, line: &[u8]) {
         let line = line.trim_ascii();
