@@ -383,7 +383,7 @@ fn trace_files(cfg: &mesh7_config::Config, given: &[PathBuf]) -> Option<Vec<Path
 }
 
 fn verify_traces(args: &VerifyArgs) -> ExitCode {
-    use mesh7::replay::BoundedLines;
+    use mesh7::replay::{BoundedLines, Line};
     use mesh7_actors::trace::ChainCheck;
 
     const TROUBLE: u8 = 2;
@@ -406,8 +406,8 @@ fn verify_traces(args: &VerifyArgs) -> ExitCode {
             let mut lines = BoundedLines::new(std::io::BufReader::new(f));
             while let Some((number, line)) = lines.next_line()? {
                 match line {
-                    Some(line) => check.line(&name, number, line),
-                    None => check.too_long(&name, number),
+                    Line::Text(line) => check.line(&name, number, line),
+                    Line::TooLong => check.too_long(&name, number),
                 }
             }
             Ok(())

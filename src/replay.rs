@@ -57,9 +57,11 @@ pub fn replay(
     let mut lines = BoundedLines::new(traces);
     while let Some((number, line)) = lines.next_line()? {
         let parsed = match line {
-            Some(line) if line.trim_ascii().is_empty() => continue,
-            Some(line) => serde_json::from_slice::<TraceEntry>(line).map_err(|e| e.to_string()),
-            None => Err(format!("longer than {} bytes", MAX_LINE)),
+            Line::Text(line) if line.trim_ascii().is_empty() => continue,
+            Line::Text(line) => {
+                serde_json::from_slice::<TraceEntry>(line).map_err(|e| e.to_string())
+            }
+            Line::TooLong => Err(format!("longer than {MAX_LINE} bytes")),
         };
         let entry = match parsed {
             Ok(entry) => entry,
@@ -108,6 +110,15 @@ pub fn replay(
 /// The longest trace line read (mesh7 writes far shorter ones); a longer one is skipped.
 pub const MAX_LINE: usize = 16 << 20;
 
+/// One line of a trace file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// Its text, without the newline.
+    Text(&'a [u8]),
+    /// Over `MAX_LINE` bytes: skipped to its end, never held whole.
+    TooLong,
+}
+
 /// The lines of a file, none held beyond `MAX_LINE` bytes.
 pub struct BoundedLines<R> {
     reader: R,
@@ -124,9 +135,8 @@ impl<R: BufRead> BoundedLines<R> {
         }
     }
 
-    /// The next line's number (from 1) and text without its newline, or `None` as the text of
-    /// a line over `MAX_LINE` bytes (skipped to its end); `None` at the end of the file.
-    pub fn next_line(&mut self) -> std::io::Result<Option<(usize, Option<&[u8]>)>> {
+    /// The next line and its number (from 1); `None` at the end of the file.
+    pub fn next_line(&mut self) -> std::io::Result<Option<(usize, Line<'_>)>> {
         self.line.clear();
         let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
         let read = (&mut self.reader)
@@ -140,9 +150,9 @@ impl<R: BufRead> BoundedLines<R> {
             self.line.pop();
         } else if self.line.len() > MAX_LINE {
             self.reader.skip_until(b'\n')?;
-            return Ok(Some((self.number, None)));
+            return Ok(Some((self.number, Line::TooLong)));
         }
-        Ok(Some((self.number, Some(&self.line))))
+        Ok(Some((self.number, Line::Text(&self.line))))
     }
 }
 
@@ -313,7 +323,13 @@ mod tests {
         let mut lines = BoundedLines::new(std::io::BufReader::new(text.as_slice()));
         let mut seen = Vec::new();
         while let Some((n, line)) = lines.next_line().expect("read") {
-            seen.push((n, line.map(<[u8]>::to_vec)));
+            seen.push((
+                n,
+                match line {
+                    Line::Text(text) => Some(text.to_vec()),
+                    Line::TooLong => None,
+                },
+            ));
             assert!(lines.line.capacity() <= 2 * (MAX_LINE + 1), "held too much");
         }
         assert_eq!(
