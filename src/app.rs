@@ -13,6 +13,7 @@ use mesh7_actors::approvals::{self, ApprovalSettings, Approvals, ResolutionHook}
 use mesh7_actors::cli::{Cli, CliCatalog};
 use mesh7_actors::clock::Clock;
 use mesh7_actors::grants::{self, Grants};
+use mesh7_actors::halts::Halts;
 use mesh7_actors::memory::{self, DecisionFact, Memory, MemorySettings, WriteEvent};
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
@@ -164,9 +165,11 @@ impl App {
                 .map_err(|e| anyhow::anyhow!("supervisor.max_grant_duration: {e}"))?,
             None => grants::DEFAULT_MAX_DURATION,
         };
-        let grants = Grants::start(store, max_grant, clock.clone(), mailbox)
+        let grants = Grants::start(store.clone(), max_grant, clock.clone(), mailbox)
             .map_err(|e| anyhow::anyhow!("grants: {e}"))?
             .with_approvals(approvals.clone());
+        let halts = Halts::start(store, clock.clone(), mailbox)
+            .map_err(|e| anyhow::anyhow!("halts: {e}"))?;
         let telemetry = match cfg.otel_endpoint.as_deref().map(str::trim) {
             Some(endpoint) if !endpoint.is_empty() => Telemetry::start(endpoint, metrics.clone())
                 .await
@@ -182,6 +185,7 @@ impl App {
             trace,
             approvals,
             grants,
+            halts,
             routing: ApprovalRouting {
                 block_mcp: cfg.supervisor.enabled,
                 channel: cfg.approval.channel,

@@ -173,6 +173,12 @@ impl From<mesh7_actors::grants::GrantError> for PipelineError {
     }
 }
 
+impl From<mesh7_actors::halts::HaltError> for PipelineError {
+    fn from(e: mesh7_actors::halts::HaltError) -> Self {
+        PipelineError::Unavailable(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! (`POST /tool`, `POST /decide`, MCP stdio, MCP Streamable HTTP).
 //!
 //! `Pipeline::handle` reads top to bottom:
-//! authenticate → resolve → evaluate → rate limit → verdict (grant / approval) → forward → trace.
+//! authenticate → resolve → evaluate (an emergency stop overrides it) → rate limit → verdict
+//! (grant / approval; halts checked again) → forward → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use mesh7_actors::approvals::{ApprovalRecord, ApprovalStatus, Approvals, Gate, Submit};
 use mesh7_actors::cli::Cli;
 use mesh7_actors::grants::{Grant, Grants, rfc3339_secs};
+use mesh7_actors::halts::Halts;
 use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
@@ -287,6 +289,8 @@ pub struct Parts {
     pub trace: Trace,
     pub approvals: Approvals,
     pub grants: Grants,
+    /// Emergency stops, read from their snapshot on every call.
+    pub halts: Halts,
     pub routing: ApprovalRouting,
     pub metrics: Arc<Metrics>,
     /// mem7 (`memory.url` with `supervisor.auto_approve`): Level-1 auto-approve.
@@ -327,6 +331,9 @@ impl Pipeline {
     }
     pub fn grants(&self) -> &Grants {
         &self.inner.grants
+    }
+    pub fn halts(&self) -> &Halts {
+        &self.inner.halts
     }
 
     /// Governs one call. Errors are returned only when no verdict could be reached (bad
@@ -377,20 +384,24 @@ impl Pipeline {
                 policies.evaluate(&identity.agent, effective, &call.args)
             })
             .await;
-        let (action, mut rule, mut reason) = match resolved.as_ref().and_then(|r| r.default_action)
-        {
-            // No rule matched a CLI tool that declares what it wants in that case.
-            Some(fallback) if decision.is_default() => (
-                fallback,
-                "default_action".to_owned(),
-                format!("no matching policy — default_action {fallback} for {effective}"),
-            ),
-            _ => (
-                decision.action,
-                decision.rule().to_owned(),
-                decision.reason(effective),
-            ),
-        };
+        let (mut action, mut rule, mut reason) =
+            match resolved.as_ref().and_then(|r| r.default_action) {
+                // No rule matched a CLI tool that declares what it wants in that case.
+                Some(fallback) if decision.is_default() => (
+                    fallback,
+                    "default_action".to_owned(),
+                    format!("no matching policy — default_action {fallback} for {effective}"),
+                ),
+                _ => (
+                    decision.action,
+                    decision.rule().to_owned(),
+                    decision.reason(effective),
+                ),
+            };
+        // An emergency stop overrides the policy: whatever the call, it is denied.
+        if let Some((halt, why)) = self.halted(&identity.agent, &ctx.session_id) {
+            (action, rule, reason) = (Action::Deny, halt, why);
+        }
 
         // Rate limits and loop detection come before acting on the verdict (flux7 order), so a
         // throttled agent is throttled whatever it calls. Only calls that run are counted: an
@@ -441,6 +452,15 @@ impl Pipeline {
                     }
                 }
             }
+        };
+        // Checked again as the call is about to run: one that waited for its approval does not
+        // run once it is halted.
+        let next = match (next, self.halted(&identity.agent, &ctx.session_id)) {
+            (Next::Run { .. }, Some((halt, why))) => {
+                (rule, reason) = (halt, why);
+                Next::Held(Verdict::Denied)
+            }
+            (next, _) => next,
         };
         let verdict = match next {
             Next::Held(verdict) => verdict,
@@ -517,6 +537,16 @@ impl Pipeline {
             .count_call(ctx.ingress, source, &governed.verdict);
         spans.end();
         Ok(governed)
+    }
+
+    /// The rule (`halt:<id>`) and reason of the emergency stop that stops this caller, if any.
+    fn halted(&self, agent: &str, session: &str) -> Option<(String, String)> {
+        let halt = self.inner.halts.stopping(agent, session)?;
+        let mut why = format!("halted by {}", halt.created_by);
+        if !halt.reason.is_empty() {
+            why = format!("{why}: {}", halt.reason);
+        }
+        Some((format!("halt:{}", halt.id), why))
     }
 
     /// Asks the rate limiter actor (check and record in one message); `Some` when refused.

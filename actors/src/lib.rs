@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod cli;
 pub mod clock;
 pub mod grants;
+pub mod halts;
 pub mod memory;
 pub mod notify;
 pub mod policy;

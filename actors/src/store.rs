@@ -1,10 +1,11 @@
-//! The durable store of approvals and grants: the only module that touches sled.
+//! The durable store of approvals, grants and halts: the only module that touches sled.
 //!
 //! Layout (schema version 1):
 //! - default tree: `meta/schema_version` = `"1"` (ASCII). A store written by a newer schema is
 //!   refused rather than misread.
 //! - tree `approvals`: key = the approval id (16 hex digits), value = JSON `{"seq", "record"}`.
 //! - tree `grants`: key = the grant id (16 hex digits), value = JSON `{"seq", "record"}`.
+//! - tree `halts`: key = the halt id (16 hex digits), value = JSON `{"seq", "record"}`.
 //! - tree `openapi_specs`: key = a spec URL, value = the last good copy of that spec (bytes
 //!   chosen by the caller). A cache: losing it only loses the fallback.
 //!
@@ -25,12 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::approvals::ApprovalRecord;
 use crate::grants::Grant;
+use crate::halts::Halt;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const APPROVALS_TREE: &[u8] = b"approvals";
 const GRANTS_TREE: &[u8] = b"grants";
+const HALTS_TREE: &[u8] = b"halts";
 const SPECS_TREE: &[u8] = b"openapi_specs";
 /// The page cache sled may use; its default (1 GiB) is far beyond what approvals need.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -62,6 +65,7 @@ pub struct Store {
     db: sled::Db,
     approvals: sled::Tree,
     grants: sled::Tree,
+    halts: sled::Tree,
     specs: sled::Tree,
 }
 
@@ -164,11 +168,13 @@ impl Store {
         }
         let approvals = db.open_tree(APPROVALS_TREE)?;
         let grants = db.open_tree(GRANTS_TREE)?;
+        let halts = db.open_tree(HALTS_TREE)?;
         let specs = db.open_tree(SPECS_TREE)?;
         Ok(Store {
             db,
             approvals,
             grants,
+            halts,
             specs,
         })
     }
@@ -212,6 +218,14 @@ impl Store {
 
     pub(crate) fn write_grants(&self, change: &Change<'_, Grant>) -> Result<Flush, StoreError> {
         write(&self.grants, change)
+    }
+
+    pub(crate) fn load_halts(&self) -> Result<Vec<Row<Halt>>, StoreError> {
+        load(&self.halts, "halt")
+    }
+
+    pub(crate) fn write_halts(&self, change: &Change<'_, Halt>) -> Result<Flush, StoreError> {
+        write(&self.halts, change)
     }
 
     /// Records a schema version, for tests of the refusal path.
@@ -315,6 +329,12 @@ impl Keyed for ApprovalRecord {
 }
 
 impl Keyed for Grant {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for Halt {
     fn key(&self) -> &str {
         &self.id
     }

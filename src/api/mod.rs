@@ -11,6 +11,7 @@
 mod approvals;
 mod body;
 mod control;
+mod halts;
 mod tools;
 
 use actix_web::http::StatusCode;
@@ -66,6 +67,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(approvals::create_grant)),
         )
         .service(resource("/grants/{id}").route(web::delete().to(approvals::revoke_grant)))
+        .service(
+            resource("/halts")
+                .route(web::get().to(halts::list))
+                .route(web::post().to(halts::create)),
+        )
+        .service(resource("/halts/{id}").route(web::delete().to(halts::lift)))
         .service(crate::mcp::http::resource())
         .default_service(web::to(not_found));
 }

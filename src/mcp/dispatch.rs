@@ -664,6 +664,7 @@ fn governance_meta(g: &Governed) -> Option<Value> {
     let outcome = match &g.verdict {
         Verdict::Allowed { .. } => return None,
         Verdict::Failed { .. } => "failed",
+        Verdict::Denied if g.rule.starts_with("halt:") => "halted",
         Verdict::Denied => "denied",
         Verdict::ApprovalPending => "approval_pending",
         Verdict::ApprovalDenied => "approval_denied",

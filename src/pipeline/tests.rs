@@ -74,7 +74,8 @@ fn wire(dir: &Path) -> Wired {
         .expect("trace"),
         approvals: Approvals::start(None, ApprovalSettings::default(), clock.clone())
             .expect("approvals"),
-        grants: Grants::start(None, Duration::ZERO, clock, 16).expect("grants"),
+        grants: Grants::start(None, Duration::ZERO, clock.clone(), 16).expect("grants"),
+        halts: Halts::start(None, clock, 16).expect("halts"),
         routing: ApprovalRouting {
             block_mcp: false,
             channel: ApprovalChannel::Queue,

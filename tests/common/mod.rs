@@ -126,6 +126,16 @@ impl Daemon {
         into_json(req.send().expect("POST"))
     }
 
+    /// `DELETE path` without credentials (a loopback peer reaches the control plane).
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        into_json(
+            self.http
+                .delete(format!("{}{path}", self.url))
+                .send()
+                .expect("DELETE"),
+        )
+    }
+
     /// `POST /tool/{name}` as `agent:<agent>` with `{"params": args}`.
     pub fn call(&self, agent: &str, tool: &str, args: &Value) -> (u16, Value) {
         let auth = format!("Bearer agent:{agent}");

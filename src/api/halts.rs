@@ -1,0 +1,110 @@
+//! Emergency stops (control plane): `GET /halts`, `POST /halts`, `DELETE /halts/{id}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use mesh7_actors::halts::{Halt, HaltError, NewHalt, Scope};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiState, body, json_response, require_control_plane};
+use crate::error::PipelineError;
+
+/// `POST /halts`: exactly one of `agent`, `session` or `"all": true`, and an optional `reason`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaltBody {
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `GET /halts`: the halts in effect, oldest first.
+pub(super) async fn list(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!(
+            state
+                .pipeline
+                .halts()
+                .list()
+                .iter()
+                .map(Halt::view)
+                .collect::<Vec<_>>()
+        ),
+    ))
+}
+
+/// `POST /halts`: stops every later call of the agent, of the session, or of everyone.
+pub(super) async fn create(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let bytes = body::read(&req, payload, state.limits).await?;
+    let body: HaltBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid body: {e} (expected one of agent, session or \"all\": true, and a reason)"
+        ))
+    })?;
+    let scope = match (body.agent, body.session, body.all) {
+        (Some(agent), None, false) => Scope::Agent(agent),
+        (None, Some(session), false) => Scope::Session(session),
+        (None, None, true) => Scope::All,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of agent, session or \"all\": true",
+            ));
+        }
+    };
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let halt = state
+        .pipeline
+        .halts()
+        .add(NewHalt {
+            scope,
+            reason: body.reason,
+            created_by: format!("http:{peer}"),
+        })
+        .await
+        .map_err(halt_error)?;
+    Ok(json_response(StatusCode::CREATED, &halt.view()))
+}
+
+/// `DELETE /halts/{id}`: lifts the halt (its exact id).
+pub(super) async fn lift(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_control_plane(&state, &req)?;
+    let halt = state
+        .pipeline
+        .halts()
+        .lift(&id.into_inner())
+        .await
+        .map_err(halt_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "lifted": halt.view() }),
+    ))
+}
+
+fn halt_error(e: HaltError) -> ApiError {
+    match e {
+        HaltError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "halt not found"),
+        HaltError::Invalid(_) => ApiError::bad_request(e.to_string()),
+        HaltError::Unavailable(_) => ApiError::from(PipelineError::from(e)),
+    }
+}

@@ -1,0 +1,218 @@
+//! Emergency stops through the real `mesh7 serve`: `POST /halts` stops an agent, a session or
+//! everyone on every ingress until `DELETE /halts/{id}`; a halt outlives a SIGKILL (store) and
+//! stops a call that was waiting for its approval when the approval comes.
+
+mod common;
+#[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
+mod mcp_support;
+
+use std::time::Duration;
+
+use common::{Daemon, wait_for};
+use mcp_support::GOVERNED;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn halt(d: &Daemon, body: &Value) -> (u16, Value) {
+    d.post("/halts", None, &body.to_string())
+}
+
+/// A `tools/call` of `echo.run` over `/mcp` as `agent`: the result object.
+fn mcp_echo(d: &Daemon, agent: &str) -> Value {
+    let client = reqwest::blocking::Client::new();
+    let post = |session: Option<&str>, body: Value| {
+        let mut req = client
+            .post(format!("{}/mcp", d.url))
+            .header("Authorization", format!("Bearer agent:{agent}"))
+            .header("Accept", "application/json, text/event-stream")
+            .json(&body);
+        if let Some(id) = session {
+            req = req.header("Mcp-Session-Id", id);
+        }
+        req.send().expect("POST /mcp")
+    };
+    let init = post(
+        None,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}}),
+    );
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("session id")
+        .to_owned();
+    let answer: Value = post(
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo.run", "arguments": {"args": ["hi"]}}}),
+    )
+    .json()
+    .expect("JSON answer");
+    answer["result"].clone()
+}
+
+#[test]
+fn a_halted_agent_is_stopped_on_every_ingress_until_the_halt_is_lifted() {
+    let d = Daemon::start(GOVERNED);
+    let echo = json!({"args": ["hi"]});
+
+    let (status, created) = halt(&d, &json!({"agent": "claude", "reason": "runaway loop"}));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["scope"], &created["target"]),
+        (&json!("agent"), &json!("claude"))
+    );
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(id.len(), 16, "{created}");
+    assert!(
+        created["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{created}"
+    );
+
+    let (status, body) = d.call("claude", "echo.run", &echo);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["policy"], "deny", "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("halted by http:127.0.0.1:") && error.ends_with(": runaway loop"),
+        "{body}"
+    );
+    let (_, decided) = d.decide("claude", "echo.run", &echo);
+    assert_eq!(decided["action"], "deny", "{decided}");
+    assert_eq!(decided["rule"], format!("halt:{id}"), "{decided}");
+    let over_mcp = mcp_echo(&d, "claude");
+    assert_eq!(over_mcp["isError"], true, "{over_mcp}");
+    let governance = &over_mcp["_meta"]["mesh7/governance"];
+    assert_eq!(governance["outcome"], "halted", "{over_mcp}");
+    assert_eq!(governance["rule"], format!("halt:{id}"), "{over_mcp}");
+    // The trace says which halt stopped it.
+    let traced = d.trace_of("echo.run", |e| e["agent_id"] == "claude");
+    assert_eq!(traced["policy_rule"], format!("halt:{id}"), "{traced}");
+
+    // Other agents are not concerned.
+    assert_eq!(d.call("bob", "echo.run", &echo).0, 200);
+    assert_eq!(mcp_echo(&d, "bob")["isError"], false);
+
+    let (status, listed) = d.get("/halts", None);
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let (status, lifted) = d.delete(&format!("/halts/{id}"));
+    assert_eq!(status, 200, "{lifted}");
+    assert_eq!(lifted["lifted"]["id"], id.as_str());
+    assert_eq!(d.call("claude", "echo.run", &echo).0, 200);
+
+    // Bad input: a JSON error, nothing put in place.
+    let (status, body) = d.delete(&format!("/halts/{id}"));
+    assert_eq!((status, &body["error"]), (404, &json!("halt not found")));
+    for bad in [
+        json!({}),
+        json!({"agent": "a", "all": true}),
+        json!({"agent": "a", "session": "s"}),
+        json!({"agent": " "}),
+        json!({"agnet": "a"}),
+        json!({"all": "yes"}),
+    ] {
+        let (status, body) = halt(&d, &bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    let (status, body) = d.post("/halts", None, "{not json");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(d.get("/halts", None).1, json!([]));
+}
+
+#[test]
+fn everyone_and_sessions_can_be_halted() {
+    let d = Daemon::start(GOVERNED);
+    let echo = json!({"args": ["hi"]});
+    let (status, session_halt) = halt(&d, &json!({"session": "s-42"}));
+    assert_eq!(status, 201, "{session_halt}");
+    let in_session = |d: &Daemon, session: &str| {
+        d.post_with(
+            "/tool/echo.run",
+            &[
+                ("Authorization", "Bearer agent:claude"),
+                ("X-Session-Id", session),
+            ],
+            &json!({ "params": echo }).to_string(),
+        )
+        .0
+    };
+    assert_eq!(in_session(&d, "s-42"), 403);
+    assert_eq!(in_session(&d, "s-43"), 200);
+
+    let (status, all) = halt(&d, &json!({"all": true, "reason": "incident"}));
+    assert_eq!(status, 201, "{all}");
+    assert_eq!(all["scope"], "all");
+    for agent in ["claude", "bob", "ops-bot"] {
+        assert_eq!(d.call(agent, "echo.run", &echo).0, 403, "{agent}");
+    }
+    let id = all["id"].as_str().expect("id");
+    assert_eq!(d.delete(&format!("/halts/{id}")).0, 200);
+    assert_eq!(d.call("bob", "echo.run", &echo).0, 200);
+}
+
+#[test]
+fn a_halt_survives_sigkill_and_stops_a_call_that_was_waiting_for_its_approval() {
+    let state = tempfile::tempdir().expect("state dir");
+    let yaml = format!(
+        "storage_path: \"{}/store\"\n{GOVERNED}",
+        state.path().display()
+    );
+    let mut d = Daemon::start(&yaml);
+    let file = state.path().join("approved.txt");
+
+    // A blocking call: it waits for its approval.
+    let url = format!("{}/tool/approver.run", d.url);
+    let body = json!({"params": {"args": [file]}}).to_string();
+    let waiting = std::thread::spawn(move || {
+        let resp = reqwest::blocking::Client::new()
+            .post(url)
+            .header("Authorization", "Bearer agent:claude")
+            .body(body)
+            .timeout(WAIT)
+            .send()
+            .expect("the blocking call answers");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().expect("JSON"))
+    });
+    let (pending, _) = wait_for(WAIT, || {
+        let (_, listed) = d.get("/approvals?status=pending", None);
+        listed
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|a| a["id"].as_str())
+            .map(str::to_owned)
+    })
+    .expect("the call waits for its approval");
+
+    let (status, created) = halt(&d, &json!({"agent": "claude"}));
+    assert_eq!(status, 201, "{created}");
+    let (status, _) = d.post(&format!("/approvals/{pending}/approve"), None, "");
+    assert_eq!(status, 200);
+    let (status, answer) = waiting.join().expect("the caller's thread");
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("halted by ")),
+        "{answer}"
+    );
+    assert!(!file.exists(), "the halted call ran");
+
+    // SIGKILL: no shutdown code runs; the halt is in the store.
+    d.child.kill().expect("SIGKILL");
+    d.child.wait().expect("reap");
+    let d = Daemon::start(&yaml);
+    let (_, listed) = d.get("/halts", None);
+    assert_eq!(listed[0]["id"], created["id"], "{listed}");
+    assert_eq!(d.call("claude", "echo.run", &json!({"args": ["x"]})).0, 403);
+}
