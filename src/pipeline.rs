@@ -398,8 +398,11 @@ impl Pipeline {
                     decision.reason(effective),
                 ),
             };
-        // An emergency stop overrides the policy: whatever the call, it is denied.
-        if let Some((halt, why)) = self.halted(&identity.agent, &ctx.session_id) {
+        // An emergency stop overrides the policy: whatever the call, it is denied, and its
+        // limits are not even checked (the trace says halted, not rate limited).
+        let halted = self.halted(&identity.agent, &ctx.session_id);
+        let is_halted = halted.is_some();
+        if let Some((halt, why)) = halted {
             (action, rule, reason) = (Action::Deny, halt, why);
         }
 
@@ -419,7 +422,11 @@ impl Pipeline {
             record: action == Action::Allow,
             ..usage.clone()
         };
-        let limited = spans.try_step(Step::RateLimit, self.limit(&check)).await?;
+        let limited = if is_halted {
+            None
+        } else {
+            spans.try_step(Step::RateLimit, self.limit(&check)).await?
+        };
 
         // What holds the call back, if anything; `Run` lets it run.
         let next = if let Some(l) = limited {

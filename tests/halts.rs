@@ -216,3 +216,33 @@ fn a_halt_survives_sigkill_and_stops_a_call_that_was_waiting_for_its_approval() 
     assert_eq!(listed[0]["id"], created["id"], "{listed}");
     assert_eq!(d.call("claude", "echo.run", &json!({"args": ["x"]})).0, 403);
 }
+
+#[test]
+fn a_halt_wins_over_the_rate_limit_and_does_not_count_against_it() {
+    let limited = GOVERNED.replace(
+        "  - name: governed\n    agent: \"*\"\n",
+        "  - name: governed\n    agent: \"*\"\n    rate_limit: { max_per_minute: 1 }\n",
+    );
+    assert_ne!(limited, GOVERNED);
+    let d = Daemon::start(&limited);
+    let echo = json!({"args": ["hi"]});
+    assert_eq!(d.call("claude", "echo.run", &echo).0, 200);
+    assert_eq!(d.call("claude", "echo.run", &echo).0, 429);
+    let (_, created) = halt(&d, &json!({"agent": "bob"}));
+    let (status, body) = d.call("bob", "echo.run", &echo);
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("halted by ")),
+        "{body}"
+    );
+    let (status, _) = halt(&d, &json!({"agent": "claude"}));
+    assert_eq!(status, 201);
+    let (status, body) = d.call("claude", "echo.run", &echo);
+    assert_eq!((status, &body["policy"]), (403, &json!("deny")), "{body}");
+    // Lifted: bob's minute is still unused.
+    let id = created["id"].as_str().expect("id");
+    assert_eq!(d.delete(&format!("/halts/{id}")).0, 200);
+    assert_eq!(d.call("bob", "echo.run", &echo).0, 200);
+}
