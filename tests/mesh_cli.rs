@@ -568,3 +568,79 @@ fn watch_ends_cleanly_on_ctrl_c() {
     });
     assert_eq!(code, Some(0), "{}", term.seen);
 }
+
+#[test]
+fn halt_lists_and_lifts_an_emergency_stop() {
+    let d = Daemon::start(GATED);
+    let o = mesh(&d.url, &["halts"], &[]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "no halts\n"),
+        "{}",
+        o.stderr
+    );
+
+    let o = mesh(
+        &d.url,
+        &["halt", "--agent", "claude", "--reason", "runaway loop"],
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let id = o
+        .stdout
+        .trim()
+        .strip_prefix("Halted agent claude: ")
+        .unwrap_or_else(|| panic!("{}", o.stdout))
+        .to_owned();
+    assert_eq!(id.len(), 16, "{}", o.stdout);
+    // In effect: the gated call is denied at once instead of waiting for a human.
+    let (status, body) = d.call("claude", "echo.run", &serde_json::json!({"args": ["x"]}));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"], "halted by cli:tester: runaway loop",
+        "{body}"
+    );
+
+    let o = mesh(&d.url, &["halts"], &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", o.stdout);
+    assert!(lines[0].starts_with("ID  "), "{}", o.stdout);
+    assert!(
+        lines[1].starts_with(&format!("{id}  agent  claude  ")),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        lines[1].ends_with("cli:tester  runaway loop"),
+        "{}",
+        o.stdout
+    );
+    let o = mesh(&d.url, &["halts", "--json"], &[]);
+    let listed: Value = serde_json::from_str(&o.stdout).expect("JSON");
+    assert_eq!(listed[0]["id"], id.as_str());
+
+    let o = mesh(&d.url, &["lift", &id], &[]);
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (0, format!("Lifted: {id}").as_str())
+    );
+    let o = mesh(&d.url, &["lift", &id], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert_eq!(o.stderr.trim(), format!("halt {id} not found"));
+
+    // Usage: exactly one scope.
+    let o = mesh(&d.url, &["halt"], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stderr.contains("--agent"), "{}", o.stderr);
+    let o = mesh(&d.url, &["halt", "--agent", "a", "--all"], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    // Refused by the daemon: said with its reason.
+    let o = mesh(&d.url, &["halt", "--agent", " "], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert_eq!(
+        o.stderr.trim(),
+        "refused: the agent or session to halt is empty"
+    );
+    assert_eq!(d.get("/halts", None).1, serde_json::json!([]));
+}

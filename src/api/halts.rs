@@ -9,7 +9,8 @@ use serde_json::json;
 use super::{ApiError, ApiState, body, json_response, require_control_plane};
 use crate::error::PipelineError;
 
-/// `POST /halts`: exactly one of `agent`, `session` or `"all": true`, and an optional `reason`.
+/// `POST /halts`: exactly one of `agent`, `session` or `"all": true`; optional `reason` and
+/// `created_by`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HaltBody {
@@ -21,6 +22,9 @@ struct HaltBody {
     all: bool,
     #[serde(default)]
     reason: String,
+    /// Who asks (e.g. `cli:<user>`); the peer address when absent.
+    #[serde(default)]
+    created_by: String,
 }
 
 /// `GET /halts`: the halts in effect, oldest first.
@@ -66,16 +70,21 @@ pub(super) async fn create(
             ));
         }
     };
-    let peer = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let created_by = if body.created_by.trim().is_empty() {
+        let peer = req
+            .peer_addr()
+            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        format!("http:{peer}")
+    } else {
+        body.created_by
+    };
     let halt = state
         .pipeline
         .halts()
         .add(NewHalt {
             scope,
             reason: body.reason,
-            created_by: format!("http:{peer}"),
+            created_by,
         })
         .await
         .map_err(halt_error)?;

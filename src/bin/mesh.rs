@@ -86,6 +86,33 @@ enum Command {
     },
     /// Poll for new approvals and prompt for each (Ctrl-C or end of input to quit).
     Watch,
+    /// Emergency stop: deny every later call of an agent, of a session, or of everyone.
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["agent", "session", "all"])))]
+    Halt {
+        /// The agent id to stop.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The session id to stop.
+        #[arg(long)]
+        session: Option<String>,
+        /// Stop every call.
+        #[arg(long)]
+        all: bool,
+        /// Why; shown to the stopped callers and in traces.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List the halts in effect.
+    Halts {
+        /// Print the API's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a halt (its id, as `mesh halts` shows).
+    Lift {
+        #[arg(value_parser = approval_id)]
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -148,6 +175,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show { id, json } => show(&mesh, &id, json).await,
         Command::Approve { id, reason } => resolve(&mesh, &id, Verdict::Approve, reason).await,
         Command::Deny { id, reason } => resolve(&mesh, &id, Verdict::Deny, reason).await,
+        Command::Halt {
+            agent,
+            session,
+            all,
+            reason,
+        } => halt(&mesh, agent, session, all, reason).await,
+        Command::Halts { json } => halts(&mesh, json).await,
+        Command::Lift { id } => lift(&mesh, &id).await,
         Command::Watch => {
             tokio::select! {
                 // Polled first, so the handler is in place before the banner invites Ctrl-C.
@@ -200,6 +235,91 @@ async fn resolve(
         Resolution::AlreadyResolved => Err(CliError::AlreadyResolved(id.to_owned())),
         Resolution::Unexpected(reply) => Err(reply.unexpected()),
     }
+}
+
+async fn halt(
+    mesh: &Mesh,
+    agent: Option<String>,
+    session: Option<String>,
+    all: bool,
+    reason: Option<String>,
+) -> Result<(), CliError> {
+    let (mut body, what) = match (agent, session) {
+        (Some(agent), _) => (json!({ "agent": agent }), format!("agent {agent}")),
+        (None, Some(session)) => (json!({ "session": session }), format!("session {session}")),
+        (None, None) => (json!({ "all": all }), "every call".to_owned()),
+    };
+    body["reason"] = Value::String(reason.unwrap_or_default());
+    body["created_by"] = Value::String(resolved_by());
+    let reply = mesh
+        .send(Method::POST, mesh.url(&["halts"]), Some(&body))
+        .await?;
+    match reply.status {
+        201 => {
+            let id = serde_json::from_str::<Value>(&reply.body)
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            out(&format!("Halted {what}: {id}"));
+            Ok(())
+        }
+        400 => Err(CliError::Refused(
+            reply.error_text().unwrap_or_else(|| reply.body.clone()),
+        )),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+async fn halts(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
+    let reply = mesh.send(Method::GET, mesh.url(&["halts"]), None).await?;
+    if raw {
+        out(reply.body.trim_end());
+        return Ok(());
+    }
+    let list: Vec<HaltView> = reply.parse()?;
+    if list.is_empty() {
+        out("no halts");
+        return Ok(());
+    }
+    let mut rows = vec![["ID", "SCOPE", "TARGET", "SINCE", "BY", "REASON"].map(str::to_owned)];
+    rows.extend(list.into_iter().map(|h| {
+        [
+            h.id,
+            h.scope,
+            h.target,
+            h.created_at,
+            h.created_by,
+            h.reason,
+        ]
+    }));
+    out(render_table(&rows).trim_end());
+    Ok(())
+}
+
+async fn lift(mesh: &Mesh, id: &str) -> Result<(), CliError> {
+    let reply = mesh
+        .send(Method::DELETE, mesh.url(&["halts", id]), None)
+        .await?;
+    match reply.status {
+        200 => {
+            out(&format!("Lifted: {id}"));
+            Ok(())
+        }
+        404 => Err(CliError::HaltNotFound(id.to_owned())),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+/// A halt as the control plane lists it; only the fields the CLI shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct HaltView {
+    id: String,
+    scope: String,
+    target: String,
+    reason: String,
+    created_by: String,
+    created_at: String,
 }
 
 /// flux7's interactive loop: every new pending approval is shown once and answered a, d or s.
@@ -367,12 +487,21 @@ enum CliError {
     NotFound(String),
     #[error("approval {0} already resolved")]
     AlreadyResolved(String),
+    #[error("halt {0} not found")]
+    HaltNotFound(String),
+    /// The daemon refused the request as malformed (400), with its reason.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl CliError {
     fn exit_code(&self) -> u8 {
         match self {
-            Self::BadUrl { .. } | Self::NotFound(_) | Self::AlreadyResolved(_) => 1,
+            Self::BadUrl { .. }
+            | Self::NotFound(_)
+            | Self::AlreadyResolved(_)
+            | Self::HaltNotFound(_)
+            | Self::Refused(_) => 1,
             Self::Unreachable { .. }
             | Self::Unauthorized { .. }
             | Self::Unexpected { .. }
@@ -419,10 +548,16 @@ impl Reply {
         })
     }
 
-    fn unexpected(&self) -> CliError {
-        let detail = serde_json::from_str::<Value>(&self.body)
+    /// The API's `{"error": …}` text, if the body has one.
+    fn error_text(&self) -> Option<String> {
+        serde_json::from_str::<Value>(&self.body)
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+    }
+
+    fn unexpected(&self) -> CliError {
+        let detail = self
+            .error_text()
             .map(|e| format!(" ({e})"))
             .unwrap_or_default();
         CliError::Unexpected {
@@ -603,7 +738,7 @@ fn display_value(v: &Value, max_chars: usize) -> String {
     }
 }
 
-/// flux7's table: columns padded by two spaces (as Go's tabwriter), the last one unpadded.
+/// The pending approvals as flux7's table.
 fn render_pending(list: &[ApprovalView], now: DateTime<Utc>) -> String {
     if list.is_empty() {
         return "no pending approvals\n".to_owned();
@@ -618,18 +753,26 @@ fn render_pending(list: &[ApprovalView], now: DateTime<Utc>) -> String {
             a.remaining.clone().unwrap_or_default(),
         ]
     }));
-    let mut widths = [0usize; 4];
-    for row in &rows {
+    render_table(&rows)
+}
+
+/// flux7's table: columns padded by two spaces (as Go's tabwriter), the last one unpadded.
+fn render_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut text = String::new();
-    for row in &rows {
-        for (cell, w) in row.iter().zip(widths) {
-            text.push_str(&format!("{cell:<width$}", width = w + 2));
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}", width = widths[i] + 2));
+            }
         }
-        text.push_str(&row[4]);
         text.push('\n');
     }
     text
