@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiState, body, header_str, json_response, query_map, require_control_plane,
+    ApiError, ApiState, body, header_str, json_response, peer, query_map, require_control_plane,
 };
 use crate::error::PipelineError;
 use crate::identity::IdentityKind;
@@ -294,11 +294,6 @@ fn resolver_agent(state: &ApiState, req: &HttpRequest) -> Option<String> {
         IdentityKind::Declared | IdentityKind::Token => Some(id.agent),
         IdentityKind::Operator | IdentityKind::Anonymous => None,
     }
-}
-
-fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
 
 fn approval_error(e: ApprovalError) -> ApiError {

@@ -151,6 +151,12 @@ impl From<crate::error::PipelineError> for ApiError {
 }
 
 /// The control-plane gate (flux7 §3.2).
+/// The caller's address, as recorded for who decided or stopped something (`http:<peer>`).
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
 fn require_control_plane(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     let authorization = header_str(req, header::AUTHORIZATION);
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
