@@ -23,6 +23,9 @@ use crate::store::{Change, Row, Store, StoreError};
 
 /// Halts at once; a new one beyond this is refused.
 pub const MAX_HALTS: usize = 10_000;
+/// The longest reason, target or author: each is repeated in every stopped call's answer and
+/// trace.
+pub const MAX_TEXT: usize = 1024;
 
 /// What a halt stops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +225,18 @@ impl HaltsActor {
             }
             _ => {}
         }
+        let target = match &new.scope {
+            Scope::Agent(t) | Scope::Session(t) => t.as_str(),
+            Scope::All => "",
+        };
+        if [target, &new.reason, &new.created_by]
+            .iter()
+            .any(|text| text.chars().count() > MAX_TEXT)
+        {
+            return Err(HaltError::Invalid(format!(
+                "the target, reason and author are limited to {MAX_TEXT} characters"
+            )));
+        }
         let current = self.snapshot.load_full();
         if current.len() >= MAX_HALTS {
             return Err(HaltError::Invalid(format!(
@@ -330,6 +345,19 @@ mod tests {
             })
             .await;
         assert!(matches!(empty, Err(HaltError::Invalid(_))), "{empty:?}");
+        let long = halts
+            .add(NewHalt {
+                scope: Scope::All,
+                reason: "x".repeat(MAX_TEXT + 1),
+                created_by: "op".into(),
+            })
+            .await;
+        assert!(matches!(long, Err(HaltError::Invalid(_))), "{long:?}");
+        assert_eq!(
+            halts.list().len(),
+            1,
+            "nothing added by the refused requests"
+        );
         assert_eq!(halts.lift(&h.id).await.expect("lifted").id, h.id);
         assert!(halts.stopping("a", "s").is_none());
         assert_eq!(halts.lift(&h.id).await, Err(HaltError::NotFound));
