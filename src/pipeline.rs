@@ -3,7 +3,7 @@
 //!
 //! `Pipeline::handle` reads top to bottom:
 //! authenticate → resolve → evaluate (an emergency stop overrides it) → rate limit → verdict
-//! (grant / approval; halts checked again) → forward → trace.
+//! (grant / approval, then halts checked again) → forward → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
 use std::sync::Arc;
@@ -398,12 +398,11 @@ impl Pipeline {
                     decision.reason(effective),
                 ),
             };
-        // An emergency stop overrides the policy: whatever the call, it is denied, and its
-        // limits are not even checked (the trace says halted, not rate limited).
+        // An emergency stop overrides the policy: whatever the call, it is denied, and the
+        // limiter is not asked (the trace says halted, not rate limited).
         let halted = self.halted(&identity.agent, &ctx.session_id);
-        let is_halted = halted.is_some();
-        if let Some((halt, why)) = halted {
-            (action, rule, reason) = (Action::Deny, halt, why);
+        if let Some((halt, why)) = &halted {
+            (action, rule, reason) = (Action::Deny, halt.clone(), why.clone());
         }
 
         // Rate limits and loop detection come before acting on the verdict (flux7 order), so a
@@ -422,10 +421,9 @@ impl Pipeline {
             record: action == Action::Allow,
             ..usage.clone()
         };
-        let limited = if is_halted {
-            None
-        } else {
-            spans.try_step(Step::RateLimit, self.limit(&check)).await?
+        let limited = match halted {
+            Some(_) => None,
+            None => spans.try_step(Step::RateLimit, self.limit(&check)).await?,
         };
 
         // What holds the call back, if anything; `Run` lets it run.
@@ -454,20 +452,19 @@ impl Pipeline {
                         .await?;
                     match gate.held(&mut rule, &mut reason, &mut approval) {
                         Some(verdict) => Next::Held(verdict),
-                        // It runs now, so it counts now (limits and loop detection).
-                        None => Next::Run { count: true },
+                        // The decision may have taken minutes: a halt put in place meanwhile
+                        // still stops the call.
+                        None => match self.halted(&identity.agent, &ctx.session_id) {
+                            Some((halt, why)) => {
+                                (rule, reason) = (halt, why);
+                                Next::Held(Verdict::Denied)
+                            }
+                            // It runs now, so it counts now (limits and loop detection).
+                            None => Next::Run { count: true },
+                        },
                     }
                 }
             }
-        };
-        // Checked again as the call is about to run: one that waited for its approval does not
-        // run once it is halted.
-        let next = match (next, self.halted(&identity.agent, &ctx.session_id)) {
-            (Next::Run { .. }, Some((halt, why))) => {
-                (rule, reason) = (halt, why);
-                Next::Held(Verdict::Denied)
-            }
-            (next, _) => next,
         };
         let verdict = match next {
             Next::Held(verdict) => verdict,

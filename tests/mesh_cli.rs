@@ -629,7 +629,10 @@ fn halt_lists_and_lifts_an_emergency_stop() {
     assert_eq!(o.code, 1, "{}", o.stdout);
     assert_eq!(o.stderr.trim(), format!("halt {id} not found"));
 
-    // Usage: exactly one scope.
+    // Usage: exactly one scope; an id that is not one.
+    let o = mesh(&d.url, &["lift", "../approvals"], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stderr.contains("expected a halt id"), "{}", o.stderr);
     let o = mesh(&d.url, &["halt"], &[]);
     assert_eq!(o.code, 1, "{}", o.stdout);
     assert!(o.stderr.contains("--agent"), "{}", o.stderr);

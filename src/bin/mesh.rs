@@ -110,7 +110,7 @@ enum Command {
     },
     /// Lift a halt (its id, as `mesh halts` shows).
     Lift {
-        #[arg(value_parser = approval_id)]
+        #[arg(value_parser = halt_id)]
         id: String,
     },
 }
@@ -150,13 +150,22 @@ fn main() -> ExitCode {
 
 /// Approval ids are hex (a prefix is fine); anything else could only address another route.
 fn approval_id(s: &str) -> Result<String, String> {
+    id_arg(s, "an approval id (hex digits, as `mesh pending` shows)")
+}
+
+/// Halt ids are hex, whole.
+fn halt_id(s: &str) -> Result<String, String> {
+    id_arg(s, "a halt id (hex digits, as `mesh halts` shows)")
+}
+
+fn id_arg(s: &str, expected: &str) -> Result<String, String> {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         Ok(s.to_owned())
     } else {
-        Err("expected an approval id (hex digits, as `mesh pending` shows)".to_owned())
+        Err(format!("expected {expected}"))
     }
 }
 
