@@ -7,6 +7,7 @@ pub mod grants;
 pub mod halts;
 pub mod memory;
 pub mod notify;
+pub mod pins;
 pub mod policy;
 pub mod rate_limit;
 pub mod ssrf;

@@ -1,4 +1,4 @@
-//! The durable store of approvals, grants and halts: the only module that touches sled.
+//! The durable store of approvals, grants, halts and catalogue pins: the only module that touches sled.
 //!
 //! Layout (schema version 1):
 //! - default tree: `meta/schema_version` = `"1"` (ASCII). A store written by a newer schema is
@@ -6,6 +6,8 @@
 //! - tree `approvals`: key = the approval id (16 hex digits), value = JSON `{"seq", "record"}`.
 //! - tree `grants`: key = the grant id (16 hex digits), value = JSON `{"seq", "record"}`.
 //! - tree `halts`: key = the halt id (16 hex digits), value = JSON `{"seq", "record"}`.
+//! - tree `pins`: key = `server.tool` (or `server` alone: the catalogue was seen), value =
+//!   JSON `{"seq", "record"}` (`seq` unused, 0).
 //! - tree `openapi_specs`: key = a spec URL, value = the last good copy of that spec (bytes
 //!   chosen by the caller). A cache: losing it only loses the fallback.
 //!
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::approvals::ApprovalRecord;
 use crate::grants::Grant;
 use crate::halts::Halt;
+use crate::pins::Pin;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -34,6 +37,7 @@ const SCHEMA_KEY: &[u8] = b"meta/schema_version";
 const APPROVALS_TREE: &[u8] = b"approvals";
 const GRANTS_TREE: &[u8] = b"grants";
 const HALTS_TREE: &[u8] = b"halts";
+const PINS_TREE: &[u8] = b"pins";
 const SPECS_TREE: &[u8] = b"openapi_specs";
 /// The page cache sled may use; its default (1 GiB) is far beyond what approvals need.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -66,6 +70,7 @@ pub struct Store {
     approvals: sled::Tree,
     grants: sled::Tree,
     halts: sled::Tree,
+    pins: sled::Tree,
     specs: sled::Tree,
 }
 
@@ -169,12 +174,14 @@ impl Store {
         let approvals = db.open_tree(APPROVALS_TREE)?;
         let grants = db.open_tree(GRANTS_TREE)?;
         let halts = db.open_tree(HALTS_TREE)?;
+        let pins = db.open_tree(PINS_TREE)?;
         let specs = db.open_tree(SPECS_TREE)?;
         Ok(Store {
             db,
             approvals,
             grants,
             halts,
+            pins,
             specs,
         })
     }
@@ -226,6 +233,14 @@ impl Store {
 
     pub(crate) fn write_halts(&self, change: &Change<'_, Halt>) -> Result<Flush, StoreError> {
         write(&self.halts, change)
+    }
+
+    pub(crate) fn load_pins(&self) -> Result<Vec<Row<Pin>>, StoreError> {
+        load(&self.pins, "pin")
+    }
+
+    pub(crate) fn write_pins(&self, change: &Change<'_, Pin>) -> Result<Flush, StoreError> {
+        write(&self.pins, change)
     }
 
     /// Records a schema version, for tests of the refusal path.
@@ -335,6 +350,12 @@ impl Keyed for Grant {
 }
 
 impl Keyed for Halt {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for Pin {
     fn key(&self) -> &str {
         &self.id
     }

@@ -62,6 +62,18 @@ pub struct McpTool {
     pub input_schema: Value,
     pub output_schema: Option<Value>,
     pub annotations: Option<Value>,
+    /// SHA-256 of the definition in canonical form ([`crate::pins::fingerprint`]): what
+    /// catalogue pinning compares.
+    pub fingerprint: String,
+}
+
+/// A server's tool list as just received (connect, reconnect, `list_changed`), for whoever
+/// watches catalogues (pinning).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ToolsListed {
+    pub server: String,
+    pub tools: Arc<Vec<McpTool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -258,6 +270,15 @@ impl Upstream {
     /// Connecting happens in the background (status `Connecting`); a failed start is retried
     /// with backoff (1 s doubling to 30 s) forever. `Err` only for config it cannot use.
     pub fn start(cfg: &McpServerConfig) -> Result<Upstream, String> {
+        Upstream::start_observed(cfg, None)
+    }
+
+    /// [`Upstream::start`], with every tool list received also sent to `observer` right after
+    /// it becomes the snapshot.
+    pub fn start_observed(
+        cfg: &McpServerConfig,
+        observer: Option<Recipient<ToolsListed>>,
+    ) -> Result<Upstream, String> {
         let (settings, timeout) = Settings::from_config(cfg)?;
         let runtime = match &settings.transport {
             Transport::Stdio { command, args, .. } => std::iter::once(command)
@@ -292,6 +313,7 @@ impl Upstream {
             attempt: None,
             refresh: 0,
             closed: false,
+            observer,
         };
         let addr = Supervisor::start(move |_| actor);
         Ok(Upstream {
@@ -401,6 +423,7 @@ struct UpstreamActor {
     /// Incremented by every tool refresh; only the latest one is applied.
     refresh: u64,
     closed: bool,
+    observer: Option<Recipient<ToolsListed>>,
 }
 
 impl Actor for UpstreamActor {
@@ -514,7 +537,7 @@ impl UpstreamActor {
                     .pid
                     .store(conn.pid.unwrap_or(0), Ordering::Relaxed);
                 self.shared.client.store(Some(conn.rpc.clone()));
-                self.shared.tools.store(Arc::new(tools));
+                self.publish(tools);
                 self.conn = Some(conn);
                 self.ready_at = Some(Instant::now());
                 self.shared.set_health(|h| {
@@ -556,6 +579,18 @@ impl UpstreamActor {
         ctx.stop();
     }
 
+    /// Makes `tools` the snapshot and tells the observer.
+    fn publish(&self, tools: Vec<McpTool>) {
+        let tools = Arc::new(tools);
+        self.shared.tools.store(tools.clone());
+        if let Some(observer) = &self.observer {
+            observer.do_send(ToolsListed {
+                server: self.shared.name.clone(),
+                tools,
+            });
+        }
+    }
+
     fn refresh_tools(&mut self, ctx: &mut Context<Self>) {
         let Some(conn) = &self.conn else { return };
         self.refresh += 1;
@@ -567,7 +602,7 @@ impl UpstreamActor {
             }
             match result {
                 Ok(tools) => {
-                    act.shared.tools.store(Arc::new(tools));
+                    act.publish(tools);
                     act.shared.set_health(|h| h.tools_version += 1);
                 }
                 Err(e) => {

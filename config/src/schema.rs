@@ -324,6 +324,11 @@ pub struct McpServerConfig {
     /// mesh7: per-call timeout (Go duration), default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// mesh7: catalogue pinning. The server's tool definitions are pinned when first seen
+    /// (kept in `storage_path`); a tool whose definition later differs, or a tool added later,
+    /// is left out of listings and refused until an operator accepts it (`POST /pins/…`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pin_tools: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

@@ -175,13 +175,18 @@ pub(crate) fn config(config: &Config, indices: &Indices) -> Vec<Issue> {
         as_u64(config.rate_limiter.max_tracked_totals),
     );
 
-    mcp_servers(&config.mcp_servers, &indices.mcp_servers, &mut issues);
+    mcp_servers(
+        &config.mcp_servers,
+        &indices.mcp_servers,
+        config.storage_path.is_some(),
+        &mut issues,
+    );
     cli_tools(&config.cli_tools, &indices.cli_tools, &mut issues);
     openapi(&config.openapi, &indices.openapi, &mut issues);
     issues.0
 }
 
-fn mcp_servers(servers: &[McpServerConfig], indices: &[usize], issues: &mut Issues) {
+fn mcp_servers(servers: &[McpServerConfig], indices: &[usize], durable: bool, issues: &mut Issues) {
     let mut seen = HashSet::new();
     for (server, &i) in servers.iter().zip(indices) {
         let at = Path::root().key("mcp_servers").index(i);
@@ -224,6 +229,15 @@ fn mcp_servers(servers: &[McpServerConfig], indices: &[usize], issues: &mut Issu
                 &named,
                 at.key("timeout"),
                 format!("invalid timeout {timeout:?}: {e}"),
+            );
+        }
+        if server.pin_tools && !durable {
+            // Pins kept in memory would be taken again from whatever the server lists after a
+            // restart, which is when a changed definition most often appears.
+            issues.push(
+                &named,
+                at.key("pin_tools"),
+                "pin_tools requires storage_path (the pins must outlive the process)",
             );
         }
     }

@@ -70,6 +70,7 @@ fn config(name: &str, transport: McpTransport) -> McpServerConfig {
         url: None,
         headers: BTreeMap::new(),
         timeout: None,
+        pin_tools: false,
     }
 }
 

@@ -260,7 +260,7 @@ pub(crate) fn initialize_params() -> Value {
 /// A tool from `tools/list`; `None` when it has no name. The schemas are kept whole.
 pub(crate) fn parse_tool(value: &Value) -> Option<McpTool> {
     let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
-    Some(McpTool {
+    let mut tool = McpTool {
         name: text("name")?,
         title: text("title"),
         description: text("description").unwrap_or_default(),
@@ -270,7 +270,10 @@ pub(crate) fn parse_tool(value: &Value) -> Option<McpTool> {
             .unwrap_or_else(|| json!({"type": "object"})),
         output_schema: value.get("outputSchema").cloned(),
         annotations: value.get("annotations").cloned(),
-    })
+        fingerprint: String::new(),
+    };
+    tool.fingerprint = crate::pins::fingerprint(&crate::pins::definition(&tool));
+    Some(tool)
 }
 
 /// The id of a JSON-RPC response as this client issued it (a number; a string form is accepted).
