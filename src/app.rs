@@ -14,6 +14,7 @@ use mesh7_actors::cli::{Cli, CliCatalog};
 use mesh7_actors::clock::Clock;
 use mesh7_actors::grants::{self, Grants};
 use mesh7_actors::halts::Halts;
+use mesh7_actors::pins::Pins;
 use mesh7_actors::memory::{self, DecisionFact, Memory, MemorySettings, WriteEvent};
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
@@ -113,16 +114,30 @@ impl App {
         // last good copy of URL specs.
         let openapi_ctx = crate::openapi::context_for(&loaded.config_path, store.clone());
         let openapi = crate::openapi::load(&cfg.openapi, &openapi_ctx).await?;
+        // Before the upstreams, which report every tool list they receive to it.
+        let pins = Pins::start(
+            cfg.mcp_servers
+                .iter()
+                .filter(|server| server.pin_tools)
+                .map(|server| server.name.clone())
+                .collect(),
+            store.clone(),
+            clock.clone(),
+            mailbox,
+        )
+        .map_err(|e| anyhow::anyhow!("pins: {e}"))?;
         let upstreams = cfg
             .mcp_servers
             .iter()
             .map(|server| {
-                Upstream::start(server)
+                let observer = server.pin_tools.then(|| pins.observer());
+                Upstream::start_observed(server, observer)
                     .map_err(|e| anyhow::anyhow!("mcp_servers ({}): {e}", server.name))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let registry = Arc::new(
             Registry::new(catalog, upstreams)
+                .with_pins(pins)
                 .with_listing(Listing::new(cfg.server.hide_denied_tools))
                 .with_openapi(openapi)
                 .map_err(|e| anyhow::anyhow!("openapi: {e}"))?,

@@ -179,6 +179,12 @@ impl From<mesh7_actors::halts::HaltError> for PipelineError {
     }
 }
 
+impl From<mesh7_actors::pins::PinError> for PipelineError {
+    fn from(e: mesh7_actors::pins::PinError) -> Self {
+        PipelineError::Unavailable(e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

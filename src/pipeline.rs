@@ -2,8 +2,9 @@
 //! (`POST /tool`, `POST /decide`, MCP stdio, MCP Streamable HTTP).
 //!
 //! `Pipeline::handle` reads top to bottom:
-//! authenticate → resolve → evaluate (an emergency stop overrides it) → rate limit → verdict
-//! (grant / approval, then halts checked again) → forward → trace.
+//! authenticate → resolve → evaluate (an emergency stop or a tool changed since it was pinned
+//! overrides it) → rate limit → verdict (grant / approval, then both checked again) → forward →
+//! trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
 use std::sync::Arc;
@@ -398,11 +399,11 @@ impl Pipeline {
                     decision.reason(effective),
                 ),
             };
-        // An emergency stop overrides the policy: whatever the call, it is denied, and the
-        // limiter is not asked (the trace says halted, not rate limited).
-        let halted = self.halted(&identity.agent, &ctx.session_id);
-        if let Some((halt, why)) = &halted {
-            (action, rule, reason) = (Action::Deny, halt.clone(), why.clone());
+        // An emergency stop, or a tool that differs from its pin, overrides the policy: the
+        // call is denied, and the limiter is not asked (the trace says why, not rate limited).
+        let overridden = self.overridden(&identity.agent, &ctx.session_id, resolved.as_ref());
+        if let Some((stop, why)) = &overridden {
+            (action, rule, reason) = (Action::Deny, stop.clone(), why.clone());
         }
 
         // Rate limits and loop detection come before acting on the verdict (flux7 order), so a
@@ -421,7 +422,7 @@ impl Pipeline {
             record: action == Action::Allow,
             ..usage.clone()
         };
-        let limited = match halted {
+        let limited = match overridden {
             Some(_) => None,
             None => spans.try_step(Step::RateLimit, self.limit(&check)).await?,
         };
@@ -452,11 +453,15 @@ impl Pipeline {
                         .await?;
                     match gate.held(&mut rule, &mut reason, &mut approval) {
                         Some(verdict) => Next::Held(verdict),
-                        // The decision may have taken minutes: a halt put in place meanwhile
-                        // still stops the call.
-                        None => match self.halted(&identity.agent, &ctx.session_id) {
-                            Some((halt, why)) => {
-                                (rule, reason) = (halt, why);
+                        // The decision may have taken minutes: a halt put in place (or a
+                        // tool changed) meanwhile still stops the call.
+                        None => match self.overridden(
+                            &identity.agent,
+                            &ctx.session_id,
+                            resolved.as_ref(),
+                        ) {
+                            Some((stop, why)) => {
+                                (rule, reason) = (stop, why);
                                 Next::Held(Verdict::Denied)
                             }
                             // It runs now, so it counts now (limits and loop detection).
@@ -543,14 +548,26 @@ impl Pipeline {
         Ok(governed)
     }
 
-    /// The rule (`halt:<id>`) and reason of the emergency stop that stops this caller, if any.
-    fn halted(&self, agent: &str, session: &str) -> Option<(String, String)> {
-        let halt = self.inner.halts.stopping(agent, session)?;
-        let mut why = format!("halted by {}", halt.created_by);
-        if !halt.reason.is_empty() {
-            why = format!("{why}: {}", halt.reason);
+    /// The rule and reason of what denies this call whatever the policy says, if anything: an
+    /// emergency stop on the caller (`halt:<id>`), or a tool whose live definition is not the
+    /// one pinned (`pin:<tool>`).
+    fn overridden(
+        &self,
+        agent: &str,
+        session: &str,
+        resolved: Option<&ResolvedCall>,
+    ) -> Option<(String, String)> {
+        if let Some(halt) = self.inner.halts.stopping(agent, session) {
+            let mut why = format!("halted by {}", halt.created_by);
+            if !halt.reason.is_empty() {
+                why = format!("{why}: {}", halt.reason);
+            }
+            return Some((format!("halt:{}", halt.id), why));
         }
-        Some((format!("halt:{}", halt.id), why))
+        let resolved = resolved?;
+        let unpinned = self.inner.registry.unpinned(&resolved.target)?;
+        let tool = &resolved.effective_name;
+        Some((format!("pin:{tool}"), unpinned.reason(tool)))
     }
 
     /// Asks the rate limiter actor (check and record in one message); `Some` when refused.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mesh7_actors::cli::{CliCatalog, CliInvocation, CliKind, CliTool};
+use mesh7_actors::pins::{Pins, Unpinned};
 use mesh7_actors::upstream::{McpTool, Upstream};
 use mesh7_config::{Action, PolicySet};
 use serde_json::{Value, json};
@@ -110,6 +111,8 @@ pub struct Registry {
     names: BTreeMap<String, ToolSource>,
     upstreams: Vec<Upstream>,
     listing: Listing,
+    /// Catalogue pins (`pin_tools`): a tool differing from its pin is neither listed nor run.
+    pins: Option<Pins>,
 }
 
 impl Registry {
@@ -124,6 +127,36 @@ impl Registry {
             names,
             upstreams,
             listing: Listing::All,
+            pins: None,
+        }
+    }
+
+    /// Checks the MCP tools of the servers with `pin_tools` against their pins.
+    #[must_use]
+    pub fn with_pins(mut self, pins: Pins) -> Self {
+        self.pins = Some(pins);
+        self
+    }
+
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    /// Why the target may not run, when it is a tool of a pinned server whose live definition
+    /// is not the pinned one. Read from the server's current list, so a change that arrived
+    /// while the call waited (for an approval) counts.
+    pub fn unpinned(&self, target: &Target) -> Option<Unpinned> {
+        let pins = self.pins.as_ref()?;
+        let Target::Mcp { upstream, tool } = target else {
+            return None;
+        };
+        if !pins.pins_server(upstream.name()) {
+            return None;
+        }
+        match upstream.tools().iter().find(|t| &t.name == tool) {
+            Some(live) => pins.check(upstream.name(), live),
+            // No longer listed: nothing pinned can be vouched for.
+            None => Some(Unpinned::Added),
         }
     }
 
@@ -183,14 +216,21 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Upstream MCP tools as (namespaced name, server, tool), in name order.
+    /// Upstream MCP tools as (namespaced name, server, tool), in name order; not those that
+    /// differ from their pin.
     fn mcp_tools(&self) -> Vec<(String, &Upstream, McpTool)> {
+        let pinned = |u: &Upstream, t: &McpTool| {
+            self.pins
+                .as_ref()
+                .is_none_or(|pins| pins.check(u.name(), t).is_none())
+        };
         let mut tools: Vec<_> = self
             .upstreams
             .iter()
             .flat_map(|u| {
                 u.tools()
                     .iter()
+                    .filter(|t| pinned(u, t))
                     .map(|t| (format!("{}.{}", u.name(), t.name), u, t.clone()))
                     .collect::<Vec<_>>()
             })

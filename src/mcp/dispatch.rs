@@ -665,6 +665,7 @@ fn governance_meta(g: &Governed) -> Option<Value> {
         Verdict::Allowed { .. } => return None,
         Verdict::Failed { .. } => "failed",
         Verdict::Denied if g.rule.starts_with("halt:") => "halted",
+        Verdict::Denied if g.rule.starts_with("pin:") => "tool_changed",
         Verdict::Denied => "denied",
         Verdict::ApprovalPending => "approval_pending",
         Verdict::ApprovalDenied => "approval_denied",
