@@ -248,14 +248,39 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     assert_eq!(status, 405, "{answer}");
     assert_eq!(drift_of(&pins_when(&d, |_| true)).len(), 2);
 
-    // Accept `send` alone: it runs; `read` stays refused.
-    let (status, accepted) = d.post(
-        "/pins/notes/accept",
-        None,
-        &json!({"tools": ["send"], "accepted_by": "cli:alice"}).to_string(),
+    // From a terminal: the changes, with the description an agent would have been told.
+    let (code, shown, _) = mesh(&d, &["pins"]);
+    assert_eq!(code, 0);
+    let expected_rows = [
+        ["SERVER", "STATUS", "PINNED", "TOOL", "CHANGE", "FIELDS"].as_slice(),
+        &["notes", "ready", "1", "read", "changed", "description"],
+        &["notes", "ready", "1", "send", "added"],
+    ];
+    for (line, want) in shown.lines().zip(expected_rows) {
+        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), want, "{shown}");
+    }
+    assert!(
+        shown.contains("notes.read description\n  pinned:  Reads a note.\n"),
+        "{shown}"
     );
-    assert_eq!(status, 200, "{accepted}");
-    assert_eq!(accepted["pinned"], json!(["send"]), "{accepted}");
+    assert!(shown.contains(&format!("  current: {POISONED}")), "{shown}");
+    let (code, _, stderr) = mesh(&d, &["accept-tools", "notes", "nothing"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("notes.nothing has no change to accept"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = mesh(&d, &["accept-tools", "nope"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(r#"no MCP server "nope" with pin_tools"#),
+        "{stderr}"
+    );
+
+    // Accept `send` alone: it runs; `read` stays refused.
+    let (code, accepted, stderr) = mesh(&d, &["accept-tools", "notes", "send"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(accepted.trim(), "notes: pinned [send], removed []");
     assert_eq!(d.call("claude", "notes.send", &note).0, 200);
     assert_eq!(d.call("claude", "notes.read", &note).0, 403);
     assert_eq!(listed(&d), ["notes.send"]);
@@ -280,6 +305,16 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
         .map(|p| (p["tool"].clone(), p["pinned_by"].clone()))
         .collect();
     assert_eq!(by[1], (json!("send"), json!("cli:alice")), "{pins}");
+    let (code, shown, _) = mesh(&d, &["pins"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        shown
+            .lines()
+            .nth(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["notes", "ready", "2", "none"]),
+        "{shown}"
+    );
     assert_eq!(listed(&d), ["notes.read", "notes.send"]);
 
     // A server that is down cannot have its changes accepted: its tools are unknown.
@@ -298,6 +333,27 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
             .is_some_and(|e| e.contains("not connected")),
         "{answer}"
     );
+}
+
+/// The `mesh` CLI against the daemon, as user `alice`: (exit code, stdout, stderr).
+#[allow(
+    clippy::disallowed_types,
+    reason = "a short-lived CLI run to its end; its own request timeout bounds it"
+)]
+fn mesh(d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .env("MESH_URL", &d.url)
+        .env("USER", "alice")
+        .env_remove("MESH_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mesh");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `mesh`: approve or deny pending tool calls from a terminal, through mesh7's control plane.
 //!
 //! `mesh pending | show <id> | approve <id> | deny <id> [--reason TEXT] | watch`, with flux7's
-//! texts and table. The daemon is `MESH_URL` (or `--url`, default `http://localhost:9090`); when
+//! texts and table; mesh7's own `halt | halts | lift` (emergency stops) and `pins |
+//! accept-tools` (catalogue pinning). The daemon is `MESH_URL` (or `--url`, default `http://localhost:9090`); when
 //! `MESH_ADMIN_TOKEN` is set it is sent as a bearer token, so the CLI also works against a daemon
 //! that guards its control plane.
 //!
@@ -113,6 +114,19 @@ enum Command {
         #[arg(value_parser = halt_id)]
         id: String,
     },
+    /// Show how the tools of the servers with pin_tools differ from their pins.
+    Pins {
+        /// Print the API's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a pinned server's changed, added and removed tools (all, or those named).
+    AcceptTools {
+        /// The MCP server (its name in mcp_servers).
+        server: String,
+        /// Tool names without the server prefix; every change when none.
+        tools: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -192,6 +206,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => halt(&mesh, agent, session, all, reason).await,
         Command::Halts { json } => halts(&mesh, json).await,
         Command::Lift { id } => lift(&mesh, &id).await,
+        Command::Pins { json } => pins(&mesh, json).await,
+        Command::AcceptTools { server, tools } => accept_tools(&mesh, &server, tools).await,
         Command::Watch => {
             tokio::select! {
                 // Polled first, so the handler is in place before the banner invites Ctrl-C.
@@ -317,6 +333,128 @@ async fn lift(mesh: &Mesh, id: &str) -> Result<(), CliError> {
         404 => Err(CliError::HaltNotFound(id.to_owned())),
         _ => Err(reply.unexpected()),
     }
+}
+
+async fn pins(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
+    let reply = mesh.send(Method::GET, mesh.url(&["pins"]), None).await?;
+    if raw {
+        out(reply.body.trim_end());
+        return Ok(());
+    }
+    let servers: Vec<PinnedServer> = reply.parse()?;
+    out(render_pins(&servers).trim_end());
+    Ok(())
+}
+
+/// The drift of every pinned server as a table, then the old and new description of each tool
+/// whose description changed (what an agent would be told).
+fn render_pins(servers: &[PinnedServer]) -> String {
+    if servers.is_empty() {
+        return "no server has pin_tools".to_owned();
+    }
+    let mut rows =
+        vec![["SERVER", "STATUS", "PINNED", "TOOL", "CHANGE", "FIELDS"].map(str::to_owned)];
+    let mut details = String::new();
+    for server in servers {
+        let pinned = if server.seen {
+            server.pinned.len().to_string()
+        } else {
+            "not yet".to_owned()
+        };
+        if server.drift.is_empty() {
+            rows.push([
+                server.server.clone(),
+                server.status.clone(),
+                pinned.clone(),
+                String::new(),
+                "none".to_owned(),
+                String::new(),
+            ]);
+        }
+        for change in &server.drift {
+            rows.push([
+                server.server.clone(),
+                server.status.clone(),
+                pinned.clone(),
+                change.tool.clone(),
+                change.change.clone(),
+                change.fields.join(","),
+            ]);
+            if change.fields.iter().any(|f| f == "description") {
+                let text = |def: &Value| def["description"].as_str().unwrap_or_default().to_owned();
+                details.push_str(&format!(
+                    "\n{}.{} description\n  pinned:  {}\n  current: {}\n",
+                    server.server,
+                    change.tool,
+                    text(&change.pinned),
+                    text(&change.current)
+                ));
+            }
+        }
+    }
+    format!("{}{details}", render_table(&rows))
+}
+
+async fn accept_tools(mesh: &Mesh, server: &str, tools: Vec<String>) -> Result<(), CliError> {
+    let mut body = json!({ "accepted_by": resolved_by() });
+    if !tools.is_empty() {
+        body["tools"] = json!(tools);
+    }
+    let reply = mesh
+        .send(
+            Method::POST,
+            mesh.url(&["pins", server, "accept"]),
+            Some(&body),
+        )
+        .await?;
+    match reply.status {
+        200 => {
+            let done: Value = reply.parse()?;
+            let names = |key: &str| {
+                done[key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let (pinned, removed) = (names("pinned"), names("removed"));
+            if pinned.is_empty() && removed.is_empty() {
+                out(&format!("{server}: nothing to accept"));
+            } else {
+                out(&format!("{server}: pinned [{pinned}], removed [{removed}]"));
+            }
+            Ok(())
+        }
+        400 | 404 | 409 => Err(CliError::Refused(
+            reply.error_text().unwrap_or_else(|| reply.body.clone()),
+        )),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+/// A server of `GET /pins`; only the fields the CLI shows.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PinnedServer {
+    server: String,
+    status: String,
+    seen: bool,
+    pinned: Vec<Value>,
+    drift: Vec<DriftView>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DriftView {
+    tool: String,
+    change: String,
+    fields: Vec<String>,
+    pinned: Value,
+    current: Value,
 }
 
 /// A halt as the control plane lists it; only the fields the CLI shows.
