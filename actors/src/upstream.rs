@@ -583,11 +583,15 @@ impl UpstreamActor {
     fn publish(&self, tools: Vec<McpTool>) {
         let tools = Arc::new(tools);
         self.shared.tools.store(tools.clone());
-        if let Some(observer) = &self.observer {
-            observer.do_send(ToolsListed {
+        // A full mailbox drops the news: a catalogue not yet pinned stays refused until the
+        // next list, a changed one is refused anyway (the check reads this snapshot).
+        if let Some(observer) = &self.observer
+            && let Err(e) = observer.try_send(ToolsListed {
                 server: self.shared.name.clone(),
                 tools,
-            });
+            })
+        {
+            tracing::warn!(server = %self.shared.name, "the tool list was not passed on to pinning: {e}");
         }
     }
 
