@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, wait_for};
-use mcp_support::{GOVERNED, McpChild, python, result_text};
+use mcp_support::{GOVERNED, McpChild, McpHttp, python, result_text};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -108,69 +108,6 @@ impl StdioMcp {
     }
 }
 
-/// A Streamable HTTP session on `mesh7 serve`'s `/mcp`, with raw requests.
-struct McpHttp {
-    url: String,
-    authorization: String,
-    session: String,
-    client: reqwest::blocking::Client,
-}
-
-impl McpHttp {
-    fn open(base: &str, authorization: &str) -> McpHttp {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(WAIT)
-            .build()
-            .expect("client");
-        let mut s = McpHttp {
-            url: format!("{base}/mcp"),
-            authorization: authorization.to_owned(),
-            session: String::new(),
-            client,
-        };
-        let resp = s.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
-        assert_eq!(resp.status().as_u16(), 200);
-        s.session = resp
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .expect("session id")
-            .to_owned();
-        s.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        s
-    }
-
-    fn post(&self, message: &Value) -> reqwest::blocking::Response {
-        let mut req = self
-            .client
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream")
-            .header("Authorization", &self.authorization)
-            .body(message.to_string());
-        if !self.session.is_empty() {
-            req = req.header("Mcp-Session-Id", &self.session);
-        }
-        req.send().expect("POST /mcp")
-    }
-
-    fn request(&self, method: &str, params: &Value) -> Value {
-        let resp =
-            self.post(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
-        assert_eq!(resp.status().as_u16(), 200);
-        resp.json().expect("JSON-RPC answer")
-    }
-
-    fn call(&self, tool: &str, args: &Value) -> Value {
-        self.request("tools/call", &json!({"name": tool, "arguments": args}))
-    }
-
-    fn virtual_tools(&self) -> Vec<String> {
-        virtual_names(&self.request("tools/list", &json!({})))
-    }
-}
-
 fn virtual_names(list: &Value) -> Vec<String> {
     list["result"]["tools"]
         .as_array()
@@ -180,6 +117,13 @@ fn virtual_names(list: &Value) -> Vec<String> {
         .filter(|n| VIRTUAL.contains(n))
         .map(str::to_owned)
         .collect()
+}
+
+/// The virtual tools an HTTP session is offered.
+fn virtual_tools(s: &McpHttp) -> Vec<String> {
+    let mut names = s.tool_names();
+    names.retain(|n| VIRTUAL.contains(&n.as_str()));
+    names
 }
 
 fn error_of(answer: &Value) -> (i64, &str) {
@@ -318,7 +262,7 @@ fn a_self_declared_supervisor_over_mcp_http_is_not_trusted() {
         let s = McpHttp::open(&d.url, authorization);
         let answer = s.call("approval.pending", &json!({}));
         if supervisor {
-            assert_eq!(s.virtual_tools(), VIRTUAL, "{authorization}");
+            assert_eq!(virtual_tools(&s), VIRTUAL, "{authorization}");
             assert_eq!(
                 result_text(&answer),
                 "No pending approvals.",
@@ -326,7 +270,7 @@ fn a_self_declared_supervisor_over_mcp_http_is_not_trusted() {
             );
         } else {
             assert_eq!(
-                s.virtual_tools(),
+                virtual_tools(&s),
                 ["grant.list", "mesh.catalog"],
                 "{authorization}"
             );

@@ -9,7 +9,7 @@ mod mcp_support;
 use std::time::Duration;
 
 use common::{Daemon, wait_for};
-use mcp_support::GOVERNED;
+use mcp_support::{GOVERNED, McpHttp};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -20,38 +20,8 @@ fn halt(d: &Daemon, body: &Value) -> (u16, Value) {
 
 /// A `tools/call` of `echo.run` over `/mcp` as `agent`: the result object.
 fn mcp_echo(d: &Daemon, agent: &str) -> Value {
-    let client = reqwest::blocking::Client::new();
-    let post = |session: Option<&str>, body: Value| {
-        let mut req = client
-            .post(format!("{}/mcp", d.url))
-            .header("Authorization", format!("Bearer agent:{agent}"))
-            .header("Accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(id) = session {
-            req = req.header("Mcp-Session-Id", id);
-        }
-        req.send().expect("POST /mcp")
-    };
-    let init = post(
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}}),
-    );
-    let session = init
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("session id")
-        .to_owned();
-    let answer: Value = post(
-        Some(&session),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-            "params": {"name": "echo.run", "arguments": {"args": ["hi"]}}}),
-    )
-    .json()
-    .expect("JSON answer");
-    answer["result"].clone()
+    let session = McpHttp::open(&d.url, &format!("Bearer agent:{agent}"));
+    session.call("echo.run", &json!({"args": ["hi"]}))["result"].clone()
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Daemon, child_of, wait_for};
+use mcp_support::McpHttp;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -99,53 +100,13 @@ fn listed(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// One MCP session over `/mcp` as agent `claude`: `tools/list` names, then the result of
-/// `tools/call` of `notes.read`.
+/// One MCP session over `/mcp` as agent `claude`: the `notes.` tools `tools/list` gives, then
+/// the result of `tools/call` of `notes.read`.
 fn over_mcp(d: &Daemon) -> (Vec<String>, Value) {
-    let client = reqwest::blocking::Client::new();
-    let post = |session: Option<&str>, body: Value| {
-        let mut req = client
-            .post(format!("{}/mcp", d.url))
-            .header("Authorization", "Bearer agent:claude")
-            .header("Accept", "application/json, text/event-stream")
-            .json(&body);
-        if let Some(id) = session {
-            req = req.header("Mcp-Session-Id", id);
-        }
-        req.send().expect("POST /mcp")
-    };
-    let init = post(
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"}}}),
-    );
-    let session = init
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .expect("session id")
-        .to_owned();
-    let list: Value = post(
-        Some(&session),
-        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
-    )
-    .json()
-    .expect("JSON answer");
-    let names = list["result"]["tools"]
-        .as_array()
-        .expect("tools")
-        .iter()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .filter(|n| n.starts_with("notes."))
-        .collect();
-    let call: Value = post(
-        Some(&session),
-        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-            "params": {"name": "notes.read", "arguments": {"note": "n1"}}}),
-    )
-    .json()
-    .expect("JSON answer");
+    let session = McpHttp::open(&d.url, "Bearer agent:claude");
+    let mut names = session.tool_names();
+    names.retain(|n| n.starts_with("notes."));
+    let call = session.call("notes.read", &json!({"note": "n1"}));
     (names, call["result"].clone())
 }
 

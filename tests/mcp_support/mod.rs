@@ -1,5 +1,6 @@
 //! Shared by the MCP black-box tests: the governed configuration, `mesh7 --mcp` as a child
-//! speaking raw JSON-RPC lines, and the pinned Python and Node clients.
+//! speaking raw JSON-RPC lines, a raw session on a daemon's `/mcp`, and the pinned Python and
+//! Node clients.
 //!
 //! Each test file uses part of it, so test files declare it with `#[allow(dead_code)]`.
 
@@ -274,4 +275,76 @@ pub fn result_text(answer: &Value) -> &str {
     answer["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_else(|| panic!("no text result: {answer}"))
+}
+
+/// A Streamable HTTP session on `mesh7 serve`'s `/mcp`, with raw requests.
+pub struct McpHttp {
+    url: String,
+    authorization: String,
+    session: String,
+    client: reqwest::blocking::Client,
+}
+
+impl McpHttp {
+    /// Initializes a session as `authorization` on the daemon at `base`.
+    pub fn open(base: &str, authorization: &str) -> McpHttp {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let mut s = McpHttp {
+            url: format!("{base}/mcp"),
+            authorization: authorization.to_owned(),
+            session: String::new(),
+            client,
+        };
+        let resp = s.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+        assert_eq!(resp.status().as_u16(), 200);
+        s.session = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("session id")
+            .to_owned();
+        s.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        s
+    }
+
+    pub fn post(&self, message: &Value) -> reqwest::blocking::Response {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .header("Authorization", &self.authorization)
+            .body(message.to_string());
+        if !self.session.is_empty() {
+            req = req.header("Mcp-Session-Id", &self.session);
+        }
+        req.send().expect("POST /mcp")
+    }
+
+    /// The whole JSON-RPC answer.
+    pub fn request(&self, method: &str, params: &Value) -> Value {
+        let resp =
+            self.post(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json().expect("JSON-RPC answer")
+    }
+
+    pub fn call(&self, tool: &str, args: &Value) -> Value {
+        self.request("tools/call", &json!({"name": tool, "arguments": args}))
+    }
+
+    /// The names `tools/list` gives, in its order.
+    pub fn tool_names(&self) -> Vec<String> {
+        let list = self.request("tools/list", &json!({}));
+        list["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tools: {list}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str().map(str::to_owned))
+            .collect()
+    }
 }
