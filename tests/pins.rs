@@ -330,3 +330,45 @@ fn pinning_needs_a_store() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_call_waiting_for_its_approval_does_not_run_once_its_tool_changed() {
+    let state = tempfile::tempdir().expect("state dir");
+    let catalogue = state.path().join("catalogue.json");
+    write_catalogue(&catalogue, &json!({"description": "Reads a note."}));
+    let yaml = config(state.path(), &catalogue).replace("action: allow", "action: human_approval");
+    let d = Daemon::start(&yaml);
+    pins_when(&d, |p| p["seen"] == true);
+
+    // A blocking call: it waits for its approval.
+    let url = format!("{}/tool/notes.read", d.url);
+    let waiting = std::thread::spawn(move || {
+        let resp = reqwest::blocking::Client::new()
+            .post(url)
+            .header("Authorization", "Bearer agent:claude")
+            .body(json!({"params": {"note": "n1"}}).to_string())
+            .timeout(WAIT)
+            .send()
+            .expect("the blocking call answers");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().expect("JSON"))
+    });
+    let (pending, _) = wait_for(WAIT, || {
+        let (_, listed) = d.get("/approvals?status=pending", None);
+        listed.as_array()?.first()?["id"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .expect("the call waits for its approval");
+
+    // Meanwhile the server changes `read`.
+    write_catalogue(&catalogue, &json!({"description": POISONED}));
+    restart_upstream(&d);
+    pins_when(&d, |p| drift_of(p).len() == 1);
+    let (status, _) = d.post(&format!("/approvals/{pending}/approve"), None, "");
+    assert_eq!(status, 200);
+    let (status, body) = waiting.join().expect("the caller thread");
+    assert_eq!(status, 403, "{body}");
+    let traced = d.trace_of("notes.read", |e| e["policy"] == "deny");
+    assert_eq!(traced["policy_rule"], "pin:notes.read", "{traced}");
+}
