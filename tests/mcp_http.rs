@@ -586,8 +586,30 @@ fn hide_denied_tools_leaves_out_only_what_the_agents_policy_always_denies() {
         );
     }
 
-    // Hidden is not callable either way: the call is still governed, and denied.
+    // mesh.catalog leaves out the same tools.
     let id = session(&d, reader);
+    let catalog = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "mesh.catalog", "arguments": {"source": "fs"}}});
+    let a = post(
+        &d,
+        &[("Authorization", reader), ("Mcp-Session-Id", &id)],
+        &catalog.to_string(),
+    );
+    let text = a.json()["result"]["content"][0]["text"].clone();
+    let catalog: Value = serde_json::from_str(text.as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("catalog JSON ({e}): {}", a.body));
+    let mut in_catalog: Vec<&str> = catalog["groups"]["fs"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fs group: {catalog}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    in_catalog.sort_unstable();
+    let mut want = fs.clone();
+    want.sort_unstable();
+    assert_eq!(in_catalog, want, "{catalog}");
+
+    // Hidden is not callable either way: the call is still governed, and denied.
     let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
         "params": {"name": "fs.move_file", "arguments": {"source": "a", "destination": "b"}}});
     let a = post(

@@ -323,7 +323,7 @@ impl Dispatcher {
             Virtual::Catalog => {
                 let filter = args.get("source").and_then(Value::as_str).unwrap_or("");
                 Ok(text_result(
-                    &pretty(&self.catalog(&identity.agent, filter)),
+                    &pretty(&self.catalog(&identity, filter)),
                     false,
                 ))
             }
@@ -509,8 +509,10 @@ impl Dispatcher {
     }
 
     /// `mesh.catalog` (flux7 §4.5): tools grouped by source with the caller's policy action,
-    /// evaluated with no arguments (so conditional rules are skipped, as in flux7).
-    pub fn catalog(&self, agent: &str, source_filter: &str) -> Value {
+    /// evaluated with no arguments (so conditional rules are skipped, as in flux7). It leaves out
+    /// what `tools/list` leaves out for the caller (`server.hide_denied_tools`).
+    pub fn catalog(&self, identity: &Identity, source_filter: &str) -> Value {
+        let agent = identity.agent.as_str();
         struct Group {
             source: &'static str,
             runtime: String,
@@ -521,8 +523,16 @@ impl Dispatcher {
         let policies = self.pipeline.policy().current();
         let no_args = json!({});
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        for t in self.pipeline.registry().list() {
+        let registry = self.pipeline.registry();
+        for t in registry.list() {
             if !wanted(&t.group) || virtual_tool(&t.name).is_some() {
+                continue;
+            }
+            if !identity.is_operator()
+                && !registry
+                    .listing()
+                    .shows(&policies, agent, &t.name, t.source)
+            {
                 continue;
             }
             let action = policies.evaluate(agent, &t.name, &no_args).action;
