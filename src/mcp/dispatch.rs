@@ -512,12 +512,12 @@ impl Dispatcher {
     /// evaluated with no arguments (so conditional rules are skipped, as in flux7). It leaves out
     /// what `tools/list` leaves out for the caller (`server.hide_denied_tools`).
     pub fn catalog(&self, identity: &Identity, source_filter: &str) -> Value {
-        let agent = identity.agent.as_str();
         struct Group {
             source: &'static str,
             runtime: String,
             tools: Vec<(String, String, String)>,
         }
+        let agent = identity.agent.as_str();
         let wanted =
             |key: &str| source_filter.is_empty() || key.eq_ignore_ascii_case(source_filter);
         let policies = self.pipeline.policy().current();
