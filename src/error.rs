@@ -32,6 +32,9 @@ pub enum PipelineError {
     /// A subsystem could not take the request (mailbox full or closed). Fail closed, retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// An emergency stop (`POST /halts`) ended the call while it ran.
+    #[error("{0}")]
+    Halted(String),
     /// The call was stopped while it ran, for the reason given. It is what the call's trace
     /// says; only a `/mcp` request stopped by a notification or a `DELETE` still receives it
     /// as its answer.
@@ -111,6 +114,8 @@ impl PipelineError {
             PipelineError::Unavailable(_) => {
                 ("unavailable", StatusCode::SERVICE_UNAVAILABLE, -32603)
             }
+            // Like a call denied by the halt, which is what it would have been a moment later.
+            PipelineError::Halted(_) => ("halted", StatusCode::FORBIDDEN, -32600),
             // 499 "client closed request" (nginx); -32800 "request cancelled" (LSP).
             PipelineError::Cancelled(_) => ("cancelled", client_closed_request(), -32800),
         };

@@ -13,7 +13,7 @@ use std::time::Instant;
 use mesh7_actors::approvals::{ApprovalRecord, ApprovalStatus, Approvals, Gate, Submit};
 use mesh7_actors::cli::Cli;
 use mesh7_actors::grants::{Grant, Grants, rfc3339_secs};
-use mesh7_actors::halts::Halts;
+use mesh7_actors::halts::{Halt, Halts};
 use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
@@ -503,17 +503,29 @@ impl Pipeline {
                 };
                 let verdict = match stopped {
                     Some(verdict) => verdict,
-                    None => {
-                        self.run(
+                    // A halt put in place while the tool runs ends it: the run's future is
+                    // dropped, which kills a CLI process group, cancels an upstream MCP request
+                    // and aborts a backend request.
+                    None => tokio::select! {
+                        biased;
+                        halt = inner.halts.until_stopping(&identity.agent, &ctx.session_id) => {
+                            Verdict::Failed {
+                                error: PipelineError::Halted(format!(
+                                    "stopped while running by halt:{} ({})",
+                                    halt.id,
+                                    halt_reason(&halt)
+                                )),
+                            }
+                        }
+                        verdict = self.run(
                             &mut spans,
                             mode,
                             resolved,
                             &call.args,
                             &trace_id,
                             &mut backend_status,
-                        )
-                        .await
-                    }
+                        ) => verdict,
+                    },
                 };
                 running.finish();
                 verdict
@@ -558,11 +570,7 @@ impl Pipeline {
         resolved: Option<&ResolvedCall>,
     ) -> Option<(String, String)> {
         if let Some(halt) = self.inner.halts.stopping(agent, session) {
-            let mut why = format!("halted by {}", halt.created_by);
-            if !halt.reason.is_empty() {
-                why = format!("{why}: {}", halt.reason);
-            }
-            return Some((format!("halt:{}", halt.id), why));
+            return Some((format!("halt:{}", halt.id), halt_reason(&halt)));
         }
         let resolved = resolved?;
         let unpinned = self.inner.registry.unpinned(&resolved.target)?;
@@ -926,6 +934,15 @@ fn limited_verdict(l: &rate_limit::Limited) -> Verdict {
     Verdict::RateLimited {
         message: l.to_string(),
         is_loop: l.is_loop(),
+    }
+}
+
+/// `halted by <who>[: <reason>]`: what a halted call's answer and trace say.
+fn halt_reason(halt: &Halt) -> String {
+    if halt.reason.is_empty() {
+        format!("halted by {}", halt.created_by)
+    } else {
+        format!("halted by {}: {}", halt.created_by, halt.reason)
     }
 }
 

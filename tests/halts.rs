@@ -216,3 +216,59 @@ fn a_halt_wins_over_the_rate_limit_and_does_not_count_against_it() {
     assert_eq!(d.delete(&format!("/halts/{id}")).0, 200);
     assert_eq!(d.call("bob", "echo.run", &echo).0, 200);
 }
+
+#[test]
+fn a_halt_stops_a_call_that_is_already_running() {
+    let d = Daemon::start(GOVERNED);
+    let url = format!("{}/tool/sleep.run", d.url);
+    let running = std::thread::spawn(move || {
+        let resp = reqwest::blocking::Client::new()
+            .post(url)
+            .header("Authorization", "Bearer agent:claude")
+            .body(json!({"params": {"args": ["15"]}}).to_string())
+            .timeout(WAIT)
+            .send()
+            .expect("the call answers");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().expect("JSON"))
+    });
+    let (sleeper, _) = wait_for(WAIT, || common::child_of(d.child.id())).expect("the tool runs");
+
+    let (status, created) = halt(&d, &json!({"agent": "claude", "reason": "stop it"}));
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, body) = running.join().expect("the caller thread");
+    assert_eq!(status, 403, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "stopped while running by halt:{id} (halted by http:"
+        )) && error.ends_with(": stop it)"),
+        "{body}"
+    );
+    wait_for(WAIT, || common::process_gone(sleeper).then_some(()))
+        .expect("the tool's process is killed");
+    let traced = d.trace_of("sleep.run", |e| e["agent_id"] == "claude");
+    assert!(
+        traced.to_string().contains("stopped while running"),
+        "{traced}"
+    );
+
+    // Over MCP the stopped call is a tool error whose outcome says halted.
+    let url = d.url.clone();
+    let running = std::thread::spawn(move || {
+        McpHttp::open(&url, "Bearer agent:bob").call("sleep.run", &json!({"args": ["15"]}))
+    });
+    wait_for(WAIT, || {
+        common::child_of(d.child.id()).filter(|&pid| pid != sleeper)
+    })
+    .expect("the tool runs");
+    assert_eq!(halt(&d, &json!({"agent": "bob"})).0, 201);
+    let answer = running.join().expect("the caller thread");
+    let result = &answer["result"];
+    assert_eq!(result["isError"], true, "{answer}");
+    assert_eq!(
+        result["_meta"]["mesh7/governance"]["outcome"], "halted",
+        "{answer}"
+    );
+}

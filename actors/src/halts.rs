@@ -9,6 +9,8 @@
 //!   running process still stops what it was asked to, and after a restart a lifted halt may be
 //!   back: both err on the side of stopping.
 //! - At most `MAX_HALTS` halts exist at once.
+//! - Every new halt is announced once it is in the snapshot, so a call already running can be
+//!   stopped by it ([`Halts::until_stopping`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -16,6 +18,7 @@ use std::time::SystemTime;
 use actix::prelude::{Actor, Context, Handler, MailboxError, Message, Recipient, ResponseFuture};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::grants::rfc3339_secs;
@@ -111,6 +114,8 @@ struct Lift(String);
 #[derive(Clone)]
 pub struct Halts {
     snapshot: Arc<ArcSwap<Vec<Halt>>>,
+    /// Bumped after each halt added.
+    added: Arc<watch::Sender<u64>>,
     add: Recipient<Add>,
     lift: Recipient<Lift>,
 }
@@ -132,8 +137,10 @@ impl Halts {
         let seq = rows.iter().map(|r| r.seq).max().unwrap_or(0);
         let halts: Vec<Halt> = rows.into_iter().map(|row| row.record).collect();
         let snapshot = Arc::new(ArcSwap::from_pointee(halts));
+        let added = Arc::new(watch::Sender::new(0));
         let actor = HaltsActor {
             snapshot: snapshot.clone(),
+            added: added.clone(),
             store,
             clock,
             mailbox: mailbox.max(1),
@@ -142,6 +149,7 @@ impl Halts {
         let addr = actor.start();
         Ok(Halts {
             snapshot,
+            added,
             add: addr.clone().recipient(),
             lift: addr.recipient(),
         })
@@ -154,6 +162,23 @@ impl Halts {
             .iter()
             .find(|h| h.stops(agent, session))
             .cloned()
+    }
+
+    /// Resolves with the halt that stops a call of `agent` in `session`: at once if one is in
+    /// effect, else when one is put in place. For a call that runs: selected against it, the
+    /// halt ends it.
+    pub async fn until_stopping(&self, agent: &str, session: &str) -> Halt {
+        // Subscribed before looking, so a halt added in between is not missed.
+        let mut added = self.added.subscribe();
+        loop {
+            if let Some(halt) = self.stopping(agent, session) {
+                return halt;
+            }
+            if added.changed().await.is_err() {
+                // The sender lives in this handle too: it cannot close while we hold it.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Every halt in effect, oldest first.
@@ -174,6 +199,7 @@ impl Halts {
 
 struct HaltsActor {
     snapshot: Arc<ArcSwap<Vec<Halt>>>,
+    added: Arc<watch::Sender<u64>>,
     store: Option<Store>,
     clock: Clock,
     mailbox: usize,
@@ -261,6 +287,7 @@ impl HaltsActor {
         let mut next = current.as_ref().clone();
         next.push(halt.clone());
         self.snapshot.store(Arc::new(next));
+        self.added.send_modify(|n| *n += 1);
         Ok((halt, flush))
     }
 
@@ -361,5 +388,34 @@ mod tests {
         assert_eq!(halts.lift(&h.id).await.expect("lifted").id, h.id);
         assert!(halts.stopping("a", "s").is_none());
         assert_eq!(halts.lift(&h.id).await, Err(HaltError::NotFound));
+    }
+
+    use futures_util::FutureExt as _;
+
+    #[actix::test]
+    async fn a_running_call_learns_of_the_halt_that_stops_it_and_only_of_that_one() {
+        let halts = Halts::start(None, Clock::System, 16).expect("start");
+        let new = |scope| NewHalt {
+            scope,
+            reason: String::new(),
+            created_by: "op".into(),
+        };
+        let mut running = Box::pin(halts.until_stopping("a", "s"));
+        assert!((&mut running).now_or_never().is_none());
+        halts
+            .add(new(Scope::Agent("b".into())))
+            .await
+            .expect("added");
+        assert!(
+            (&mut running).now_or_never().is_none(),
+            "another agent's halt does not stop it"
+        );
+        let h = halts
+            .add(new(Scope::Session("s".into())))
+            .await
+            .expect("added");
+        assert_eq!(running.await.id, h.id);
+        // Already halted: at once.
+        assert_eq!(halts.until_stopping("x", "s").await.id, h.id);
     }
 }

@@ -636,6 +636,9 @@ pub fn call_tool_result(g: Governed) -> Value {
             r
         }
         Verdict::Allowed { result: None } => json!({ "content": [], "isError": false }),
+        Verdict::Failed {
+            error: error @ PipelineError::Halted(_),
+        } => text_result(&error.to_string(), true),
         Verdict::Failed { error } => text_result(&format!("Backend error: {error}"), true),
         Verdict::Denied => text_result(&format!("Policy denied: {}", g.reason), true),
         Verdict::ApprovalPending => {
@@ -673,6 +676,9 @@ pub fn call_tool_result(g: Governed) -> Value {
 fn governance_meta(g: &Governed) -> Option<Value> {
     let outcome = match &g.verdict {
         Verdict::Allowed { .. } => return None,
+        Verdict::Failed {
+            error: PipelineError::Halted(_),
+        } => "halted",
         Verdict::Failed { .. } => "failed",
         Verdict::Denied if g.rule.starts_with("halt:") => "halted",
         Verdict::Denied if g.rule.starts_with("pin:") => "tool_changed",
