@@ -155,8 +155,8 @@ impl Registry {
         }
         match upstream.tools().iter().find(|t| &t.name == tool) {
             Some(live) => pins.check(upstream.name(), live),
-            // No longer listed: nothing pinned can be vouched for.
-            None => Some(Unpinned::Added),
+            // Gone since the call was resolved: nothing listed can be vouched for.
+            None => Some(Unpinned::NotListed),
         }
     }
 

@@ -5,7 +5,8 @@
 //! rule matches): rate limits, loop detection, grants and approvals depend on what happened
 //! around a call, not on the call. A call that ran under a grant or a remembered approval was
 //! decided `human_approval` by its policy, and is compared as such; a rate-limited call's policy
-//! decision was not recorded, so it is counted apart. Pure: main.rs reads the files and prints.
+//! decision was not recorded, and a call stopped by a halt or a pin (rules `halt:…`, `pin:…`)
+//! records that override instead, so both are counted apart. Pure: main.rs reads the files and prints.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -158,6 +159,10 @@ impl<R: BufRead> BoundedLines<R> {
 
 /// The policy decision a trace entry records, if it records one.
 fn recorded_action(entry: &TraceEntry) -> Option<Action> {
+    // An emergency stop or a changed tool overrode whatever the policy said.
+    if entry.policy_rule.starts_with("halt:") || entry.policy_rule.starts_with("pin:") {
+        return None;
+    }
     let let_through =
         entry.policy_rule.starts_with("grant:") || entry.policy_rule == mesh7_actors::memory::RULE;
     match entry.policy.as_str() {
@@ -202,7 +207,7 @@ impl Report {
         if self.not_comparable > 0 {
             let _ = write!(
                 out,
-                "; {} not comparable (rate limited, or refused before a decision)",
+                "; {} not comparable (rate limited, halted, a changed tool, or refused before a decision)",
                 self.not_comparable
             );
         }
@@ -273,6 +278,9 @@ mod tests {
             line("t3", "a", "fs.write", "allow", "grant:g1"),
             line("t4", "a", "fs.delete", "allow", "old"),
             line("t5", "a", "fs.read", "rate_limited", "old"),
+            // Overridden by a halt and by a pin: the policy's decision is not what was recorded.
+            line("t6", "a", "fs.read", "deny", "halt:0123456789abcdef"),
+            line("t7", "a", "fs.read", "deny", "pin:fs.read"),
             // The line an approval's outcome adds: the same call.
             line("t2", "a", "fs.write", "allow", "old"),
             "not json".to_owned(),
@@ -280,7 +288,7 @@ mod tests {
         .join("\n");
         let report = run(&set, &text);
         assert_eq!(report.replayed, 4);
-        assert_eq!(report.not_comparable, 1);
+        assert_eq!(report.not_comparable, 3);
         assert_eq!(report.skipped, 1);
         let changed: Vec<(&str, Action, Action, &str)> = report
             .changes
@@ -309,8 +317,8 @@ mod tests {
         assert!(
             text.ends_with(
                 "4 calls replayed, 2 would change (allow -> deny: 1, allow -> human_approval: 1); \
-                 1 not comparable (rate limited, or refused before a decision); \
-                 1 lines skipped, not trace entries (first: t.jsonl line 7: expected ident at line 1 column 2)\n"
+                 3 not comparable (rate limited, halted, a changed tool, or refused before a decision); \
+                 1 lines skipped, not trace entries (first: t.jsonl line 9: expected ident at line 1 column 2)\n"
             ),
             "{text}"
         );

@@ -173,6 +173,8 @@ pub enum Unpinned {
     Changed(Vec<&'static str>),
     /// The tool was listed after the catalogue was pinned.
     Added,
+    /// The server no longer lists the tool (it did when the call was resolved).
+    NotListed,
 }
 
 impl Unpinned {
@@ -190,6 +192,7 @@ impl Unpinned {
             Unpinned::Added => format!(
                 "{tool} was listed after the catalogue was pinned; an operator must accept it"
             ),
+            Unpinned::NotListed => format!("{tool} is no longer listed by its server"),
         }
     }
 }
