@@ -37,6 +37,8 @@ use crate::upstream::{McpTool, ToolsListed};
 
 /// Who pinned a catalogue seen for the first time.
 pub const FIRST_USE: &str = "first use";
+/// The longest name of whoever accepts a change (kept with every pin it makes).
+pub const MAX_BY: usize = 1024;
 
 /// The parts of a definition a pin covers, as `tools/list` names them.
 const FIELDS: [&str; 6] = [
@@ -580,6 +582,11 @@ impl PinsActor {
     fn plan(&self, msg: &Accept) -> Result<(Vec<Pin>, Vec<String>, Accepted), PinError> {
         if !self.servers.contains(&msg.server) {
             return Err(PinError::NotPinned(msg.server.clone()));
+        }
+        if msg.by.chars().count() > MAX_BY {
+            return Err(PinError::Invalid(format!(
+                "who accepts is limited to {MAX_BY} characters"
+            )));
         }
         let current = self.snapshot.load();
         let empty = HashMap::new();

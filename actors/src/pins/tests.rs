@@ -101,6 +101,11 @@ async fn the_first_catalogue_is_pinned_and_later_changes_are_refused() {
         .accept("fs", live.clone(), Some(vec!["nothing".into()]), "op")
         .await;
     assert!(matches!(refused, Err(PinError::Invalid(_))), "{refused:?}");
+    let long = pins
+        .accept("fs", live.clone(), None, &"o".repeat(MAX_BY + 1))
+        .await;
+    assert!(matches!(long, Err(PinError::Invalid(_))), "{long:?}");
+    assert!(pins.check("fs", &send).is_some(), "nothing accepted");
     let some = pins
         .accept("fs", live.clone(), Some(vec!["send".into()]), "op")
         .await
