@@ -114,6 +114,7 @@ fn policies(rules: usize) -> Vec<PolicyConfig> {
                 max_total: 0,
             }),
             rules: (0..RULES_PER_POLICY).map(|r| rule(i, r)).collect(),
+            ..PolicyConfig::default()
         })
         .collect()
 }

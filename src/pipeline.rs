@@ -159,6 +159,15 @@ pub struct Governed {
     pub approval: Option<ApprovalInfo>,
     /// Where the tool lives, as resolved for this call: what its forwarded result looks like.
     pub source: Source,
+    /// What the policies would decide with the `advisory` ones enforced, when that differs.
+    pub shadow: Option<ShadowDecision>,
+}
+
+/// An advisory decision that differs from the one enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDecision {
+    pub action: Action,
+    pub rule: String,
 }
 
 impl Governed {
@@ -385,20 +394,32 @@ impl Pipeline {
                 policies.evaluate(&identity.agent, effective, &call.args)
             })
             .await;
-        let (mut action, mut rule, mut reason) =
-            match resolved.as_ref().and_then(|r| r.default_action) {
-                // No rule matched a CLI tool that declares what it wants in that case.
-                Some(fallback) if decision.is_default() => (
-                    fallback,
-                    "default_action".to_owned(),
-                    format!("no matching policy — default_action {fallback} for {effective}"),
-                ),
-                _ => (
-                    decision.action,
-                    decision.rule().to_owned(),
-                    decision.reason(effective),
-                ),
+        let fallback = resolved.as_ref().and_then(|r| r.default_action);
+        let (mut action, mut rule, mut reason) = match fallback {
+            // No rule matched a CLI tool that declares what it wants in that case.
+            Some(fallback) if decision.is_default() => (
+                fallback,
+                "default_action".to_owned(),
+                format!("no matching policy — default_action {fallback} for {effective}"),
+            ),
+            _ => (
+                decision.action,
+                decision.rule().to_owned(),
+                decision.reason(effective),
+            ),
+        };
+        // Advisory policies say what they would decide; only the trace hears it.
+        let shadow = policies.shadow().and_then(|advisory| {
+            let would = advisory.evaluate(&identity.agent, effective, &call.args);
+            let (would_action, would_rule) = match fallback {
+                Some(fallback) if would.is_default() => (fallback, "default_action"),
+                _ => (would.action, would.rule()),
             };
+            (would_action != action).then(|| ShadowDecision {
+                action: would_action,
+                rule: would_rule.to_owned(),
+            })
+        });
         // An emergency stop, or a tool that differs from its pin, overrides the policy: the
         // call is denied, and the limiter is not asked (the trace says why, not rate limited).
         let overridden = self.overridden(&identity.agent, &ctx.session_id, resolved.as_ref());
@@ -490,6 +511,7 @@ impl Pipeline {
                     approval: approval.as_ref(),
                     started,
                     spans: spans.late_outcome(),
+                    shadow: shadow.as_ref(),
                     finished: false,
                 };
                 let stopped = if count {
@@ -544,6 +566,7 @@ impl Pipeline {
             backend_status,
             approval,
             source,
+            shadow,
         };
         self.record(
             &mut spans,
@@ -814,6 +837,10 @@ fn trace_entry(ctx: &RequestContext, g: &Governed, effective: String, params: Va
         effective_tool: effective,
         ..TraceEntry::default()
     };
+    if let Some(shadow) = &g.shadow {
+        entry.shadow_policy = shadow.action.as_str().to_owned();
+        entry.shadow_rule.clone_from(&shadow.rule);
+    }
     if let Some(a) = &g.approval {
         entry.approval_id.clone_from(&a.id);
         entry.approval_status = a.status.as_str().to_owned();
@@ -855,6 +882,7 @@ struct Running<'a> {
     started: Instant,
     /// The call's OTLP root span takes the recorded outcome from here (export on).
     spans: Option<LateOutcome>,
+    shadow: Option<&'a ShadowDecision>,
     finished: bool,
 }
 
@@ -885,6 +913,7 @@ impl Drop for Running<'_> {
             backend_status: None,
             approval: self.approval.cloned(),
             source: self.source,
+            shadow: self.shadow.cloned(),
         };
         if let Verdict::Failed { error } = &g.verdict {
             tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "{error}");

@@ -101,6 +101,13 @@ pub struct TraceEntry {
     /// The name policy evaluated, when it differs from `tool` (CLI dispatch).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub effective_tool: String,
+    /// What the policies would have decided with the `advisory` ones enforced (`allow`, `deny`
+    /// or `human_approval`), when that differs from the decision enforced.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shadow_policy: String,
+    /// The policy behind `shadow_policy` (`default` when none matched).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shadow_rule: String,
 }
 
 fn is_zero(n: &u64) -> bool {

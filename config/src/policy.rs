@@ -108,6 +108,9 @@ pub struct PolicySet {
     agents: GlobIndex,
     /// Per distinct agent pattern: tool pattern → rule positions.
     groups: Vec<GlobIndex>,
+    /// When some policies are `advisory`: every policy, advisory ones enforced, i.e. what
+    /// would decide if they were.
+    shadow: Option<Box<PolicySet>>,
 }
 
 #[derive(Debug)]
@@ -123,8 +126,32 @@ impl PolicySet {
         PolicySet::default()
     }
 
-    /// Validates and compiles; returns every error found (not only the first).
+    /// Validates and compiles; returns every error found (not only the first). Advisory
+    /// policies do not decide: they make the [`PolicySet::shadow`] set.
     pub fn compile(policies: &[PolicyConfig]) -> Result<PolicySet, Vec<PolicyError>> {
+        if policies.iter().all(|p| p.mode.is_enforce()) {
+            return PolicySet::compile_enforced(policies);
+        }
+        // Every policy decides in the shadow set (their `mode` kept, for listing); its errors
+        // carry the index into `policies`, so they are the ones reported.
+        let shadow = PolicySet::compile_enforced(policies)?;
+        let enforced: Vec<PolicyConfig> = policies
+            .iter()
+            .filter(|p| p.mode.is_enforce())
+            .cloned()
+            .collect();
+        let mut set = PolicySet::compile_enforced(&enforced)?;
+        set.shadow = Some(Box::new(shadow));
+        Ok(set)
+    }
+
+    /// What would decide if the advisory policies were enforced; `None` when there are none.
+    pub fn shadow(&self) -> Option<&PolicySet> {
+        self.shadow.as_deref()
+    }
+
+    /// Compiles `policies`, each deciding whatever its `mode`.
+    fn compile_enforced(policies: &[PolicyConfig]) -> Result<PolicySet, Vec<PolicyError>> {
         let mut errors = Vec::new();
         let mut conditions: Vec<Vec<Option<Condition>>> = Vec::with_capacity(policies.len());
         for (policy_index, policy) in policies.iter().enumerate() {
@@ -254,9 +281,13 @@ impl PolicySet {
         true
     }
 
-    /// Policies in evaluation (sorted) order — what `GET /policies` returns.
+    /// Policies in evaluation (sorted) order — what `GET /policies` returns; advisory ones
+    /// included (marked by their `mode`).
     pub fn policies(&self) -> &[PolicyConfig] {
-        &self.policies
+        match &self.shadow {
+            Some(shadow) => &shadow.policies,
+            None => &self.policies,
+        }
     }
 
     pub fn rule_count(&self) -> usize {

@@ -71,6 +71,25 @@ pub struct PolicyConfig {
     pub rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// mesh7: `advisory` evaluates the policy on every call without enforcing it; where it
+    /// would change the decision, the trace records what it would have decided.
+    #[serde(default, skip_serializing_if = "PolicyMode::is_enforce")]
+    pub mode: PolicyMode,
+}
+
+/// Whether a policy decides calls or only says what it would decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    Advisory,
+}
+
+impl PolicyMode {
+    pub fn is_enforce(&self) -> bool {
+        *self == PolicyMode::Enforce
+    }
 }
 
 fn star() -> String {

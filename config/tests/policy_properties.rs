@@ -5,7 +5,9 @@
 
 use mesh7_config::condition::Condition;
 use mesh7_config::glob::{self, Glob};
-use mesh7_config::{Action, ConditionConfig, Operator, PolicyConfig, PolicySet, RuleConfig};
+use mesh7_config::{
+    Action, ConditionConfig, Operator, PolicyConfig, PolicyMode, PolicySet, RuleConfig,
+};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -162,6 +164,7 @@ fn policy_set_with(
                 agent,
                 rate_limit: None,
                 rules,
+                mode: PolicyMode::Enforce,
             })
             .collect()
     })
@@ -196,6 +199,41 @@ proptest! {
                 naive_evaluate(&policies, agent, tool, args),
                 "agent={:?} tool={:?} args={}", agent, tool, args
             );
+        }
+    }
+
+    #[test]
+    fn advisory_policies_never_decide_and_the_shadow_is_every_policy_enforced(
+        policies in policy_set_with(tool_pattern()),
+        advisory in prop::collection::vec(any::<bool>(), 8),
+        queries in queries(),
+    ) {
+        let marked: Vec<PolicyConfig> = policies
+            .iter()
+            .zip(&advisory)
+            .map(|(p, &a)| PolicyConfig {
+                mode: if a { PolicyMode::Advisory } else { PolicyMode::Enforce },
+                ..p.clone()
+            })
+            .collect();
+        let enforced: Vec<PolicyConfig> =
+            marked.iter().filter(|p| p.mode.is_enforce()).cloned().collect();
+        let set = PolicySet::compile(&marked).expect("generated policies are valid");
+        prop_assert_eq!(set.policies().len(), marked.len(), "every policy is listed");
+        prop_assert_eq!(set.shadow().is_some(), enforced.len() < marked.len());
+        for (agent, tool, args) in &queries {
+            prop_assert_eq!(
+                indexed_evaluate(&set, agent, tool, args),
+                naive_evaluate(&enforced, agent, tool, args),
+                "agent={:?} tool={:?} args={}", agent, tool, args
+            );
+            if let Some(shadow) = set.shadow() {
+                prop_assert_eq!(
+                    indexed_evaluate(shadow, agent, tool, args),
+                    naive_evaluate(&marked, agent, tool, args),
+                    "shadow: agent={:?} tool={:?} args={}", agent, tool, args
+                );
+            }
         }
     }
 

@@ -819,6 +819,7 @@ mod tests {
             backend_status: None,
             approval: None,
             source,
+            shadow: None,
         }
     }
 
