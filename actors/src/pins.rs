@@ -39,6 +39,9 @@ use crate::upstream::{McpTool, ToolsListed};
 pub const FIRST_USE: &str = "first use";
 /// The longest name of whoever accepts a change (kept with every pin it makes).
 pub const MAX_BY: usize = 1024;
+/// Changed definitions remembered as already logged; beyond it the memory starts over (a
+/// server could list a new definition at every `list_changed`).
+const MAX_WARNED: usize = 10_000;
 
 /// The parts of a definition a pin covers, as `tools/list` names them.
 const FIELDS: [&str; 6] = [
@@ -526,6 +529,9 @@ impl Handler<ToolsListed> for PinsActor {
                 format!("{}.{}", listed.server, change.tool),
                 fingerprint(current),
             );
+            if self.warned.len() >= MAX_WARNED {
+                self.warned.clear();
+            }
             if self.warned.insert(key) {
                 tracing::warn!(
                     server = %listed.server,
