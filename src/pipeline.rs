@@ -2,9 +2,9 @@
 //! (`POST /tool`, `POST /decide`, MCP stdio, MCP Streamable HTTP).
 //!
 //! `Pipeline::handle` reads top to bottom:
-//! authenticate → resolve → evaluate (an emergency stop or a tool changed since it was pinned
-//! overrides it) → rate limit → verdict (grant / approval, then both checked again) → forward →
-//! trace.
+//! authenticate → resolve → evaluate (advisory policies only noted; an emergency stop or a tool
+//! changed since it was pinned overrides it) → rate limit → verdict (grant / approval, then both
+//! checked again) → forward (a halt meanwhile stops it) → trace.
 //! No actix type appears here: the subsystems are reached through their handles.
 
 use std::sync::Arc;
