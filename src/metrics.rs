@@ -107,6 +107,7 @@ pub struct Metrics {
     loop_hits: AtomicU64,
     rate_limit_hits: AtomicU64,
     trace_records_lost: AtomicU64,
+    advisory_disagreements: AtomicU64,
     otel_spans_exported: AtomicU64,
     otel_spans_dropped: AtomicU64,
     pub mem7_writes_attempted: AtomicU64,
@@ -147,6 +148,11 @@ impl Metrics {
     /// How long one pipeline step took.
     pub fn observe_step(&self, step: Step, took: Duration) {
         self.steps[step.index()].observe(took);
+    }
+
+    /// A call the advisory policies would have decided otherwise.
+    pub fn advisory_disagreement(&self) {
+        self.advisory_disagreements.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A trace entry the trace writer never took (it was gone).
@@ -256,6 +262,11 @@ impl Metrics {
                 "mesh7_trace_records_lost_total",
                 "Trace entries the trace writer could not take.",
                 self.trace_records_lost.load(Ordering::Relaxed),
+            ),
+            (
+                "mesh7_advisory_disagreements_total",
+                "Calls the advisory policies would have decided otherwise (see their traces).",
+                self.advisory_disagreements.load(Ordering::Relaxed),
             ),
             (
                 "mesh7_otel_spans_exported_total",

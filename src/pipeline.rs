@@ -415,9 +415,12 @@ impl Pipeline {
                 Some(fallback) if would.is_default() => (fallback, "default_action"),
                 _ => (would.action, would.rule()),
             };
-            (would_action != action).then(|| ShadowDecision {
-                action: would_action,
-                rule: would_rule.to_owned(),
+            (would_action != action).then(|| {
+                inner.metrics.advisory_disagreement();
+                ShadowDecision {
+                    action: would_action,
+                    rule: would_rule.to_owned(),
+                }
             })
         });
         // An emergency stop, or a tool that differs from its pin, overrides the policy: the

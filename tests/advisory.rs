@@ -50,6 +50,8 @@ fn an_advisory_policy_decides_nothing_and_the_trace_says_what_it_would_have_deci
     );
     let bob = d.trace_of("echo.run", |e| e["agent_id"] == "bob");
     assert!(bob.get("shadow_policy").is_none(), "{bob}");
+    // Claude's call and claude's /decide: the counter operators watch during a rollout.
+    assert_eq!(d.metric("mesh7_advisory_disagreements_total"), 2);
 
     // The JSONL file says the same.
     let (line, _) = common::wait_for(std::time::Duration::from_secs(30), || {
