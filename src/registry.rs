@@ -5,6 +5,8 @@
 //! `gh.pr`, so a catch-all can never bypass a rule written for a command.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use mesh7_actors::cli::{CliCatalog, CliInvocation, CliKind, CliTool};
@@ -140,6 +142,40 @@ impl Registry {
 
     pub fn pins(&self) -> Option<&Pins> {
         self.pins.as_ref()
+    }
+
+    /// Grows whenever what `list` can show changes: an upstream's tool list is replaced, or
+    /// the pins change. (A policy reload that changes what `hide_denied_tools` leaves out is not
+    /// counted.)
+    pub fn catalogue_version(&self) -> u64 {
+        let upstreams: u64 = self.upstreams.iter().map(Upstream::tools_version).sum();
+        upstreams + self.pins.as_ref().map_or(0, Pins::version)
+    }
+
+    /// Resolves once [`Registry::catalogue_version`] differs from `seen` (at once if it does).
+    pub async fn catalogue_changed(&self, seen: u64) {
+        type Wait<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+        loop {
+            // Each part's version is read before its wait starts, and a wait returns at once
+            // if its part moved since: no change between the two is missed.
+            let mut waits: Vec<Wait<'_>> = Vec::new();
+            for upstream in &self.upstreams {
+                waits.push(Box::pin(
+                    upstream.tools_changed_since(upstream.tools_version()),
+                ));
+            }
+            if let Some(pins) = &self.pins {
+                waits.push(Box::pin(pins.changed_since(pins.version())));
+            }
+            if self.catalogue_version() != seen {
+                return;
+            }
+            if waits.is_empty() {
+                // No upstream and no pins: the catalogue never changes.
+                std::future::pending::<()>().await;
+            }
+            futures_util::future::select_all(waits).await;
+        }
     }
 
     /// Why the target may not run, when it is a tool of a pinned server whose live definition

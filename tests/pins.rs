@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Daemon, child_of, wait_for};
-use mcp_support::McpHttp;
+use mcp_support::{McpChild, McpHttp};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -371,4 +371,105 @@ fn a_call_waiting_for_its_approval_does_not_run_once_its_tool_changed() {
     assert_eq!(status, 403, "{body}");
     let traced = d.trace_of("notes.read", |e| e["policy"] == "deny");
     assert_eq!(traced["policy_rule"], "pin:notes.read", "{traced}");
+}
+
+/// `tools/list` over a `mesh7 --mcp` child: the names it gives.
+fn stdio_tools(mcp: &mut McpChild, id: i64) -> Vec<String> {
+    mcp.request(id, "tools/list", &json!({}));
+    loop {
+        let answer = mcp.recv(WAIT);
+        if answer["id"] == id {
+            return answer["result"]["tools"]
+                .as_array()
+                .expect("tools")
+                .iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect();
+        }
+    }
+}
+
+#[test]
+fn a_stdio_client_is_told_when_the_tools_it_can_list_change() {
+    let state = tempfile::tempdir().expect("state dir");
+    let catalogue = state.path().join("catalogue.json");
+    write_catalogue(&catalogue, &json!({"description": "Reads a note."}));
+    let path = common::write_config(state.path(), &config(state.path(), &catalogue));
+    let config = path.to_str().expect("utf-8 path");
+    let mut mcp = McpChild::start(
+        state.path(),
+        &["--mcp", "--config", config, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let listening = mcp.stderr_line("mesh7 listening on ", WAIT);
+    let url = listening
+        .split("mesh7 listening on ")
+        .nth(1)
+        .expect("the HTTP API's address")
+        .trim()
+        .to_owned();
+    let init = mcp.initialize();
+    assert_eq!(
+        init["result"]["capabilities"]["tools"]["listChanged"], true,
+        "{init}"
+    );
+    // Wait for the server and its first catalogue (pinned on first sight).
+    let mut id = 1;
+    wait_for(WAIT, || {
+        id += 1;
+        stdio_tools(&mut mcp, id)
+            .contains(&"notes.read".to_owned())
+            .then_some(())
+    })
+    .expect("notes.read listed");
+
+    // A new release adds `send`; once its pin is accepted, the client is told and lists it.
+    write_catalogue(
+        &catalogue,
+        &json!({"description": "Reads a note.", "extra": true}),
+    );
+    let (pid, _) = wait_for(WAIT, || child_of(mcp.child.id())).expect("the MCP server runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    // The reconnect replaces the list: announced, though `send` is not listed before it is
+    // accepted.
+    let announced = |mcp: &McpChild| {
+        wait_for(WAIT, || {
+            mcp.try_recv(Duration::from_millis(100))
+                .filter(|m| m["method"] == "notifications/tools/list_changed")
+        })
+        .map(|(m, _)| m)
+    };
+    announced(&mcp).expect("told of the reconnect");
+    // The new list may still be on its way to the pins (then refused and unlisted alike): wait
+    // until the API reports `send` as added.
+    let client = reqwest::blocking::Client::new();
+    let pins = || -> Value {
+        client
+            .get(format!("{url}/pins"))
+            .send()
+            .expect("GET /pins")
+            .json()
+            .expect("JSON")
+    };
+    wait_for(WAIT, || {
+        drift_of(&pins()[0])
+            .contains(&("send".to_owned(), "added".to_owned()))
+            .then_some(())
+    })
+    .expect("send reported as added");
+    id += 1;
+    assert!(!stdio_tools(&mut mcp, id).contains(&"notes.send".to_owned()));
+
+    let accepted = client
+        .post(format!("{url}/pins/notes/accept"))
+        .send()
+        .expect("POST accept");
+    assert_eq!(accepted.status().as_u16(), 200);
+    announced(&mcp).expect("told of the accepted tool");
+    id += 1;
+    assert!(stdio_tools(&mut mcp, id).contains(&"notes.send".to_owned()));
 }

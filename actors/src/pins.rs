@@ -13,6 +13,8 @@
 //! - Pins change only at the first sight of a server's catalogue (trust on first use) and when
 //!   an operator accepts a change; a later listing never re-pins by itself, before or after a
 //!   restart.
+//! - Every change of the snapshot bumps a version that listings' watchers wait on (MCP
+//!   `notifications/tools/list_changed`).
 //! - A change is visible in the snapshot only once it is durable; the actor takes no other
 //!   message meanwhile. A failed write leaves the pins as they were (calls stay refused).
 
@@ -29,6 +31,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::grants::rfc3339_secs;
@@ -278,6 +281,8 @@ pub struct Pins {
     /// The servers with `pin_tools`.
     servers: Arc<HashSet<String>>,
     snapshot: Arc<ArcSwap<Catalogue>>,
+    /// Bumped after each change of the snapshot.
+    version: Arc<watch::Sender<u64>>,
     seen: Recipient<ToolsListed>,
     accept: Recipient<Accept>,
 }
@@ -316,9 +321,11 @@ impl Pins {
         }
         let snapshot = Arc::new(ArcSwap::from_pointee(catalogue));
         let servers = Arc::new(servers);
+        let version = Arc::new(watch::Sender::new(0));
         let actor = PinsActor {
             servers: servers.clone(),
             snapshot: snapshot.clone(),
+            version: version.clone(),
             store,
             clock,
             mailbox: mailbox.max(1),
@@ -328,6 +335,7 @@ impl Pins {
         Ok(Pins {
             servers,
             snapshot,
+            version,
             seen: addr.clone().recipient(),
             accept: addr.recipient(),
         })
@@ -336,6 +344,19 @@ impl Pins {
     /// Where upstream connections report each tool list they receive.
     pub fn observer(&self) -> Recipient<ToolsListed> {
         self.seen.clone()
+    }
+
+    /// How many times the pins changed.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Resolves once the pins changed since [`Pins::version`] said `seen` (at once if they
+    /// already did).
+    pub async fn changed_since(&self, seen: u64) {
+        let mut version = self.version.subscribe();
+        // The sender lives in this handle too: it cannot be dropped meanwhile.
+        let _ = version.wait_for(|v| *v != seen).await;
     }
 
     /// Whether the server's tools are pinned (`pin_tools`).
@@ -463,6 +484,7 @@ fn changed_fields(pinned: &Value, current: &Value) -> Vec<&'static str> {
 struct PinsActor {
     servers: Arc<HashSet<String>>,
     snapshot: Arc<ArcSwap<Catalogue>>,
+    version: Arc<watch::Sender<u64>>,
     store: Option<Store>,
     clock: Clock,
     mailbox: usize,
@@ -512,6 +534,7 @@ impl Handler<ToolsListed> for PinsActor {
                                 .collect(),
                         );
                         act.snapshot.store(Arc::new(next));
+                        act.version.send_modify(|v| *v += 1);
                         tracing::info!(server, tools = count, "pinned the MCP server's tools");
                     }
                     Err(e) => tracing::error!(
@@ -571,6 +594,7 @@ impl Handler<Accept> for PinsActor {
                     tools.insert(pin.tool.clone(), pin);
                 }
                 act.snapshot.store(Arc::new(next));
+                act.version.send_modify(|v| *v += 1);
                 tracing::info!(
                     server,
                     pinned = ?accepted.pinned,

@@ -347,6 +347,19 @@ impl Upstream {
         }
     }
 
+    /// How many times the tool list was replaced (connects, reconnects, list changes).
+    pub fn tools_version(&self) -> u64 {
+        self.shared.health.borrow().tools_version
+    }
+
+    /// Resolves once the tool list was replaced since [`Upstream::tools_version`] said `seen`
+    /// (at once if it already was).
+    pub async fn tools_changed_since(&self, seen: u64) {
+        let mut health = self.shared.health.subscribe();
+        // The sender lives in `shared`, which this handle holds: it cannot be dropped meanwhile.
+        let _ = health.wait_for(|h| h.tools_version != seen).await;
+    }
+
     /// The stdio child's process id while connected.
     pub fn child_pid(&self) -> Option<u32> {
         Some(self.shared.pid.load(Ordering::Relaxed)).filter(|&pid| pid != 0)

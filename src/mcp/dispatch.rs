@@ -160,6 +160,10 @@ impl Dispatcher {
         Self { pipeline }
     }
 
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     /// Answers one request. Notifications never reach here: they are not answered. `cancel` is
     /// where the ingress notes why it stops the request, should it drop the returned future.
     pub async fn handle(
@@ -169,7 +173,11 @@ impl Dispatcher {
         cancel: CancelNote,
     ) -> Result<Value, RpcError> {
         match req.method.as_str() {
-            "initialize" => Ok(initialize_result(&req.params)),
+            // Only stdio can tell a client its tools changed (`/mcp` has no stream to say it on).
+            "initialize" => Ok(initialize_result(
+                &req.params,
+                caller.ingress == Ingress::McpStdio,
+            )),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list_tools(caller)),
             "tools/call" => self.call_tool(caller, req.params, cancel).await,
@@ -604,11 +612,12 @@ fn virtual_tool(name: &str) -> Option<&'static VirtualTool> {
 }
 
 /// The `initialize` result: the client's protocol version when this server speaks it, else the
-/// newest one (the client then decides whether it can continue).
-pub fn initialize_result(params: &Map<String, Value>) -> Value {
+/// newest one (the client then decides whether it can continue). `list_changed`: whether this
+/// connection sends `notifications/tools/list_changed`.
+pub fn initialize_result(params: &Map<String, Value>, list_changed: bool) -> Value {
     json!({
         "protocolVersion": negotiate(params.get("protocolVersion").and_then(Value::as_str)),
-        "capabilities": { "tools": { "listChanged": false } },
+        "capabilities": { "tools": { "listChanged": list_changed } },
         "serverInfo": { "name": SERVER_NAME, "version": SERVER_VERSION },
     })
 }
@@ -930,6 +939,7 @@ mod tests {
             json!({"protocolVersion": "2025-03-26"})
                 .as_object()
                 .unwrap(),
+            false,
         );
         assert_eq!(
             r,

@@ -277,7 +277,7 @@ fn initialize(state: &ApiState, credentials: Option<String>, request: &Request) 
         }
     };
     tracing::info!(session_id = %id, agent = %identity.agent, "MCP session started");
-    let body = jsonrpc::result_response(&request.id, initialize_result(&request.params));
+    let body = jsonrpc::result_response(&request.id, initialize_result(&request.params, false));
     with_session(json_response(StatusCode::OK, &body), &id)
 }
 

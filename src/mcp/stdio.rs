@@ -6,11 +6,14 @@
 //! request: its task is aborted and nothing is answered; a tool call that was already running is
 //! stopped with it and traced as cancelled (see `pipeline::Running`).
 //! On EOF the in-flight requests get a bounded time to finish, then the server returns.
+//! From the first `initialize` on, the client is sent `notifications/tools/list_changed`
+//! whenever what it can list changes (an upstream server (re)connecting or changing its list,
+//! catalogue pins changing), so tools of a server that was still starting appear.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader,
 };
@@ -21,7 +24,7 @@ use super::dispatch::{Caller, Dispatcher};
 use super::jsonrpc::{self, Message, PARSE_ERROR, RpcError};
 use super::new_session_id;
 use crate::error::{Cancel, CancelNote};
-use crate::pipeline::Ingress;
+use crate::pipeline::{Ingress, Pipeline};
 
 /// The longest line accepted; a longer one is answered with a parse error and skipped.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
@@ -126,6 +129,8 @@ where
     // Each request in flight, by id, with the note read if its call is stopped.
     let mut by_id: HashMap<String, (AbortHandle, CancelNote)> = HashMap::new();
     let mut read_error = None;
+    // Started at the first `initialize`: tells the client when the tools it can list change.
+    let mut announcer: Option<tokio::task::JoinHandle<()>> = None;
 
     loop {
         tokio::select! {
@@ -170,6 +175,12 @@ where
                     session_id = new_session_id();
                     tracing::info!(session_id, agent = %opts.agent, "MCP session started");
                 }
+                if req.method == "initialize" && announcer.is_none() {
+                    announcer = Some(tokio::spawn(announce_tool_changes(
+                        dispatcher.pipeline().clone(),
+                        out_tx.clone(),
+                    )));
+                }
                 let caller = Caller {
                     ingress: Ingress::McpStdio,
                     authorization: Some(authorization.clone()),
@@ -212,6 +223,11 @@ where
         );
         in_flight.shutdown().await;
     }
+    if let Some(announcer) = announcer {
+        announcer.abort();
+        // Ends with its clone of the output queue dropped, so the writer can finish.
+        let _ = announcer.await;
+    }
     drop(out_tx);
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "MCP writer task failed");
@@ -220,6 +236,23 @@ where
     match read_error {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+/// Sends `notifications/tools/list_changed` each time what `tools/list` can show changes (an
+/// upstream server connected, reconnected or changed its list; pins changed), counted from when
+/// the client initialized.
+async fn announce_tool_changes(pipeline: Pipeline, out: mpsc::Sender<Vec<u8>>) {
+    let registry = pipeline.registry();
+    let mut seen = registry.catalogue_version();
+    loop {
+        registry.catalogue_changed(seen).await;
+        seen = registry.catalogue_version();
+        send(
+            &out,
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        )
+        .await;
     }
 }
 
