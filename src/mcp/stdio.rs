@@ -6,7 +6,7 @@
 //! request: its task is aborted and nothing is answered; a tool call that was already running is
 //! stopped with it and traced as cancelled (see `pipeline::Running`).
 //! On EOF the in-flight requests get a bounded time to finish, then the server returns.
-//! From the first `initialize` on, the client is sent `notifications/tools/list_changed`
+//! Once the client sent `notifications/initialized`, it is sent `notifications/tools/list_changed`
 //! whenever what it can list changes (an upstream server (re)connecting or changing its list,
 //! catalogue pins changing), so tools of a server that was still starting appear.
 
@@ -129,7 +129,7 @@ where
     // Each request in flight, by id, with the note read if its call is stopped.
     let mut by_id: HashMap<String, (AbortHandle, CancelNote)> = HashMap::new();
     let mut read_error = None;
-    // Started at the first `initialize`: tells the client when the tools it can list change.
+    // Started at `notifications/initialized`: tells the client when the tools it can list change.
     let mut announcer: Option<tokio::task::JoinHandle<()>> = None;
 
     loop {
@@ -158,6 +158,13 @@ where
                     }
                     Ok(Message::Response) => continue,
                     Ok(Message::Notification { method, params }) => {
+                        // The client is ready for the server's notifications (MCP lifecycle).
+                        if method == "notifications/initialized" && announcer.is_none() {
+                            announcer = Some(tokio::spawn(announce_tool_changes(
+                                dispatcher.pipeline().clone(),
+                                out_tx.clone(),
+                            )));
+                        }
                         if method == "notifications/cancelled"
                             && let Some(id) = params.get("requestId")
                             && let Some((request, note)) = by_id.remove(&id_key(id))
@@ -174,12 +181,6 @@ where
                 if req.method == "initialize" && session_id.is_empty() {
                     session_id = new_session_id();
                     tracing::info!(session_id, agent = %opts.agent, "MCP session started");
-                }
-                if req.method == "initialize" && announcer.is_none() {
-                    announcer = Some(tokio::spawn(announce_tool_changes(
-                        dispatcher.pipeline().clone(),
-                        out_tx.clone(),
-                    )));
                 }
                 let caller = Caller {
                     ingress: Ingress::McpStdio,
@@ -241,7 +242,7 @@ where
 
 /// Sends `notifications/tools/list_changed` each time what `tools/list` can show changes (an
 /// upstream server connected, reconnected or changed its list; pins changed), counted from when
-/// the client initialized.
+/// the client said it was initialized.
 async fn announce_tool_changes(pipeline: Pipeline, out: mpsc::Sender<Vec<u8>>) {
     let registry = pipeline.registry();
     let mut seen = registry.catalogue_version();
