@@ -141,28 +141,8 @@ fn a_halt_survives_sigkill_and_stops_a_call_that_was_waiting_for_its_approval() 
     let file = state.path().join("approved.txt");
 
     // A blocking call: it waits for its approval.
-    let url = format!("{}/tool/approver.run", d.url);
-    let body = json!({"params": {"args": [file]}}).to_string();
-    let waiting = std::thread::spawn(move || {
-        let resp = reqwest::blocking::Client::new()
-            .post(url)
-            .header("Authorization", "Bearer agent:claude")
-            .body(body)
-            .timeout(WAIT)
-            .send()
-            .expect("the blocking call answers");
-        let status = resp.status().as_u16();
-        (status, resp.json::<Value>().expect("JSON"))
-    });
-    let (pending, _) = wait_for(WAIT, || {
-        let (_, listed) = d.get("/approvals?status=pending", None);
-        listed
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|a| a["id"].as_str())
-            .map(str::to_owned)
-    })
-    .expect("the call waits for its approval");
+    let waiting = d.call_in_background("claude", "approver.run", &json!({"args": [file]}));
+    let pending = d.pending_approval();
 
     let (status, created) = halt(&d, &json!({"agent": "claude"}));
     assert_eq!(status, 201, "{created}");
@@ -220,18 +200,7 @@ fn a_halt_wins_over_the_rate_limit_and_does_not_count_against_it() {
 #[test]
 fn a_halt_stops_a_call_that_is_already_running() {
     let d = Daemon::start(GOVERNED);
-    let url = format!("{}/tool/sleep.run", d.url);
-    let running = std::thread::spawn(move || {
-        let resp = reqwest::blocking::Client::new()
-            .post(url)
-            .header("Authorization", "Bearer agent:claude")
-            .body(json!({"params": {"args": ["15"]}}).to_string())
-            .timeout(WAIT)
-            .send()
-            .expect("the call answers");
-        let status = resp.status().as_u16();
-        (status, resp.json::<Value>().expect("JSON"))
-    });
+    let running = d.call_in_background("claude", "sleep.run", &json!({"args": ["15"]}));
     let (sleeper, _) = wait_for(WAIT, || common::child_of(d.child.id())).expect("the tool runs");
 
     let (status, created) = halt(&d, &json!({"agent": "claude", "reason": "stop it"}));

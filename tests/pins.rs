@@ -341,25 +341,8 @@ fn a_call_waiting_for_its_approval_does_not_run_once_its_tool_changed() {
     pins_when(&d, |p| p["seen"] == true);
 
     // A blocking call: it waits for its approval.
-    let url = format!("{}/tool/notes.read", d.url);
-    let waiting = std::thread::spawn(move || {
-        let resp = reqwest::blocking::Client::new()
-            .post(url)
-            .header("Authorization", "Bearer agent:claude")
-            .body(json!({"params": {"note": "n1"}}).to_string())
-            .timeout(WAIT)
-            .send()
-            .expect("the blocking call answers");
-        let status = resp.status().as_u16();
-        (status, resp.json::<Value>().expect("JSON"))
-    });
-    let (pending, _) = wait_for(WAIT, || {
-        let (_, listed) = d.get("/approvals?status=pending", None);
-        listed.as_array()?.first()?["id"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .expect("the call waits for its approval");
+    let waiting = d.call_in_background("claude", "notes.read", &json!({"note": "n1"}));
+    let pending = d.pending_approval();
 
     // Meanwhile the server changes `read`.
     write_catalogue(&catalogue, &json!({"description": POISONED}));

@@ -156,6 +156,42 @@ impl Daemon {
         )
     }
 
+    /// `POST /tool/{tool}` as `agent:<agent>` on a thread of its own, for a call that waits (for
+    /// its approval, or a tool that runs long); join it for (status, body).
+    pub fn call_in_background(
+        &self,
+        agent: &str,
+        tool: &str,
+        args: &Value,
+    ) -> std::thread::JoinHandle<(u16, Value)> {
+        let url = format!("{}/tool/{tool}", self.url);
+        let auth = format!("Bearer agent:{agent}");
+        let body = serde_json::json!({ "params": args }).to_string();
+        std::thread::spawn(move || {
+            let resp = reqwest::blocking::Client::new()
+                .post(url)
+                .header("Authorization", auth)
+                .body(body)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .expect("the call answers");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().expect("JSON"))
+        })
+    }
+
+    /// The id of the oldest pending approval, waited for up to 30 s.
+    pub fn pending_approval(&self) -> String {
+        wait_for(Duration::from_secs(30), || {
+            let (_, listed) = self.get("/approvals?status=pending", None);
+            listed.as_array()?.first()?["id"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .expect("a call waits for its approval")
+        .0
+    }
+
     /// The newest `/traces` entry of `tool` for which `want` holds, waited for up to 30 s.
     pub fn trace_of(&self, tool: &str, want: impl Fn(&Value) -> bool) -> Value {
         wait_for(Duration::from_secs(30), || {
