@@ -18,7 +18,7 @@ use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
 use mesh7_actors::trace::{self, Trace, TraceEntry};
-use mesh7_config::{Action, ApprovalChannel};
+use mesh7_config::{Action, ApprovalChannel, PolicySet};
 use serde_json::Value;
 
 use crate::error::{CancelNote, PipelineError};
@@ -410,17 +410,11 @@ impl Pipeline {
         };
         // Advisory policies say what they would decide; only the trace hears it.
         let shadow = policies.shadow().and_then(|advisory| {
-            let would = advisory.evaluate(&identity.agent, effective, &call.args);
-            let (would_action, would_rule) = match fallback {
-                Some(fallback) if would.is_default() => (fallback, "default_action"),
-                _ => (would.action, would.rule()),
-            };
-            (would_action != action).then(|| {
+            let would =
+                advisory_decision(advisory, &identity.agent, effective, &call.args, fallback);
+            (would.action != action).then(|| {
                 inner.metrics.advisory_disagreement();
-                ShadowDecision {
-                    action: would_action,
-                    rule: would_rule.to_owned(),
-                }
+                would
             })
         });
         // An emergency stop, or a tool that differs from its pin, overrides the policy: the
@@ -966,6 +960,28 @@ fn limited_verdict(l: &rate_limit::Limited) -> Verdict {
     Verdict::RateLimited {
         message: l.to_string(),
         is_loop: l.is_loop(),
+    }
+}
+
+/// What the policies with the advisory ones enforced decide (a CLI tool's `default_action`
+/// applies when none matches, as for the enforced decision).
+fn advisory_decision(
+    advisory: &PolicySet,
+    agent: &str,
+    tool: &str,
+    args: &Value,
+    fallback: Option<Action>,
+) -> ShadowDecision {
+    let would = advisory.evaluate(agent, tool, args);
+    match fallback {
+        Some(action) if would.is_default() => ShadowDecision {
+            action,
+            rule: "default_action".to_owned(),
+        },
+        _ => ShadowDecision {
+            action: would.action,
+            rule: would.rule().to_owned(),
+        },
     }
 }
 

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiState, body, header_str, json_response, peer, query_map, require_control_plane,
+    ApiError, ApiState, author, body, header_str, json_response, peer, query_map,
+    require_control_plane,
 };
 use crate::error::PipelineError;
 use crate::identity::IdentityKind;
@@ -134,19 +135,12 @@ async fn resolve(
 ) -> Result<HttpResponse, ApiError> {
     require_control_plane(&state, &req)?;
     let bytes = body::read(&req, payload, state.limits).await?;
-    let body: ResolveBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        ResolveBody::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|_| ApiError::bad_request("invalid JSON body"))?
-    };
+    let body: ResolveBody =
+        body::json_or_default(&bytes).map_err(|_| ApiError::bad_request("invalid JSON body"))?;
     if !(0.0..=1.0).contains(&body.confidence) {
         return Err(ApiError::bad_request("confidence must be between 0 and 1"));
     }
-    let resolved_by = if body.resolved_by.is_empty() {
-        format!("http:{}", peer(&req))
-    } else {
-        body.resolved_by
-    };
+    let resolved_by = author(&req, body.resolved_by);
     let p = &state.pipeline;
     let record = p
         .approvals()

@@ -79,3 +79,14 @@ pub async fn read(
         )),
     }
 }
+
+/// A JSON body whose fields are all optional: an empty (or blank) body is the defaults.
+pub(super) fn json_or_default<T: Default + serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, serde_json::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        serde_json::from_slice(bytes)
+    }
+}

@@ -6,7 +6,7 @@ use mesh7_actors::halts::{Halt, HaltError, NewHalt, Scope};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiState, body, json_response, peer, require_control_plane};
+use super::{ApiError, ApiState, author, body, json_response, require_control_plane};
 use crate::error::PipelineError;
 
 /// `POST /halts`: exactly one of `agent`, `session` or `"all": true`; optional `reason` and
@@ -70,11 +70,7 @@ pub(super) async fn create(
             ));
         }
     };
-    let created_by = if body.created_by.trim().is_empty() {
-        format!("http:{}", peer(&req))
-    } else {
-        body.created_by
-    };
+    let created_by = author(&req, body.created_by);
     let halt = state
         .pipeline
         .halts()

@@ -160,6 +160,16 @@ fn peer(req: &HttpRequest) -> String {
         .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
 
+/// Who made a control-plane change: the name the body gives (e.g. `cli:<user>`), else
+/// `http:<peer address>`.
+fn author(req: &HttpRequest, given: String) -> String {
+    if given.trim().is_empty() {
+        format!("http:{}", peer(req))
+    } else {
+        given
+    }
+}
+
 fn require_control_plane(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     let authorization = header_str(req, header::AUTHORIZATION);
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());

@@ -7,7 +7,7 @@ use mesh7_actors::upstream::{Upstream, UpstreamStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, body, json_response, peer, require_control_plane};
+use super::{ApiError, ApiState, author, body, json_response, require_control_plane};
 use crate::error::PipelineError;
 
 /// `POST /pins/{server}/accept`: an empty body accepts every change of the server.
@@ -70,15 +70,11 @@ pub(super) async fn accept(
     require_control_plane(&state, &req)?;
     let server = server.into_inner();
     let bytes = body::read(&req, payload, state.limits).await?;
-    let body: AcceptBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        AcceptBody::default()
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::bad_request(format!(
-                "invalid body: {e} (expected {{\"tools\": [names]}} or nothing)"
-            ))
-        })?
-    };
+    let body: AcceptBody = body::json_or_default(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid body: {e} (expected {{\"tools\": [names]}} or nothing)"
+        ))
+    })?;
     let registry = state.pipeline.registry();
     let (Some(pins), Some(upstream)) = (
         registry.pins(),
@@ -96,11 +92,7 @@ pub(super) async fn accept(
             format!("MCP server {server:?} is not connected: its current tools are unknown"),
         ));
     }
-    let accepted_by = if body.accepted_by.trim().is_empty() {
-        format!("http:{}", peer(&req))
-    } else {
-        body.accepted_by
-    };
+    let accepted_by = author(&req, body.accepted_by);
     let accepted = pins
         .accept(&server, upstream.tools(), body.tools, &accepted_by)
         .await
