@@ -97,6 +97,7 @@ impl App {
                 max_file_bytes: cfg.trace.max_file_bytes,
                 mailbox,
                 hmac_key: cfg.trace.hmac_key.clone(),
+                redact: redactor(&cfg.trace)?,
             },
             clock.clone(),
         )
@@ -439,6 +440,21 @@ fn start_memory(
 }
 
 /// `approval.timeout_seconds`: 0 or negative means flux7's 300 s.
+/// `trace.redact` compiled with its digest key; `None` when nothing is redacted. Validation
+/// already named any pattern that does not compile.
+fn redactor(
+    cfg: &mesh7_config::TraceConfig,
+) -> anyhow::Result<Option<Arc<mesh7_actors::trace::Redactor>>> {
+    let rules = mesh7_config::redact::RedactRules::compile(&cfg.redact).map_err(|errors| {
+        let text: Vec<String> = errors
+            .iter()
+            .map(|(list, i, why)| format!("trace.redact.{list}[{i}]: {why}"))
+            .collect();
+        anyhow::anyhow!(text.join("; "))
+    })?;
+    Ok(mesh7_actors::trace::Redactor::new(rules, cfg.hmac_key.as_deref()).map(Arc::new))
+}
+
 fn approval_timeout(seconds: i64) -> std::time::Duration {
     u64::try_from(seconds)
         .ok()

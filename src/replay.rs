@@ -6,13 +6,15 @@
 //! around a call, not on the call. A call that ran under a grant or a remembered approval was
 //! decided `human_approval` by its policy, and is compared as such; a rate-limited call's policy
 //! decision was not recorded, and a call stopped by a halt or a pin (rules `halt:…`, `pin:…`)
-//! records that override instead, so both are counted apart. Pure: main.rs reads the files and prints.
+//! records that override instead, so both are counted apart. A call recorded with redacted
+//! arguments (`trace.redact`) is decided again only where the candidate's decision for that
+//! agent and tool cannot depend on them; otherwise it is counted apart too. Pure: main.rs reads the files and prints.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read as _};
 
-use mesh7_actors::trace::TraceEntry;
+use mesh7_actors::trace::{TraceEntry, redact};
 use mesh7_config::{Action, PolicySet};
 
 use crate::registry::Registry;
@@ -37,7 +39,7 @@ pub struct Report {
     pub replayed: usize,
     pub changes: Vec<Change>,
     /// Calls whose policy decision the trace does not tell (rate limited, refused before a
-    /// decision).
+    /// decision), or that the candidate decides by arguments the trace holds redacted.
     pub not_comparable: usize,
     /// Lines that are not trace entries, with the first one's file, number and why.
     pub skipped: usize,
@@ -81,7 +83,6 @@ pub fn replay(
             report.not_comparable += 1;
             continue;
         };
-        report.replayed += 1;
         let (tool, fallback) = match registry.resolve(&entry.tool, &entry.params) {
             Ok(resolved) => (resolved.effective_name, resolved.default_action),
             // Not a CLI tool of the candidate (MCP and OpenAPI tools are not loaded here): the
@@ -89,6 +90,17 @@ pub fn replay(
             Err(_) if !entry.effective_tool.is_empty() => (entry.effective_tool.clone(), None),
             Err(_) => (entry.tool.clone(), None),
         };
+        // Arguments recorded under `trace.redact` are not what the policy saw: only a decision
+        // they cannot change is replayed.
+        if redact::is_redacted(&entry.params)
+            && policies
+                .action_without_arguments(&entry.agent_id, &tool)
+                .is_none()
+        {
+            report.not_comparable += 1;
+            continue;
+        }
+        report.replayed += 1;
         let decision = policies.evaluate(&entry.agent_id, &tool, &entry.params);
         let (candidate, rule) = match fallback {
             Some(action) if decision.is_default() => (action, "default_action"),
@@ -207,7 +219,7 @@ impl Report {
         if self.not_comparable > 0 {
             let _ = write!(
                 out,
-                "; {} not comparable (rate limited, halted, a changed tool, or refused before a decision)",
+                "; {} not comparable (rate limited, halted, a changed tool, redacted arguments a condition reads, or refused before a decision)",
                 self.not_comparable
             );
         }
@@ -317,10 +329,61 @@ mod tests {
         assert!(
             text.ends_with(
                 "4 calls replayed, 2 would change (allow -> deny: 1, allow -> human_approval: 1); \
-                 3 not comparable (rate limited, halted, a changed tool, or refused before a decision); \
+                 3 not comparable (rate limited, halted, a changed tool, redacted arguments a condition reads, or refused before a decision); \
                  1 lines skipped, not trace entries (first: t.jsonl line 9: expected ident at line 1 column 2)\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn redacted_arguments_are_replayed_only_where_no_condition_can_read_them() {
+        let set = policies(
+            r#"
+- name: candidate
+  agent: "*"
+  rules:
+    - tools: ["db.query"]
+      action: human_approval
+      condition: { field: password, operator: "==", value: "x" }
+    - tools: ["db.query"]
+      action: allow
+    - tools: ["db.admin"]
+      action: deny
+      condition: { field: password, operator: exists }
+    - tools: ["db.admin"]
+      action: deny
+    - tools: ["db.dump"]
+      action: human_approval
+"#,
+        );
+        let redacted = |id: &str, tool: &str| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&line(id, "a", tool, "allow", "old")).expect("line");
+            v["params"] = json!({"password": "[redacted:0123456789abcdef]"});
+            v.to_string()
+        };
+        let text = [
+            // A condition reads the arguments and would decide otherwise: not comparable.
+            redacted("r1", "db.query"),
+            // Conditions, but every outcome is deny: replayed.
+            redacted("r2", "db.admin"),
+            // No condition: replayed.
+            redacted("r3", "db.dump"),
+            // Not redacted: replayed with the arguments as recorded.
+            line("r4", "a", "db.query", "allow", "old"),
+        ]
+        .join("\n");
+        let report = run(&set, &text);
+        assert_eq!((report.replayed, report.not_comparable), (3, 1));
+        let changed: Vec<(&str, Action)> = report
+            .changes
+            .iter()
+            .map(|c| (c.trace_id.as_str(), c.candidate))
+            .collect();
+        assert_eq!(
+            changed,
+            [("r2", Action::Deny), ("r3", Action::HumanApproval)]
         );
     }
 

@@ -264,3 +264,87 @@ fn verify_traces_finds_every_edited_removed_or_moved_line_of_a_chained_file() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("trace.hmac_key is not set"), "{stderr}");
 }
+
+#[test]
+fn redacted_secrets_reach_the_tool_but_never_the_audit_trail() {
+    let redacting = RECORDED.replace(
+        "trace_file: \"{dir}/traces.jsonl\"",
+        "trace_file: \"{dir}/traces.jsonl\"\ntrace:\n  hmac_key: \"${MESH7_TEST_AUDIT_KEY}\"\n  redact:\n    keys: [\"*token*\"]\n    values: [\"sk-live-[a-z0-9]+\"]",
+    );
+    let key = (
+        "MESH7_TEST_AUDIT_KEY",
+        "a secret of more than sixteen bytes",
+    );
+    let secret = "sk-live-4f9a7c1e2b";
+    let mut d = common::Daemon::start_with(&redacting, &[key], |_| {});
+    // The tool gets the arguments as they are: echo prints the secret back.
+    let (status, body) = d.call(
+        "claude",
+        "echo.run",
+        &serde_json::json!({"args": ["login", secret]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["stdout"], format!("login {secret}\n"));
+    // Another ingress, a named secret: what /decide records is redacted the same way.
+    let (status, body) = d.decide(
+        "claude",
+        "echo.run",
+        &serde_json::json!({"args": ["x"], "API_Token": {"value": "tok-123"}}),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let (_, traces) = d.get("/traces?tool=echo.run", None);
+    let shown = traces.to_string();
+    assert_eq!(traces.as_array().map(Vec::len), Some(2), "{shown}");
+    assert!(
+        !shown.contains(secret) && !shown.contains("tok-123"),
+        "{shown}"
+    );
+    let entries = traces.as_array().expect("entries");
+    let decided = &entries[0];
+    assert_eq!(decided["ingress"], "decide", "{shown}");
+    assert!(
+        decided["params"]["API_Token"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("[redacted:"))
+    );
+    let called = &entries[1];
+    assert_eq!(called["params"]["args"][0], "login");
+    assert!(
+        called["params"]["args"][1]
+            .as_str()
+            .is_some_and(|m| m.starts_with("[redacted:"))
+    );
+    assert!(d.terminate().success());
+
+    // Nor does the file, and its chain seals the redacted lines.
+    let traces = d.path("traces.jsonl");
+    let written = std::fs::read_to_string(&traces).expect("traces");
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert!(
+        !written.contains(secret) && !written.contains("tok-123"),
+        "{written}"
+    );
+    let config = d.path("mesh7.yaml").display().to_string();
+    let traces = traces.display().to_string();
+    let args = ["verify-traces", "--config", &config, "--traces", &traces];
+    let (code, stdout, stderr) = common::run_with_env(&args, &[key]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    // A candidate whose decision reads the redacted argument cannot be compared on that call.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let candidate = write_config(
+        dir.path(),
+        &RECORDED.replace(
+            "      - tools: [\"echo.run\"]\n        action: allow",
+            "      - tools: [\"echo.run\"]\n        action: deny\n        condition: { field: API_Token, operator: exists }\n      - tools: [\"echo.run\"]\n        action: allow",
+        ),
+    );
+    let candidate = candidate.display().to_string();
+    let (code, stdout, stderr) = run(&["replay", "--config", &candidate, "--traces", &traces]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("0 calls replayed, 0 would change; 2 not comparable"),
+        "{stdout}"
+    );
+}

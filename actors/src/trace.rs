@@ -212,6 +212,8 @@ pub struct TraceSettings {
     pub mailbox: usize,
     /// `trace.hmac_key`: the file's lines are chained under it (see `chain`).
     pub hmac_key: Option<String>,
+    /// `trace.redact`: applied to every entry before it is kept or written (see `redact`).
+    pub redact: Option<Arc<Redactor>>,
 }
 
 impl Default for TraceSettings {
@@ -222,6 +224,7 @@ impl Default for TraceSettings {
             max_file_bytes: 10 * 1024 * 1024,
             mailbox: 1024,
             hmac_key: None,
+            redact: None,
         }
     }
 }
@@ -753,6 +756,7 @@ impl Trace {
             max_file_bytes,
             mailbox,
             hmac_key,
+            redact,
         } = settings;
         let (ring, file) = match file {
             None => (Ring::new(ring_size), None),
@@ -771,6 +775,11 @@ impl Trace {
                 (ring, Some(file))
             }
         };
+        let mut ring = ring;
+        if let Some(redactor) = &redact {
+            // What /traces shows follows the settings of this run, also for older lines.
+            ring.entries.iter_mut().for_each(|e| redactor.apply(e));
+        }
         let arbiter = Arbiter::try_new().map_err(TraceError::Spawn)?;
         let errors_seen = Arc::new(AtomicU64::new(0));
         let pending = Arc::new(Mutex::new(Pending::default()));
@@ -782,6 +791,7 @@ impl Trace {
             mailbox: mailbox.max(1),
             write_errors: errors_seen.clone(),
             arbiter: arbiter.handle(),
+            redact,
         };
         let addr = TraceActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         Ok(Trace {
@@ -920,6 +930,7 @@ struct TraceActor {
     write_errors: Arc<AtomicU64>,
     /// The arbiter this actor owns; it stops with the actor.
     arbiter: ArbiterHandle,
+    redact: Option<Arc<Redactor>>,
 }
 
 impl Actor for TraceActor {
@@ -948,7 +959,10 @@ impl TraceActor {
         if batch.is_empty() {
             return Ok(());
         }
-        for entry in batch {
+        for mut entry in batch {
+            if let Some(redactor) = &self.redact {
+                redactor.apply(&mut entry);
+            }
             self.append(&entry);
             self.ring.push(entry);
         }
@@ -1063,7 +1077,9 @@ impl Handler<CountWriteErrors> for TraceActor {
 }
 
 mod chain;
+pub mod redact;
 #[cfg(test)]
 mod tests;
 
 pub use chain::ChainCheck;
+pub use redact::Redactor;

@@ -449,7 +449,7 @@ fn compile_test(
 
 /// The regex crate explains syntax errors over several lines (with a caret diagram); a config
 /// error is one line, so keep its last line, which names the problem.
-fn one_line(e: &regex::Error) -> String {
+pub(crate) fn one_line(e: &regex::Error) -> String {
     let text = e.to_string();
     let last = text.lines().last().unwrap_or_default().trim();
     last.strip_prefix("error: ").unwrap_or(last).to_owned()

@@ -9,6 +9,7 @@ pub mod glob;
 mod interpolate;
 pub mod load;
 pub mod policy;
+pub mod redact;
 pub mod schema;
 mod validate;
 

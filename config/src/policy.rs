@@ -262,14 +262,7 @@ impl PolicySet {
     /// A rule with a condition may or may not match, so one that does not deny makes the
     /// answer false.
     pub fn always_denies(&self, agent: &str, tool: &str) -> bool {
-        let mut matching = Vec::new();
-        self.agents.visit(agent, |groups| {
-            for &group in groups {
-                self.groups[group].visit(tool, |positions| matching.extend_from_slice(positions));
-            }
-        });
-        matching.sort_unstable();
-        for position in matching {
+        for position in self.rules_for(agent, tool) {
             let rule = &self.rules[position];
             if rule.action != Action::Deny {
                 return false;
@@ -279,6 +272,35 @@ impl PolicySet {
             }
         }
         true
+    }
+
+    /// The positions of the rules that can match `tool` for `agent`, in evaluation order.
+    fn rules_for(&self, agent: &str, tool: &str) -> Vec<usize> {
+        let mut matching = Vec::new();
+        self.agents.visit(agent, |groups| {
+            for &group in groups {
+                self.groups[group].visit(tool, |positions| matching.extend_from_slice(positions));
+            }
+        });
+        matching.sort_unstable();
+        matching
+    }
+
+    /// The action every call of `tool` by `agent` gets whatever its arguments, or `None` when
+    /// the arguments can change it: a rule with a condition comes before the first rule
+    /// without one and would decide otherwise.
+    pub fn action_without_arguments(&self, agent: &str, tool: &str) -> Option<Action> {
+        let mut conditional = Vec::new();
+        let mut last = Action::Deny;
+        for position in self.rules_for(agent, tool) {
+            let rule = &self.rules[position];
+            if rule.condition.is_none() {
+                last = rule.action;
+                break;
+            }
+            conditional.push(rule.action);
+        }
+        conditional.iter().all(|&a| a == last).then_some(last)
     }
 
     /// Policies in evaluation (sorted) order — what `GET /policies` returns; advisory ones

@@ -496,6 +496,9 @@ pub struct TraceConfig {
     /// (`mesh7 verify-traces`). Absent: lines are not chained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac_key: Option<String>,
+    /// mesh7: what never reaches the audit trail (ring, JSONL file, `/traces`, `/sessions`).
+    #[serde(default, skip_serializing_if = "RedactConfig::is_empty")]
+    pub redact: RedactConfig,
 }
 
 impl Default for TraceConfig {
@@ -504,7 +507,29 @@ impl Default for TraceConfig {
             ring_size: default_ring(),
             max_file_bytes: default_rotate(),
             hmac_key: None,
+            redact: RedactConfig::default(),
         }
+    }
+}
+
+/// `trace.redact`: secrets replaced by a keyed digest before a trace entry is kept or written.
+/// The tool still gets the arguments as they were; only the record of the call is redacted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    /// Argument names, as globs matched without regard to case, at any depth (inside objects
+    /// and arrays): the whole value of a matching key is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Regular expressions: every match inside a string argument, at any depth, and inside the
+    /// entry's error message is replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl RedactConfig {
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.values.is_empty()
     }
 }
 

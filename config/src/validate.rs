@@ -158,6 +158,13 @@ pub(crate) fn config(config: &Config, indices: &Indices) -> Vec<Issue> {
         let at = root.key("trace").key("hmac_key");
         issues.push(at.to_string(), at, "must be at least 16 characters");
     }
+    if let Err(errors) = crate::redact::RedactRules::compile(&config.trace.redact) {
+        let redact = root.key("trace").key("redact");
+        for (list, index, message) in errors {
+            let at = redact.clone().key(list).index(index);
+            issues.push(at.to_string(), at, message);
+        }
+    }
 
     let loops = root.key("loop_detection");
     if config.loop_detection.max_repeats == 0 {

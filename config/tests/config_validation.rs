@@ -283,6 +283,26 @@ fn reports_each_invalid_value_with_its_path_message_and_line() {
             "trace.hmac_key: must be at least 16 characters (line 2)",
         ),
         (
+            "redacted key pattern malformed",
+            "trace:\n  redact:\n    keys: [password, \"[abc\"]\n",
+            "trace.redact.keys[1]: malformed pattern \"[abc\" (line 3)",
+        ),
+        (
+            "redacted value pattern that does not parse",
+            "trace:\n  redact:\n    values:\n      - \"sk-[a-z]+\"\n      - \"(unclosed\"\n",
+            "trace.redact.values[1]: invalid regular expression \"(unclosed\": unclosed group (line 5)",
+        ),
+        (
+            "redacted value pattern matching nothing at all",
+            "trace:\n  redact:\n    values: [\".*\"]\n",
+            "trace.redact.values[0]: \".*\" matches the empty string (line 3)",
+        ),
+        (
+            "unknown key under redact",
+            "trace:\n  redact:\n    fields: [password]\n",
+            "trace.redact.fields: unknown field (expected keys or values) (line 3)",
+        ),
+        (
             "zero repeats",
             "loop_detection:\n  max_repeats: 0\n",
             "loop_detection.max_repeats: must be at least 1 (line 2)",

@@ -318,6 +318,31 @@ proptest! {
     }
 
     #[test]
+    fn an_action_known_without_arguments_is_the_action_for_any_arguments(
+        policies in policy_set_with(tool_pattern()),
+        names in prop::collection::vec((agent(), tool()), 1..16),
+    ) {
+        let set = PolicySet::compile(&policies).expect("generated policies are valid");
+        let samples = [
+            json!({}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2}), json!({"n": 3}),
+            json!({"params": {"n": 1}, "m": 1}), json!({"params": {"n": 3}, "m": 3}),
+            json!({"n": "2"}), json!({"n": null}),
+        ];
+        for (agent, tool) in &names {
+            let decided: Vec<Action> = samples
+                .iter()
+                .map(|args| set.evaluate(agent, tool, args).action)
+                .collect();
+            if let Some(action) = set.action_without_arguments(agent, tool) {
+                prop_assert!(
+                    decided.iter().all(|&a| a == action),
+                    "agent={:?} tool={:?} said {:?}, decided {:?}", agent, tool, action, decided
+                );
+            }
+        }
+    }
+
+    #[test]
     fn without_conditions_always_denied_is_exactly_denied(
         policies in policy_set_with(tool_pattern()),
         names in prop::collection::vec((agent(), tool()), 1..16),
@@ -331,11 +356,14 @@ proptest! {
             .collect();
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
         for (agent, tool) in &names {
+            let action = set.evaluate(agent, tool, &json!({})).action;
             prop_assert_eq!(
                 set.always_denies(agent, tool),
-                set.evaluate(agent, tool, &json!({})).action == Action::Deny,
+                action == Action::Deny,
                 "agent={:?} tool={:?}", agent, tool
             );
+            // Without conditions nothing depends on the arguments.
+            prop_assert_eq!(set.action_without_arguments(agent, tool), Some(action));
         }
     }
 }

@@ -68,6 +68,7 @@ fn wire(dir: &Path) -> Wired {
                 max_file_bytes: 0,
                 mailbox: 16,
                 hmac_key: None,
+                redact: None,
             },
             clock.clone(),
         )

@@ -69,6 +69,7 @@ fn settings(file: Option<PathBuf>) -> TraceSettings {
         max_file_bytes: 0,
         mailbox: 16,
         hmac_key: None,
+        redact: None,
     }
 }
 
@@ -746,4 +747,56 @@ async fn a_burst_of_ten_thousand_records_through_a_small_mailbox_loses_none() {
     assert_eq!(unique.len(), 10_000);
     assert_eq!(trace.stats().await.unwrap().total, 10_000);
     assert_eq!(trace.write_errors().await, 0);
+}
+
+#[actix::test]
+async fn redaction_reaches_the_ring_and_the_file_and_older_lines_shown_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.jsonl");
+    let with_secret = |id: &str| TraceEntry {
+        params: json!({"user": "ann", "password": "hunter2", "note": "key sk-live1234567890"}),
+        error: "refused sk-live1234567890".into(),
+        ..entry(id)
+    };
+    // A line written before redaction was configured.
+    fs::write(&path, line_of(&with_secret("old"))).unwrap();
+    let cfg = mesh7_config::RedactConfig {
+        keys: vec!["PASSWORD".into()],
+        values: vec!["sk-live[0-9]+".into()],
+    };
+    let rules = mesh7_config::redact::RedactRules::compile(&cfg).unwrap();
+    let redactor = Redactor::new(rules, Some("a key of sixteen bytes or more")).unwrap();
+    let trace = start(TraceSettings {
+        redact: Some(Arc::new(redactor)),
+        ..settings(Some(path.clone()))
+    });
+    trace.record(with_secret("new")).await.unwrap();
+    trace.flush().await.unwrap();
+
+    let shown = trace.query(all()).await.unwrap();
+    assert_eq!(ids(&shown), ["new", "old"]);
+    for e in &shown {
+        let text = serde_json::to_string(e).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("sk-live"),
+            "{text}"
+        );
+        assert_eq!(e.params["user"], "ann");
+        assert!(redact::is_redacted(&e.params), "{text}");
+    }
+    // The same secret, the same marker, wherever it is.
+    assert_eq!(shown[0].params["password"], shown[1].params["password"]);
+    let written = fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 2);
+    // The file is only appended to: the old line stays as it was written.
+    assert!(lines[0].contains("hunter2"), "{written}");
+    assert!(
+        !lines[1].contains("hunter2") && !lines[1].contains("sk-live"),
+        "{written}"
+    );
+    assert!(
+        lines[1].contains("\"error\":\"refused [redacted:"),
+        "{written}"
+    );
 }
