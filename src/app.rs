@@ -90,6 +90,7 @@ impl App {
             clock.clone(),
             mailbox,
         );
+        let redact = redactor(&cfg.trace)?;
         let trace = Trace::start(
             TraceSettings {
                 ring_size: cfg.trace.ring_size,
@@ -97,7 +98,7 @@ impl App {
                 max_file_bytes: cfg.trace.max_file_bytes,
                 mailbox,
                 hmac_key: cfg.trace.hmac_key.clone(),
-                redact: redactor(&cfg.trace)?,
+                redact: redact.clone(),
             },
             clock.clone(),
         )
@@ -187,9 +188,11 @@ impl App {
         let halts = Halts::start(store, clock.clone(), mailbox)
             .map_err(|e| anyhow::anyhow!("halts: {e}"))?;
         let telemetry = match cfg.otel_endpoint.as_deref().map(str::trim) {
-            Some(endpoint) if !endpoint.is_empty() => Telemetry::start(endpoint, metrics.clone())
-                .await
-                .with_context(|| format!("otel_endpoint {endpoint}"))?,
+            Some(endpoint) if !endpoint.is_empty() => {
+                Telemetry::start(endpoint, metrics.clone(), redact)
+                    .await
+                    .with_context(|| format!("otel_endpoint {endpoint}"))?
+            }
             _ => Telemetry::disabled(),
         };
         let pipeline = Pipeline::new(Parts {

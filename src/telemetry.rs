@@ -28,7 +28,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use mesh7_actors::trace::TraceEntry;
+use mesh7_actors::trace::{Redactor, TraceEntry};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -186,9 +186,15 @@ impl Telemetry {
     ///
     /// `OTEL_BSP_MAX_QUEUE_SIZE` (spans, default 2048), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
     /// (default 512), `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` / `OTEL_EXPORTER_OTLP_TIMEOUT` (ms,
-    /// default 5000) and `OTEL_SERVICE_NAME` are honoured.
-    pub async fn start(endpoint: &str, metrics: Arc<Metrics>) -> Result<Telemetry, TelemetryError> {
-        let exporter = export::Exporter::start(endpoint, export_resource(), metrics).await?;
+    /// default 5000) and `OTEL_SERVICE_NAME` are honoured. `redact` (`trace.redact`) is
+    /// applied to the error messages spans quote, on the exporter's thread.
+    pub async fn start(
+        endpoint: &str,
+        metrics: Arc<Metrics>,
+        redact: Option<Arc<Redactor>>,
+    ) -> Result<Telemetry, TelemetryError> {
+        let exporter =
+            export::Exporter::start(endpoint, export_resource(), metrics, redact).await?;
         Ok(Telemetry {
             exporter: Some(Arc::new(exporter)),
         })

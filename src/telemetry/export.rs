@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use mesh7_actors::trace::Redactor;
+use opentelemetry::trace::Status;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
@@ -100,6 +102,7 @@ impl Exporter {
         endpoint: &str,
         resource: Resource,
         metrics: Arc<Metrics>,
+        redact: Option<Arc<Redactor>>,
     ) -> Result<Exporter, TelemetryError> {
         let target = Target::parse(endpoint)?;
         let max_queue = env_usize("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SPANS);
@@ -112,6 +115,7 @@ impl Exporter {
             queued: queued.clone(),
             metrics: metrics.clone(),
             max_batch: max_batch.max(1),
+            redact,
         };
         std::thread::Builder::new()
             .name("mesh7-otel-export".to_owned())
@@ -182,6 +186,7 @@ struct Worker {
     queued: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     max_batch: usize,
+    redact: Option<Arc<Redactor>>,
 }
 
 impl Worker {
@@ -210,6 +215,9 @@ impl Worker {
                 }
             }
             self.queued.fetch_sub(spans, Ordering::SeqCst);
+            if let Some(redactor) = &self.redact {
+                redact_errors(redactor, &mut calls);
+            }
             if !calls.is_empty() {
                 match sink.export(calls) {
                     Ok(()) => {
@@ -239,6 +247,26 @@ impl Worker {
             }
         }
         sink.shutdown();
+    }
+}
+
+/// `trace.redact`'s patterns applied to what a span quotes of a call's error: its
+/// `error.message` attribute and its status.
+fn redact_errors(redactor: &Redactor, calls: &mut [Vec<SpanData>]) {
+    for span in calls.iter_mut().flatten() {
+        for kv in &mut span.attributes {
+            if kv.key.as_str() == "error.message"
+                && let opentelemetry::Value::String(text) = &kv.value
+                && let Some(redacted) = redactor.text(text.as_str())
+            {
+                kv.value = opentelemetry::Value::String(redacted.into());
+            }
+        }
+        if let Status::Error { description } = &mut span.status
+            && let Some(redacted) = redactor.text(description)
+        {
+            *description = redacted.into();
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh7_actors::trace::TraceEntry;
+use mesh7_actors::trace::{Redactor, TraceEntry};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -229,10 +229,18 @@ async fn export_one(
     ctx: RequestContext,
     run: impl AsyncFnOnce(&mut CallSpan<'_>),
 ) -> (Vec<Span>, Arc<Metrics>) {
+    export_one_redacted(ctx, None, run).await
+}
+
+async fn export_one_redacted(
+    ctx: RequestContext,
+    redact: Option<Arc<Redactor>>,
+    run: impl AsyncFnOnce(&mut CallSpan<'_>),
+) -> (Vec<Span>, Arc<Metrics>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spans.jsonl");
     let metrics = Arc::new(Metrics::default());
-    let telemetry = Telemetry::start(path.to_str().unwrap(), metrics.clone())
+    let telemetry = Telemetry::start(path.to_str().unwrap(), metrics.clone(), redact)
         .await
         .unwrap();
     {
@@ -341,6 +349,37 @@ async fn a_call_stopped_by_an_error_still_ends_its_span_with_the_error() {
         attr(root, "error.message"),
         Some(&Any::StringValue("unknown tool: t".to_owned()))
     );
+}
+
+#[tokio::test]
+async fn exported_errors_are_redacted_like_the_trace() {
+    let cfg = mesh7_config::RedactConfig {
+        keys: Vec::new(),
+        values: vec!["sk-live-[0-9]+".to_owned()],
+    };
+    let rules = mesh7_config::redact::RedactRules::compile(&cfg).unwrap();
+    let redactor = Redactor::new(rules, Some("a key of sixteen bytes or more")).map(Arc::new);
+    let (spans, _) = export_one_redacted(RequestContext::default(), redactor, async |s| {
+        let failed: Result<(), String> = s
+            .try_step(Step::Forward, async {
+                Err("backend refused key sk-live-12345".to_owned())
+            })
+            .await;
+        assert!(failed.is_err());
+    })
+    .await;
+    assert_eq!(spans.len(), 2);
+    for span in &spans {
+        let message = &span.status.as_ref().unwrap().message;
+        assert!(
+            message.starts_with("backend refused key [redacted:"),
+            "{message}"
+        );
+    }
+    let Some(Any::StringValue(quoted)) = attr(&spans[0], "error.message") else {
+        panic!("no error.message on {:?}", spans[0]);
+    };
+    assert!(!quoted.contains("sk-live"), "{quoted}");
 }
 
 #[tokio::test]

@@ -87,7 +87,8 @@ impl Redactor {
     }
 
     /// `text` with every match of the value patterns replaced; `None` when nothing matched.
-    fn text(&self, text: &str) -> Option<String> {
+    /// For what quotes a call's error elsewhere (exported spans).
+    pub fn text(&self, text: &str) -> Option<String> {
         let mut out: Option<String> = None;
         for re in self.rules.value_patterns() {
             let current = out.as_deref().unwrap_or(text);
