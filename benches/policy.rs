@@ -100,6 +100,7 @@ fn rule(i: usize, r: usize) -> RuleConfig {
         tools,
         action,
         condition,
+        annotations: Default::default(),
     }
 }
 

@@ -18,7 +18,7 @@ use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
 use mesh7_actors::trace::{self, Trace, TraceEntry};
-use mesh7_config::{Action, ApprovalChannel, PolicySet};
+use mesh7_config::{Action, ApprovalChannel, PolicySet, ToolHints};
 use serde_json::Value;
 
 use crate::error::{CancelNote, PipelineError};
@@ -391,9 +391,20 @@ impl Pipeline {
         let policies = inner.policy.current();
         let decision = spans
             .step(Step::Evaluate, async {
-                policies.evaluate(&identity.agent, effective, &call.args)
+                // What the tool says of itself, looked up only when a rule asks (`annotations`;
+                // the advisory set holds every rule). A name `/decide` does not know says nothing.
+                let hints = match &resolved {
+                    Some(r) if policies.shadow().unwrap_or(&policies).uses_annotations() => {
+                        inner.registry.hints(&r.target)
+                    }
+                    _ => ToolHints::CAUTIOUS,
+                };
+                let decision =
+                    policies.evaluate_with(&identity.agent, effective, &call.args, &hints);
+                (decision, hints)
             })
             .await;
+        let (decision, hints) = decision;
         let fallback = resolved.as_ref().and_then(|r| r.default_action);
         let (mut action, mut rule, mut reason) = match fallback {
             // No rule matched a CLI tool that declares what it wants in that case.
@@ -410,8 +421,14 @@ impl Pipeline {
         };
         // Advisory policies say what they would decide; only the trace hears it.
         let shadow = policies.shadow().and_then(|advisory| {
-            let would =
-                advisory_decision(advisory, &identity.agent, effective, &call.args, fallback);
+            let would = advisory_decision(
+                advisory,
+                &identity.agent,
+                effective,
+                &call.args,
+                &hints,
+                fallback,
+            );
             (would.action != action).then(|| {
                 inner.metrics.advisory_disagreement();
                 would
@@ -970,9 +987,10 @@ fn advisory_decision(
     agent: &str,
     tool: &str,
     args: &Value,
+    hints: &ToolHints,
     fallback: Option<Action>,
 ) -> ShadowDecision {
-    let would = advisory.evaluate(agent, tool, args);
+    let would = advisory.evaluate_with(agent, tool, args, hints);
     match fallback {
         Some(action) if would.is_default() => ShadowDecision {
             action,

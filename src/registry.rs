@@ -12,7 +12,7 @@ use std::sync::Arc;
 use mesh7_actors::cli::{CliCatalog, CliInvocation, CliKind, CliTool};
 use mesh7_actors::pins::{Pins, Unpinned};
 use mesh7_actors::upstream::{McpTool, Upstream};
-use mesh7_config::{Action, PolicySet};
+use mesh7_config::{Action, PolicySet, ToolHints};
 use serde_json::{Value, json};
 
 use crate::error::PipelineError;
@@ -95,12 +95,22 @@ impl Listing {
     }
 
     /// Whether a listing made for `agent` shows the tool `name` of `source` (`mcp`, `cli`,
-    /// `openapi`). CLI tools are always shown: the name their policy sees depends on the
-    /// call's arguments (a subcommand), so no listing can tell it is always denied.
-    pub fn shows(self, policies: &PolicySet, agent: &str, name: &str, source: &str) -> bool {
+    /// `openapi`), which says `hints` of itself. CLI tools are always shown: the name their
+    /// policy sees depends on the call's arguments (a subcommand), so no listing can tell it
+    /// is always denied.
+    fn shows(
+        self,
+        policies: &PolicySet,
+        agent: &str,
+        name: &str,
+        source: &str,
+        hints: impl FnOnce() -> ToolHints,
+    ) -> bool {
         match self {
             Listing::All => true,
-            Listing::WithoutDenied => source == "cli" || !policies.always_denies(agent, name),
+            Listing::WithoutDenied => {
+                source == "cli" || !policies.always_denies(agent, name, &hints())
+            }
         }
     }
 }
@@ -205,6 +215,52 @@ impl Registry {
 
     pub fn listing(&self) -> Listing {
         self.listing
+    }
+
+    /// Whether a listing made for `agent` shows the tool `name` of `source` (`mcp`, `cli`,
+    /// `openapi`): with `server.hide_denied_tools`, not when its policy denies it whatever its
+    /// arguments.
+    pub fn shows(&self, policies: &PolicySet, agent: &str, name: &str, source: &str) -> bool {
+        self.listing
+            .shows(policies, agent, name, source, || self.hints_of(name))
+    }
+
+    /// What the tool a call resolved to says of itself, for rules with `annotations`: an
+    /// OpenAPI operation what its HTTP method means (GET reads, DELETE destroys); a tool of an
+    /// MCP server with `pin_tools` its pinned annotations; anything else nothing
+    /// ([`ToolHints::CAUTIOUS`]), since an upstream free to change its definitions could
+    /// declare itself read-only at will.
+    pub fn hints(&self, target: &Target) -> ToolHints {
+        match target {
+            Target::Cli(_) => ToolHints::CAUTIOUS,
+            Target::OpenApi { tool } => ToolHints::from_annotations(Some(&tool.annotations())),
+            Target::Mcp { upstream, tool } => self.mcp_hints(upstream, tool),
+        }
+    }
+
+    /// [`hints`](Self::hints) of a listed name.
+    pub fn hints_of(&self, name: &str) -> ToolHints {
+        if let Some(ToolSource::OpenApi(tool)) = self.names.get(name) {
+            return ToolHints::from_annotations(Some(&tool.annotations()));
+        }
+        match self.find_mcp(name) {
+            Some((upstream, tool)) => self.mcp_hints(upstream, &tool),
+            None => ToolHints::CAUTIOUS,
+        }
+    }
+
+    fn mcp_hints(&self, upstream: &Upstream, tool: &str) -> ToolHints {
+        let trusted = self
+            .pins
+            .as_ref()
+            .is_some_and(|pins| pins.pins_server(upstream.name()));
+        if !trusted {
+            return ToolHints::CAUTIOUS;
+        }
+        let tools = upstream.tools();
+        let live = tools.iter().find(|t| t.name == tool);
+        // A tool differing from its pin is refused before its hints matter.
+        ToolHints::from_annotations(live.and_then(|t| t.annotations.as_ref()))
     }
 
     /// Adds the tools imported from OpenAPI specs. A name already taken (by a CLI tool, or under

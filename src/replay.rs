@@ -8,14 +8,16 @@
 //! decision was not recorded, and a call stopped by a halt or a pin (rules `halt:…`, `pin:…`)
 //! records that override instead, so both are counted apart. A call recorded with redacted
 //! arguments (`trace.redact`) is decided again only where the candidate's decision for that
-//! agent and tool cannot depend on them; otherwise it is counted apart too. Pure: main.rs reads the files and prints.
+//! agent and tool cannot depend on them; otherwise it is counted apart too. So is a call of an
+//! MCP or OpenAPI tool where a rule with `annotations` could change the decision: what the tool
+//! said of itself is not in the trace. Pure: main.rs reads the files and prints.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read as _};
 
 use mesh7_actors::trace::{TraceEntry, redact};
-use mesh7_config::{Action, PolicySet};
+use mesh7_config::{Action, PolicySet, Settled, ToolHints};
 
 use crate::registry::Registry;
 
@@ -83,28 +85,37 @@ pub fn replay(
             report.not_comparable += 1;
             continue;
         };
-        let (tool, fallback) = match registry.resolve(&entry.tool, &entry.params) {
-            Ok(resolved) => (resolved.effective_name, resolved.default_action),
-            // Not a CLI tool of the candidate (MCP and OpenAPI tools are not loaded here): the
-            // name policy saw then.
-            Err(_) if !entry.effective_tool.is_empty() => (entry.effective_tool.clone(), None),
-            Err(_) => (entry.tool.clone(), None),
+        // A CLI tool of the candidate says nothing of itself; what an MCP or OpenAPI tool says
+        // (its annotations) is not in the trace, and those tools are not loaded here.
+        let (tool, fallback, hints) = match registry.resolve(&entry.tool, &entry.params) {
+            Ok(resolved) => (
+                resolved.effective_name,
+                resolved.default_action,
+                Some(&ToolHints::CAUTIOUS),
+            ),
+            // The name policy saw then.
+            Err(_) if !entry.effective_tool.is_empty() => {
+                (entry.effective_tool.clone(), None, None)
+            }
+            Err(_) => (entry.tool.clone(), None, None),
         };
         // Arguments recorded under `trace.redact` are not what the policy saw: only a decision
-        // they cannot change is replayed.
-        if redact::is_redacted(&entry.params)
-            && policies
-                .action_without_arguments(&entry.agent_id, &tool)
-                .is_none()
-        {
+        // they cannot change is replayed, and so is one that annotations cannot change.
+        let args = (!redact::is_redacted(&entry.params)).then_some(&entry.params);
+        let Some(settled) = policies.settled(&entry.agent_id, &tool, args, hints) else {
             report.not_comparable += 1;
             continue;
-        }
+        };
         report.replayed += 1;
-        let decision = policies.evaluate(&entry.agent_id, &tool, &entry.params);
-        let (candidate, rule) = match fallback {
-            Some(action) if decision.is_default() => (action, "default_action"),
-            _ => (decision.action, decision.rule()),
+        let (candidate, rule) = match (settled, fallback) {
+            (Settled::NoRule, Some(action)) => (action, "default_action".to_owned()),
+            (Settled::NoRule, None) => (Action::Deny, "default".to_owned()),
+            (Settled::Rule(action), _) => {
+                // Every way the unknowns could go gives this action; the rule named is the
+                // one that decides with what is known (a tool that says nothing).
+                let decision = policies.evaluate(&entry.agent_id, &tool, &entry.params);
+                (action, decision.rule().to_owned())
+            }
         };
         if candidate != recorded {
             report.changes.push(Change {
@@ -113,7 +124,7 @@ pub fn replay(
                 tool,
                 recorded,
                 candidate,
-                rule: rule.to_owned(),
+                rule,
             });
         }
     }
@@ -219,7 +230,7 @@ impl Report {
         if self.not_comparable > 0 {
             let _ = write!(
                 out,
-                "; {} not comparable (rate limited, halted, a changed tool, redacted arguments a condition reads, or refused before a decision)",
+                "; {} not comparable (rate limited, halted, a changed tool, redacted arguments or annotations a rule reads, or refused before a decision)",
                 self.not_comparable
             );
         }
@@ -329,7 +340,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "4 calls replayed, 2 would change (allow -> deny: 1, allow -> human_approval: 1); \
-                 3 not comparable (rate limited, halted, a changed tool, redacted arguments a condition reads, or refused before a decision); \
+                 3 not comparable (rate limited, halted, a changed tool, redacted arguments or annotations a rule reads, or refused before a decision); \
                  1 lines skipped, not trace entries (first: t.jsonl line 9: expected ident at line 1 column 2)\n"
             ),
             "{text}"
@@ -384,6 +395,50 @@ mod tests {
         assert_eq!(
             changed,
             [("r2", Action::Deny), ("r3", Action::HumanApproval)]
+        );
+    }
+
+    #[test]
+    fn a_decision_annotations_could_change_is_not_compared() {
+        let set = policies(
+            r#"
+- name: hints
+  agent: "*"
+  rules:
+    - tools: ["fs.read"]
+      annotations: { readOnlyHint: true }
+      action: allow
+    - tools: ["fs.*"]
+      action: human_approval
+    - tools: ["db.*"]
+      annotations: { destructiveHint: true }
+      action: deny
+    - tools: ["db.*"]
+      action: deny
+"#,
+        );
+        let text = [
+            // What fs.read said of itself is not in the trace: allow or human_approval.
+            line("a1", "a", "fs.read", "allow", "old"),
+            // No annotation rule for fs.write.
+            line("a2", "a", "fs.write", "allow", "old"),
+            // Denied whatever db.drop says.
+            line("a3", "a", "db.drop", "allow", "old"),
+        ]
+        .join("\n");
+        let report = run(&set, &text);
+        assert_eq!((report.replayed, report.not_comparable), (2, 1));
+        let changed: Vec<(&str, Action, &str)> = report
+            .changes
+            .iter()
+            .map(|c| (c.trace_id.as_str(), c.candidate, c.rule.as_str()))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                ("a2", Action::HumanApproval, "hints"),
+                ("a3", Action::Deny, "hints")
+            ]
         );
     }
 

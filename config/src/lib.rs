@@ -15,5 +15,5 @@ mod validate;
 
 pub use glob::Glob;
 pub use load::{ConfigError, ConfigErrors, LoadedConfig, load, load_str};
-pub use policy::{Decision, PolicyError, PolicySet};
+pub use policy::{Decision, PolicyError, PolicySet, Settled, ToolHints};
 pub use schema::*;

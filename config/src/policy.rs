@@ -6,13 +6,14 @@
 //! ```text
 //! for policy in sorted policies whose agent glob matches the agent:
 //!     for rule in policy.rules:
-//!         if some tool pattern equals or globs the tool, and the condition (if any) holds:
+//!         if some tool pattern equals or globs the tool, the tool's hints have the values of
+//!         the rule's annotations (if any), and the condition (if any) holds:
 //!             return (rule.action, policy)
 //! return (deny, "default")
 //! ```
 //!
 //! Every rule gets a position in that order, and the answer is the lowest position whose agent,
-//! tools and condition all match. To find it without scanning every rule, rules are indexed:
+//! tools, annotations and condition all match. To find it without scanning every rule, rules are indexed:
 //! agent patterns, deduplicated, point to groups (one per distinct agent pattern), and each
 //! group indexes its rules by tool pattern — literal patterns in a hash map, globs in a trie
 //! keyed by their literal prefix (or suffix, for globs that start with a wildcard). Each index
@@ -30,6 +31,102 @@ use crate::schema::{Action, PolicyConfig, RateLimitConfig};
 
 /// The rule name of the fail-closed decision.
 const DEFAULT_RULE: &str = "default";
+
+/// What a tool says of itself, as rules with `annotations` see it: the MCP tool annotations
+/// (`readOnlyHint`, `destructiveHint`, `idempotentHint`, `openWorldHint`). A hint a tool does not
+/// give takes the protocol's default, which assumes the worst: not read-only, destructive (for a
+/// tool that is not read-only), not idempotent, open world. A tool that declares nothing, a CLI
+/// tool, or a tool whose declaration mesh7 does not trust (an MCP server without `pin_tools`)
+/// is [`ToolHints::CAUTIOUS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolHints {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub open_world: bool,
+}
+
+/// The annotation names a rule can test, as MCP spells them.
+pub const HINT_NAMES: [&str; 4] = [
+    "readOnlyHint",
+    "destructiveHint",
+    "idempotentHint",
+    "openWorldHint",
+];
+
+impl Default for ToolHints {
+    fn default() -> Self {
+        ToolHints::CAUTIOUS
+    }
+}
+
+impl ToolHints {
+    /// What a tool that says nothing is taken to be.
+    pub const CAUTIOUS: ToolHints = ToolHints {
+        read_only: false,
+        destructive: true,
+        idempotent: false,
+        open_world: true,
+    };
+
+    /// From a tool's `annotations` object (anything else, or a hint that is not a boolean,
+    /// counts as not given). `destructiveHint` and `idempotentHint` mean something only for a
+    /// tool that is not read-only: a read-only tool that does not give them is taken to be
+    /// neither destructive nor, for want of a better default, idempotent.
+    pub fn from_annotations(annotations: Option<&Value>) -> ToolHints {
+        let hint = |name: &str| {
+            annotations
+                .and_then(|a| a.get(name))
+                .and_then(Value::as_bool)
+        };
+        let read_only = hint("readOnlyHint").unwrap_or(false);
+        ToolHints {
+            read_only,
+            destructive: hint("destructiveHint").unwrap_or(!read_only),
+            idempotent: hint("idempotentHint").unwrap_or(read_only),
+            open_world: hint("openWorldHint").unwrap_or(true),
+        }
+    }
+
+    fn get(&self, hint: Hint) -> bool {
+        match hint {
+            Hint::ReadOnly => self.read_only,
+            Hint::Destructive => self.destructive,
+            Hint::Idempotent => self.idempotent,
+            Hint::OpenWorld => self.open_world,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    ReadOnly,
+    Destructive,
+    Idempotent,
+    OpenWorld,
+}
+
+impl Hint {
+    fn parse(name: &str) -> Option<Hint> {
+        Some(match name {
+            "readOnlyHint" => Hint::ReadOnly,
+            "destructiveHint" => Hint::Destructive,
+            "idempotentHint" => Hint::Idempotent,
+            "openWorldHint" => Hint::OpenWorld,
+            _ => return None,
+        })
+    }
+}
+
+/// A decision that what is not known of a call cannot change (see
+/// [`PolicySet::settled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// A rule with this action decides.
+    Rule(Action),
+    /// No rule matches: the fail-closed default (or a CLI tool's `default_action`).
+    NoRule,
+}
 
 /// What evaluation decided, borrowing from the policy set.
 #[derive(Debug, Clone, Copy)]
@@ -111,13 +208,20 @@ pub struct PolicySet {
     /// When some policies are `advisory`: every policy, advisory ones enforced, i.e. what
     /// would decide if they were.
     shadow: Option<Box<PolicySet>>,
+    /// Some rule tests `annotations`.
+    uses_annotations: bool,
 }
+
+/// A rule's condition and `annotations`, compiled.
+type RuleTests = (Option<Condition>, Vec<(Hint, bool)>);
 
 #[derive(Debug)]
 struct CompiledRule {
     policy: usize,
     action: Action,
     condition: Option<Condition>,
+    /// `annotations`: each hint and the value it must have.
+    hints: Vec<(Hint, bool)>,
 }
 
 impl PolicySet {
@@ -153,7 +257,8 @@ impl PolicySet {
     /// Compiles `policies`, each deciding whatever its `mode`.
     fn compile_enforced(policies: &[PolicyConfig]) -> Result<PolicySet, Vec<PolicyError>> {
         let mut errors = Vec::new();
-        let mut conditions: Vec<Vec<Option<Condition>>> = Vec::with_capacity(policies.len());
+        // Per policy, per rule: what is tested besides the tool's name.
+        let mut conditions: Vec<Vec<RuleTests>> = Vec::with_capacity(policies.len());
         for (policy_index, policy) in policies.iter().enumerate() {
             let mut compiled = Vec::with_capacity(policy.rules.len());
             for (i, rule) in policy.rules.iter().enumerate() {
@@ -173,7 +278,21 @@ impl PolicySet {
                         })
                         .ok()
                 });
-                compiled.push(condition);
+                let mut hints = Vec::with_capacity(rule.annotations.len());
+                for (name, &want) in &rule.annotations {
+                    match Hint::parse(name) {
+                        Some(hint) => hints.push((hint, want)),
+                        None => errors.push(PolicyError {
+                            policy_index,
+                            path: format!("rules[{i}].annotations.{name}"),
+                            message: format!(
+                                "unknown annotation (expected one of {})",
+                                HINT_NAMES.join(", ")
+                            ),
+                        }),
+                    }
+                }
+                compiled.push((condition, hints));
             }
             conditions.push(compiled);
         }
@@ -205,7 +324,7 @@ impl PolicySet {
                     groups.len() - 1
                 });
             let rule_conditions = std::mem::take(&mut conditions[i]);
-            for (rule, condition) in policy.rules.iter().zip(rule_conditions) {
+            for (rule, (condition, hints)) in policy.rules.iter().zip(rule_conditions) {
                 let position = set.rules.len();
                 for tool in &rule.tools {
                     // Literal equality is checked before globbing, so even a malformed pattern
@@ -220,18 +339,32 @@ impl PolicySet {
                     policy: sorted_index,
                     action: rule.action,
                     condition,
+                    hints,
                 });
             }
             set.policies.push(policy.clone());
         }
         set.agents = agents.build();
         set.groups = groups.into_iter().map(GlobIndexBuilder::build).collect();
+        set.uses_annotations = set.rules.iter().any(|r| !r.hints.is_empty());
         Ok(set)
     }
 
-    /// First match across all matching policies in specificity order; fails closed with rule
-    /// `"default"`.
+    /// [`evaluate_with`](Self::evaluate_with) for a tool that says nothing of itself
+    /// ([`ToolHints::CAUTIOUS`]).
     pub fn evaluate<'a>(&'a self, agent: &str, tool: &str, args: &Value) -> Decision<'a> {
+        self.evaluate_with(agent, tool, args, &ToolHints::CAUTIOUS)
+    }
+
+    /// First match across all matching policies in specificity order; fails closed with rule
+    /// `"default"`. `hints` is what the tool says of itself, for rules with `annotations`.
+    pub fn evaluate_with<'a>(
+        &'a self,
+        agent: &str,
+        tool: &str,
+        args: &Value,
+        hints: &ToolHints,
+    ) -> Decision<'a> {
         let mut best = usize::MAX;
         self.agents.visit(agent, |groups| {
             for &group in groups {
@@ -240,7 +373,7 @@ impl PolicySet {
                         if position >= best {
                             break;
                         }
-                        if self.rules[position].condition_holds(args) {
+                        if self.rules[position].holds(args, hints) {
                             best = position;
                             break;
                         }
@@ -261,9 +394,12 @@ impl PolicySet {
     /// rule that could match is an unconditional `deny`, or no rule can match (fail closed).
     /// A rule with a condition may or may not match, so one that does not deny makes the
     /// answer false.
-    pub fn always_denies(&self, agent: &str, tool: &str) -> bool {
+    pub fn always_denies(&self, agent: &str, tool: &str, hints: &ToolHints) -> bool {
         for position in self.rules_for(agent, tool) {
             let rule = &self.rules[position];
+            if !rule.hints_hold(hints) {
+                continue;
+            }
             if rule.action != Action::Deny {
                 return false;
             }
@@ -286,21 +422,41 @@ impl PolicySet {
         matching
     }
 
-    /// The action every call of `tool` by `agent` gets whatever its arguments, or `None` when
-    /// the arguments can change it: a rule with a condition comes before the first rule
-    /// without one and would decide otherwise.
-    pub fn action_without_arguments(&self, agent: &str, tool: &str) -> Option<Action> {
-        let mut conditional = Vec::new();
-        let mut last = Action::Deny;
+    /// The decision for `tool` and `agent` whatever is not known of the call: its arguments
+    /// when `args` is `None`, what the tool says of itself when `hints` is `None`. `None` when
+    /// those could change it: a rule that may or may not match, deciding otherwise, comes
+    /// before the first rule that surely does.
+    pub fn settled(
+        &self,
+        agent: &str,
+        tool: &str,
+        args: Option<&Value>,
+        hints: Option<&ToolHints>,
+    ) -> Option<Settled> {
+        let mut possible = Vec::new();
+        let mut last = Settled::NoRule;
         for position in self.rules_for(agent, tool) {
             let rule = &self.rules[position];
-            if rule.condition.is_none() {
-                last = rule.action;
-                break;
+            let hints_match = match hints {
+                Some(hints) => Some(rule.hints_hold(hints)),
+                None if rule.hints.is_empty() => Some(true),
+                None => None,
+            };
+            let condition_match = match args {
+                Some(args) => Some(rule.condition_holds(args)),
+                None if rule.condition.is_none() => Some(true),
+                None => None,
+            };
+            match (hints_match, condition_match) {
+                (Some(false), _) | (_, Some(false)) => {}
+                (Some(true), Some(true)) => {
+                    last = Settled::Rule(rule.action);
+                    break;
+                }
+                _ => possible.push(Settled::Rule(rule.action)),
             }
-            conditional.push(rule.action);
         }
-        conditional.iter().all(|&a| a == last).then_some(last)
+        possible.iter().all(|&p| p == last).then_some(last)
     }
 
     /// Policies in evaluation (sorted) order — what `GET /policies` returns; advisory ones
@@ -312,12 +468,28 @@ impl PolicySet {
         }
     }
 
+    /// Whether some rule tests what tools say of themselves (`annotations`), so that callers
+    /// need to look it up.
+    pub fn uses_annotations(&self) -> bool {
+        self.uses_annotations
+    }
+
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
 }
 
 impl CompiledRule {
+    fn holds(&self, args: &Value, hints: &ToolHints) -> bool {
+        self.hints_hold(hints) && self.condition_holds(args)
+    }
+
+    fn hints_hold(&self, hints: &ToolHints) -> bool {
+        self.hints
+            .iter()
+            .all(|&(hint, want)| hints.get(hint) == want)
+    }
+
     fn condition_holds(&self, args: &Value) -> bool {
         self.condition.as_ref().is_none_or(|c| c.holds(args))
     }

@@ -114,6 +114,11 @@ pub struct RuleConfig {
     pub action: Action,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<ConditionConfig>,
+    /// mesh7: the rule matches only tools whose MCP annotations have these values
+    /// (`readOnlyHint`, `destructiveHint`, `idempotentHint`, `openWorldHint`), e.g.
+    /// `{destructiveHint: true}`. See [`crate::policy::ToolHints`] for what a tool is taken to say.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, bool>,
 }
 
 /// What a rule decides. Unknown values are load errors (flux7 treated them as allow).

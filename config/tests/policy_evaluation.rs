@@ -391,3 +391,60 @@ fn policy_set_can_be_shared_across_threads() {
         .collect();
     assert_eq!(actions, [Action::Allow, Action::Deny]);
 }
+
+#[test]
+fn a_tool_that_says_nothing_is_taken_at_its_worst_and_read_only_means_not_destructive() {
+    use mesh7_config::ToolHints;
+    let cautious = ToolHints::from_annotations(None);
+    assert_eq!(cautious, ToolHints::CAUTIOUS);
+    assert_eq!(ToolHints::default(), ToolHints::CAUTIOUS);
+    assert!(!cautious.read_only && cautious.destructive && !cautious.idempotent);
+    assert!(cautious.open_world);
+    // Not an object, or hints that are not booleans: said nothing.
+    for odd in [
+        json!("readOnlyHint"),
+        json!({"readOnlyHint": "yes", "openWorldHint": 0}),
+    ] {
+        assert_eq!(
+            ToolHints::from_annotations(Some(&odd)),
+            ToolHints::CAUTIOUS,
+            "{odd}"
+        );
+    }
+    let read_only = ToolHints::from_annotations(Some(&json!({"readOnlyHint": true})));
+    assert!(read_only.read_only && !read_only.destructive && read_only.idempotent);
+    // What a tool declares stands, even where it is odd.
+    let declared = ToolHints::from_annotations(Some(&json!({
+        "readOnlyHint": true, "destructiveHint": true, "openWorldHint": false, "title": "x"
+    })));
+    assert!(declared.read_only && declared.destructive && !declared.open_world);
+
+    let set = compile(json!([{"name": "hints", "agent": "*", "rules": [
+        {"tools": ["fs.*"], "annotations": {"readOnlyHint": true}, "action": "allow"},
+        {"tools": ["fs.*"], "annotations": {"destructiveHint": false, "idempotentHint": true},
+         "action": "allow"},
+        {"tools": ["fs.*"], "action": "human_approval"},
+    ]}]));
+    assert!(set.uses_annotations());
+    assert!(
+        !compile(json!([{"name": "p", "agent": "*", "rules": [
+        {"tools": ["*"], "action": "allow"}]}]))
+        .uses_annotations()
+    );
+    let additive = ToolHints::from_annotations(Some(&json!({
+        "destructiveHint": false, "idempotentHint": true
+    })));
+    for (hints, action) in [
+        (read_only, Action::Allow),
+        (additive, Action::Allow),
+        (ToolHints::CAUTIOUS, Action::HumanApproval),
+    ] {
+        let decision = set.evaluate_with("a", "fs.read", &json!({}), &hints);
+        assert_eq!(decision.action, action, "{hints:?}");
+    }
+    // `evaluate` is for a tool that says nothing.
+    assert_eq!(
+        set.evaluate("a", "fs.read", &json!({})).action,
+        Action::HumanApproval
+    );
+}

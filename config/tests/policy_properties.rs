@@ -1,12 +1,18 @@
 //! Properties of evaluation over random policy sets: fail closed when no rule can match, a deny
 //! rule never widens what is allowed, the indexed evaluator agrees with a naive one that
 //! follows the spec's loop line by line, and a tool said to be always denied is denied whatever
-//! its arguments (exactly the denied ones when no rule has a condition).
+//! its arguments (exactly the denied ones when no rule has a condition), and a decision said to
+//! be settled is the same whatever the arguments or annotations left unknown. Rules test
+//! annotations as well as conditions.
 
 use mesh7_config::condition::Condition;
 use mesh7_config::glob::{self, Glob};
+use std::collections::BTreeMap;
+
+use mesh7_config::policy::HINT_NAMES;
 use mesh7_config::{
-    Action, ConditionConfig, Operator, PolicyConfig, PolicyMode, PolicySet, RuleConfig,
+    Action, ConditionConfig, Operator, PolicyConfig, PolicyMode, PolicySet, RuleConfig, Settled,
+    ToolHints,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -17,6 +23,7 @@ fn naive_evaluate(
     agent: &str,
     tool: &str,
     args: &Value,
+    hints: &ToolHints,
 ) -> (Action, Option<String>) {
     let mut sorted: Vec<&PolicyConfig> = policies.iter().collect();
     sorted.sort_by_key(|p| std::cmp::Reverse(Glob::new(&p.agent).specificity()));
@@ -29,6 +36,20 @@ fn naive_evaluate(
                 .tools
                 .iter()
                 .any(|t| t == tool || glob::matches(t, tool))
+            {
+                continue;
+            }
+            let said = |name: &str| match name {
+                "readOnlyHint" => hints.read_only,
+                "destructiveHint" => hints.destructive,
+                "idempotentHint" => hints.idempotent,
+                "openWorldHint" => hints.open_world,
+                other => panic!("generated an unknown hint {other}"),
+            };
+            if rule
+                .annotations
+                .iter()
+                .any(|(name, &want)| said(name) != want)
             {
                 continue;
             }
@@ -49,8 +70,9 @@ fn indexed_evaluate(
     agent: &str,
     tool: &str,
     args: &Value,
+    hints: &ToolHints,
 ) -> (Action, Option<String>) {
-    let decision = set.evaluate(agent, tool, args);
+    let decision = set.evaluate_with(agent, tool, args, hints);
     (decision.action, decision.policy().map(|p| p.name.clone()))
 }
 
@@ -135,14 +157,38 @@ fn condition() -> impl Strategy<Value = Option<ConditionConfig>> {
     prop::option::weighted(0.3, node)
 }
 
+fn annotations() -> impl Strategy<Value = BTreeMap<String, bool>> {
+    prop::collection::btree_map(
+        prop::sample::select(HINT_NAMES.to_vec()).prop_map(str::to_owned),
+        any::<bool>(),
+        1..3,
+    )
+}
+
+fn hints() -> impl Strategy<Value = ToolHints> {
+    (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(read_only, destructive, idempotent, open_world)| ToolHints {
+            read_only,
+            destructive,
+            idempotent,
+            open_world,
+        },
+    )
+}
+
 fn rule_with(patterns: impl Strategy<Value = String>) -> impl Strategy<Value = RuleConfig> {
-    (prop::collection::vec(patterns, 0..3), action(), condition()).prop_map(
-        |(tools, action, condition)| RuleConfig {
+    (
+        prop::collection::vec(patterns, 0..3),
+        action(),
+        condition(),
+        prop::option::weighted(0.3, annotations()),
+    )
+        .prop_map(|(tools, action, condition, annotations)| RuleConfig {
             tools,
             action,
             condition,
-        },
-    )
+            annotations: annotations.unwrap_or_default(),
+        })
 }
 
 fn policy_set_with(
@@ -180,8 +226,8 @@ fn args() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn queries() -> impl Strategy<Value = Vec<(String, String, Value)>> {
-    prop::collection::vec((agent(), tool(), args()), 1..16)
+fn queries() -> impl Strategy<Value = Vec<(String, String, Value, ToolHints)>> {
+    prop::collection::vec((agent(), tool(), args(), hints()), 1..16)
 }
 
 proptest! {
@@ -193,10 +239,10 @@ proptest! {
         queries in queries(),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        for (agent, tool, args) in &queries {
+        for (agent, tool, args, hints) in &queries {
             prop_assert_eq!(
-                indexed_evaluate(&set, agent, tool, args),
-                naive_evaluate(&policies, agent, tool, args),
+                indexed_evaluate(&set, agent, tool, args, hints),
+                naive_evaluate(&policies, agent, tool, args, hints),
                 "agent={:?} tool={:?} args={}", agent, tool, args
             );
         }
@@ -221,16 +267,16 @@ proptest! {
         let set = PolicySet::compile(&marked).expect("generated policies are valid");
         prop_assert_eq!(set.policies().len(), marked.len(), "every policy is listed");
         prop_assert_eq!(set.shadow().is_some(), enforced.len() < marked.len());
-        for (agent, tool, args) in &queries {
+        for (agent, tool, args, hints) in &queries {
             prop_assert_eq!(
-                indexed_evaluate(&set, agent, tool, args),
-                naive_evaluate(&enforced, agent, tool, args),
+                indexed_evaluate(&set, agent, tool, args, hints),
+                naive_evaluate(&enforced, agent, tool, args, hints),
                 "agent={:?} tool={:?} args={}", agent, tool, args
             );
             if let Some(shadow) = set.shadow() {
                 prop_assert_eq!(
-                    indexed_evaluate(shadow, agent, tool, args),
-                    naive_evaluate(&marked, agent, tool, args),
+                    indexed_evaluate(shadow, agent, tool, args, hints),
+                    naive_evaluate(&marked, agent, tool, args, hints),
                     "shadow: agent={:?} tool={:?} args={}", agent, tool, args
                 );
             }
@@ -240,11 +286,11 @@ proptest! {
     #[test]
     fn no_rule_for_the_tool_means_deny_default(
         policies in policy_set_with("s[xy.*?\\[]{0,4}"),
-        queries in prop::collection::vec((agent(), "o[xy.]{0,4}", args()), 1..16),
+        queries in prop::collection::vec((agent(), "o[xy.]{0,4}", args(), hints()), 1..16),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        for (agent, tool, args) in &queries {
-            let decision = set.evaluate(agent, tool, args);
+        for (agent, tool, args, hints) in &queries {
+            let decision = set.evaluate_with(agent, tool, args, hints);
             prop_assert_eq!(decision.action, Action::Deny);
             prop_assert_eq!(decision.rule(), "default");
             prop_assert!(decision.is_default());
@@ -281,9 +327,9 @@ proptest! {
 
         let before = PolicySet::compile(&policies).expect("generated policies are valid");
         let after = PolicySet::compile(&stricter).expect("generated policies are valid");
-        for (agent, tool, args) in &queries {
-            let old = before.evaluate(agent, tool, args).action;
-            let new = after.evaluate(agent, tool, args).action;
+        for (agent, tool, args, hints) in &queries {
+            let old = before.evaluate_with(agent, tool, args, hints).action;
+            let new = after.evaluate_with(agent, tool, args, hints).action;
             prop_assert!(
                 new == old || new == Action::Deny,
                 "agent={:?} tool={:?} args={} was {:?}, now {:?}", agent, tool, args, old, new
@@ -297,19 +343,14 @@ proptest! {
     #[test]
     fn a_tool_always_denied_is_denied_whatever_its_arguments(
         policies in policy_set_with(tool_pattern()),
-        names in prop::collection::vec((agent(), tool()), 1..16),
+        names in prop::collection::vec((agent(), tool(), hints()), 1..16),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        let samples = [
-            json!({}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2}), json!({"n": 3}),
-            json!({"params": {"n": 1}, "m": 1}), json!({"params": {"n": 3}, "m": 3}),
-            json!({"n": "2"}), json!({"n": null}),
-        ];
-        for (agent, tool) in &names {
-            if set.always_denies(agent, tool) {
-                for args in &samples {
+        for (agent, tool, hints) in &names {
+            if set.always_denies(agent, tool, hints) {
+                for args in &samples() {
                     prop_assert_eq!(
-                        set.evaluate(agent, tool, args).action, Action::Deny,
+                        set.evaluate_with(agent, tool, args, hints).action, Action::Deny,
                         "agent={:?} tool={:?} args={}", agent, tool, args
                     );
                 }
@@ -318,26 +359,45 @@ proptest! {
     }
 
     #[test]
-    fn an_action_known_without_arguments_is_the_action_for_any_arguments(
+    fn a_settled_decision_is_the_decision_whatever_the_unknowns(
         policies in policy_set_with(tool_pattern()),
-        names in prop::collection::vec((agent(), tool()), 1..16),
+        names in prop::collection::vec(
+            (agent(), tool(), args(), hints(), any::<bool>(), any::<bool>()), 1..16),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        let samples = [
-            json!({}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2}), json!({"n": 3}),
-            json!({"params": {"n": 1}, "m": 1}), json!({"params": {"n": 3}, "m": 3}),
-            json!({"n": "2"}), json!({"n": null}),
-        ];
-        for (agent, tool) in &names {
-            let decided: Vec<Action> = samples
-                .iter()
-                .map(|args| set.evaluate(agent, tool, args).action)
-                .collect();
-            if let Some(action) = set.action_without_arguments(agent, tool) {
+        let every_hints: Vec<ToolHints> = (0u8..16)
+            .map(|bits| ToolHints {
+                read_only: bits & 1 != 0,
+                destructive: bits & 2 != 0,
+                idempotent: bits & 4 != 0,
+                open_world: bits & 8 != 0,
+            })
+            .collect();
+        for (agent, tool, args, hints, args_known, hints_known) in &names {
+            let arg_cases = if *args_known { vec![args.clone()] } else { samples().to_vec() };
+            let hint_cases = if *hints_known { vec![*hints] } else { every_hints.clone() };
+            let mut decided = Vec::new();
+            for a in &arg_cases {
+                for h in &hint_cases {
+                    let d = set.evaluate_with(agent, tool, a, h);
+                    decided.push(if d.is_default() { Settled::NoRule } else { Settled::Rule(d.action) });
+                }
+            }
+            let settled = set.settled(
+                agent,
+                tool,
+                args_known.then_some(args),
+                hints_known.then_some(hints),
+            );
+            if let Some(settled) = settled {
                 prop_assert!(
-                    decided.iter().all(|&a| a == action),
-                    "agent={:?} tool={:?} said {:?}, decided {:?}", agent, tool, action, decided
+                    decided.iter().all(|&d| d == settled),
+                    "agent={:?} tool={:?} settled {:?}, decided {:?}", agent, tool, settled, decided
                 );
+            }
+            // Nothing unknown: always settled, as evaluated.
+            if *args_known && *hints_known {
+                prop_assert_eq!(settled, Some(decided[0]));
             }
         }
     }
@@ -345,7 +405,7 @@ proptest! {
     #[test]
     fn without_conditions_always_denied_is_exactly_denied(
         policies in policy_set_with(tool_pattern()),
-        names in prop::collection::vec((agent(), tool()), 1..16),
+        names in prop::collection::vec((agent(), tool(), hints()), 1..16),
     ) {
         let policies: Vec<PolicyConfig> = policies
             .into_iter()
@@ -355,15 +415,35 @@ proptest! {
             })
             .collect();
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        for (agent, tool) in &names {
-            let action = set.evaluate(agent, tool, &json!({})).action;
+        for (agent, tool, hints) in &names {
+            let decision = set.evaluate_with(agent, tool, &json!({}), hints);
             prop_assert_eq!(
-                set.always_denies(agent, tool),
-                action == Action::Deny,
+                set.always_denies(agent, tool, hints),
+                decision.action == Action::Deny,
                 "agent={:?} tool={:?}", agent, tool
             );
             // Without conditions nothing depends on the arguments.
-            prop_assert_eq!(set.action_without_arguments(agent, tool), Some(action));
+            let evaluated = if decision.is_default() {
+                Settled::NoRule
+            } else {
+                Settled::Rule(decision.action)
+            };
+            prop_assert_eq!(set.settled(agent, tool, None, Some(hints)), Some(evaluated));
         }
     }
+}
+
+/// Arguments that make the generated conditions go either way.
+fn samples() -> [Value; 9] {
+    [
+        json!({}),
+        json!({"n": 0}),
+        json!({"n": 1}),
+        json!({"n": 2}),
+        json!({"n": 3}),
+        json!({"params": {"n": 1}, "m": 1}),
+        json!({"params": {"n": 3}, "m": 3}),
+        json!({"n": "2"}),
+        json!({"n": null}),
+    ]
 }

@@ -129,9 +129,7 @@ pub(super) async fn list_tools(
     let shown = |tool: &Value| {
         let field = |key: &str| tool[key].as_str().unwrap_or_default();
         identity.is_operator()
-            || registry
-                .listing()
-                .shows(&policies, &identity.agent, field("name"), field("source"))
+            || registry.shows(&policies, &identity.agent, field("name"), field("source"))
     };
     let tools = registry.describe().into_iter().filter(shown).collect();
     Ok(json_response(StatusCode::OK, &Value::Array(tools)))

@@ -19,8 +19,8 @@ use std::time::SystemTime;
 use mesh7_actors::approvals::{ApprovalError, ApprovalStatus, Resolution};
 use mesh7_actors::grants::{GrantError, NewGrant, rfc3339_secs};
 use mesh7_actors::trace::TraceUpdate;
-use mesh7_config::ConditionConfig;
 use mesh7_config::duration::{self, format_secs};
+use mesh7_config::{ConditionConfig, ToolHints};
 use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{INTERNAL_ERROR, METHOD_NOT_FOUND, Request, RpcError};
@@ -202,9 +202,7 @@ impl Dispatcher {
             .filter(|t| virtual_tool(&t.name).is_none())
             .filter(|t| {
                 identity.is_operator()
-                    || registry
-                        .listing()
-                        .shows(&policies, &identity.agent, &t.name, t.source)
+                    || registry.shows(&policies, &identity.agent, &t.name, t.source)
             })
             .map(|t| {
                 let mut entry = Map::new();
@@ -536,14 +534,17 @@ impl Dispatcher {
             if !wanted(&t.group) || virtual_tool(&t.name).is_some() {
                 continue;
             }
-            if !identity.is_operator()
-                && !registry
-                    .listing()
-                    .shows(&policies, agent, &t.name, t.source)
-            {
+            if !identity.is_operator() && !registry.shows(&policies, agent, &t.name, t.source) {
                 continue;
             }
-            let action = policies.evaluate(agent, &t.name, &no_args).action;
+            let hints = if policies.uses_annotations() {
+                registry.hints_of(&t.name)
+            } else {
+                ToolHints::CAUTIOUS
+            };
+            let action = policies
+                .evaluate_with(agent, &t.name, &no_args, &hints)
+                .action;
             let group = groups.entry(t.group).or_insert_with(|| Group {
                 source: t.source,
                 runtime: t.runtime,
