@@ -430,7 +430,7 @@ fn reports_every_unknown_key_of_one_mapping_without_a_missing_field_echo() {
         vec![
             "policies[0].rules[0].tool: unknown field, did you mean `tools`? (line 4)",
             "policies[0].rules[0].acton: unknown field, did you mean `action`? (line 5)",
-            "policies[0].rules[0].when: unknown field (expected tools, action or condition) (line 6)",
+            "policies[0].rules[0].when: unknown field (expected tools, action, condition or annotations) (line 6)",
         ]
     );
 }
