@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Daemon, wait_for};
 use mcp_support::McpHttp;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -51,15 +51,6 @@ policies:
         notes = upstream("notes", true),
         loose = upstream("loose", false),
     )
-}
-
-fn names(tools: &Value) -> Vec<String> {
-    tools
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect()
 }
 
 #[test]
@@ -114,7 +105,7 @@ fn annotation_rules_trust_what_pinned_servers_say_and_assume_the_worst_of_others
     // HTTP and over MCP.
     let (status, tools) = d.get("/tools", Some("Bearer agent:claude"));
     assert_eq!(status, 200, "{tools}");
-    assert_eq!(names(&tools), ["notes.read"]);
+    assert_eq!(common::tool_names(&tools), ["notes.read"]);
     let session = McpHttp::open(&d.url, "Bearer agent:claude");
     let mut listed = session.tool_names();
     listed.retain(|n| n.starts_with("notes.") || n.starts_with("loose."));

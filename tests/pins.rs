@@ -92,12 +92,7 @@ fn restart_upstream(d: &Daemon) {
 fn listed(d: &Daemon) -> Vec<String> {
     let (status, tools) = d.get("/tools", Some("Bearer agent:claude"));
     assert_eq!(status, 200, "{tools}");
-    tools
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|t| t["name"].as_str().map(str::to_owned))
-        .collect()
+    common::tool_names(&tools)
 }
 
 /// One MCP session over `/mcp` as agent `claude`: the `notes.` tools `tools/list` gives, then

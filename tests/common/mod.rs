@@ -275,6 +275,16 @@ pub fn line_channel(input: impl std::io::Read + Send + 'static) -> mpsc::Receive
     rx
 }
 
+/// The `name` of each tool in a JSON list of tools (`GET /tools`, `tools/list`).
+pub fn tool_names(tools: &Value) -> Vec<String> {
+    tools
+        .as_array()
+        .expect("a list of tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let config = dir.join("mesh7.yaml");
     let text = yaml.replace("{dir}", &dir.display().to_string());
