@@ -250,6 +250,7 @@ impl App {
             result = &mut http.task => result.context("http server task")?.context("http server")?,
             signal = shutdown_signal() => {
                 tracing::info!(signal, "shutting down: draining requests");
+                self.state.mcp.close_streams();
                 http.handle.stop(true).await;
                 http.task.await.context("http server task")?.context("http server")?;
             }
@@ -285,6 +286,7 @@ impl App {
             }
         };
         if let Some(http) = http {
+            self.state.mcp.close_streams();
             http.handle.stop(true).await;
             if let Err(e) = http.task.await {
                 tracing::error!(error = %e, "http server task");

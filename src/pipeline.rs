@@ -24,7 +24,7 @@ use serde_json::Value;
 use crate::error::{CancelNote, PipelineError};
 use crate::identity::{Authenticator, Identity};
 use crate::metrics::{Metrics, Source};
-use crate::registry::{Registry, ResolvedCall, Target};
+use crate::registry::{Listing, Registry, ResolvedCall, Target};
 use crate::telemetry::{CallSpan, LateOutcome, Step, Telemetry};
 
 /// Where a call came in; recorded in its trace and its metrics.
@@ -344,6 +344,37 @@ impl Pipeline {
     }
     pub fn halts(&self) -> &Halts {
         &self.inner.halts
+    }
+
+    /// Grows whenever what an MCP `tools/list` can show may have changed: the registry's
+    /// catalogue (an upstream's list replaced, pins changed) and, with `hide_denied_tools`, a
+    /// policy reload.
+    pub fn tools_version(&self) -> u64 {
+        let policies = match self.inner.registry.listing() {
+            Listing::WithoutDenied => self.inner.policy.version(),
+            Listing::All => 0,
+        };
+        self.inner.registry.catalogue_version() + policies
+    }
+
+    /// Resolves once [`Pipeline::tools_version`] differs from `seen` (at once if it does).
+    pub async fn tools_changed(&self, seen: u64) {
+        let (registry, policy) = (&*self.inner.registry, &self.inner.policy);
+        loop {
+            // Both parts are read before their waits start, and a wait returns at once if its
+            // part moved since: no change between the two is missed.
+            let (catalogue, policies) = (registry.catalogue_version(), policy.version());
+            if self.tools_version() != seen {
+                return;
+            }
+            match registry.listing() {
+                Listing::WithoutDenied => tokio::select! {
+                    () = registry.catalogue_changed(catalogue) => {}
+                    () = policy.changed_since(policies) => {}
+                },
+                Listing::All => registry.catalogue_changed(catalogue).await,
+            }
+        }
     }
 
     /// Governs one call. Errors are returned only when no verdict could be reached (bad

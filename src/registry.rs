@@ -155,8 +155,8 @@ impl Registry {
     }
 
     /// Grows whenever what `list` can show changes: an upstream's tool list is replaced, or
-    /// the pins change. (A policy reload that changes what `hide_denied_tools` leaves out is not
-    /// counted.)
+    /// the pins change. (A policy reload that changes what `hide_denied_tools` leaves out is
+    /// counted by [`crate::pipeline::Pipeline::tools_version`].)
     pub fn catalogue_version(&self) -> u64 {
         let upstreams: u64 = self.upstreams.iter().map(Upstream::tools_version).sum();
         upstreams + self.pins.as_ref().map_or(0, Pins::version)

@@ -195,18 +195,104 @@ fn notifications_get_202_and_delete_ends_the_session() {
 }
 
 #[test]
-fn get_and_other_methods_get_405_with_allow() {
+fn other_methods_get_405_with_allow() {
     let d = Daemon::start(GOVERNED);
     let url = format!("{}/mcp", d.url);
-    for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
         let a = send(method.clone(), &url, &[], "");
         assert_eq!(a.status, 405, "{method}");
         assert_eq!(
             a.headers.get("allow").and_then(|v| v.to_str().ok()),
-            Some("POST, DELETE")
+            Some("POST, GET, DELETE")
         );
         assert_eq!(a.json()["error"]["code"], -32600);
     }
+}
+
+#[test]
+fn a_notification_stream_is_refused_with_a_json_rpc_error_when_it_cannot_be_opened() {
+    let d = Daemon::start(GOVERNED);
+    let url = format!("{}/mcp", d.url);
+    let id = session(&d, "Bearer agent:alice");
+    let get = |headers: Headers<'_>| {
+        let mut req = reqwest::blocking::Client::new().get(&url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().expect("GET /mcp");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().expect("a JSON-RPC error");
+        (
+            status,
+            body["error"]["code"].as_i64().unwrap_or_default(),
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let sse = ("Accept", "text/event-stream");
+    let alice = ("Authorization", "Bearer agent:alice");
+    let cases: [(Headers<'_>, u16, &str); 6] = [
+        (&[sse, alice], 400, "Missing Mcp-Session-Id header"),
+        (
+            &[sse, alice, ("Mcp-Session-Id", "0123")],
+            404,
+            "Unknown session",
+        ),
+        (
+            &[
+                sse,
+                ("Authorization", "Bearer agent:mallory"),
+                ("Mcp-Session-Id", &id),
+            ],
+            403,
+            "Session belongs to another identity",
+        ),
+        (
+            &[
+                ("Accept", "application/json"),
+                alice,
+                ("Mcp-Session-Id", &id),
+            ],
+            406,
+            "Not Acceptable: GET /mcp opens a stream of server notifications; send Accept: text/event-stream",
+        ),
+        (
+            &[
+                sse,
+                alice,
+                ("Mcp-Session-Id", &id),
+                ("MCP-Protocol-Version", "1999-01-01"),
+            ],
+            400,
+            "Unsupported protocol version: 1999-01-01",
+        ),
+        (
+            &[
+                sse,
+                alice,
+                ("Mcp-Session-Id", &id),
+                ("Origin", "http://evil.example.com"),
+            ],
+            403,
+            "",
+        ),
+    ];
+    for (headers, status, message) in cases {
+        let (got_status, code, got_message) = get(headers);
+        assert_eq!(
+            (got_status, code),
+            (status, -32600),
+            "{headers:?}: {got_message}"
+        );
+        if !message.is_empty() {
+            assert_eq!(got_message, message, "{headers:?}");
+        }
+    }
+    // None of them opened anything: the session still works.
+    let a = post(&d, &[alice, ("Mcp-Session-Id", &id)], PING);
+    assert_eq!(a.status, 200, "{}", a.body);
 }
 
 #[test]

@@ -351,22 +351,6 @@ fn a_call_waiting_for_its_approval_does_not_run_once_its_tool_changed() {
     assert_eq!(traced["policy_rule"], "pin:notes.read", "{traced}");
 }
 
-/// `tools/list` over a `mesh7 --mcp` child: the names it gives.
-fn stdio_tools(mcp: &mut McpChild, id: i64) -> Vec<String> {
-    mcp.request(id, "tools/list", &json!({}));
-    loop {
-        let answer = mcp.recv(WAIT);
-        if answer["id"] == id {
-            return answer["result"]["tools"]
-                .as_array()
-                .expect("tools")
-                .iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_owned))
-                .collect();
-        }
-    }
-}
-
 #[test]
 fn a_stdio_client_is_told_when_the_tools_it_can_list_change() {
     let state = tempfile::tempdir().expect("state dir");
@@ -395,7 +379,7 @@ fn a_stdio_client_is_told_when_the_tools_it_can_list_change() {
     let mut id = 1;
     wait_for(WAIT, || {
         id += 1;
-        stdio_tools(&mut mcp, id)
+        mcp.tool_names(id)
             .contains(&"notes.read".to_owned())
             .then_some(())
     })
@@ -440,7 +424,7 @@ fn a_stdio_client_is_told_when_the_tools_it_can_list_change() {
     })
     .expect("send reported as added");
     id += 1;
-    assert!(!stdio_tools(&mut mcp, id).contains(&"notes.send".to_owned()));
+    assert!(!mcp.tool_names(id).contains(&"notes.send".to_owned()));
 
     let accepted = client
         .post(format!("{url}/pins/notes/accept"))
@@ -449,5 +433,5 @@ fn a_stdio_client_is_told_when_the_tools_it_can_list_change() {
     assert_eq!(accepted.status().as_u16(), 200);
     announced(&mcp).expect("told of the accepted tool");
     id += 1;
-    assert!(stdio_tools(&mut mcp, id).contains(&"notes.send".to_owned()));
+    assert!(mcp.tool_names(id).contains(&"notes.send".to_owned()));
 }

@@ -9,6 +9,9 @@
 //!   set and is reported in `last_reload`; the process never runs without a valid set.
 //! - The file watcher thread only forwards debounced events as `Reload` messages; all loading
 //!   happens in the actor, off the request path.
+//! - Every reload that swaps the set bumps a version that listings' watchers wait on (with
+//!   `hide_denied_tools`, what an agent is listed depends on the policies: MCP
+//!   `notifications/tools/list_changed`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use actix::prelude::*;
 use arc_swap::ArcSwap;
 use mesh7_config::{PolicySet, load};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 
@@ -67,6 +71,8 @@ pub struct Policy {
     current: Arc<ArcSwap<PolicySet>>,
     last_reload: Arc<ArcSwap<Option<ReloadStatus>>>,
     counts: Arc<ReloadCounts>,
+    /// Successful reloads so far (see [`Policy::version`]).
+    version: Arc<watch::Sender<u64>>,
     reload: Recipient<Reload>,
 }
 
@@ -76,11 +82,13 @@ impl Policy {
         let current = Arc::new(ArcSwap::from_pointee(initial));
         let last_reload = Arc::new(ArcSwap::from_pointee(None));
         let counts = Arc::new(ReloadCounts::default());
+        let version = Arc::new(watch::Sender::new(0));
         let actor = PolicyActor {
             config_path,
             current: current.clone(),
             last_reload: last_reload.clone(),
             counts: counts.clone(),
+            version: version.clone(),
             clock,
         };
         let addr = actor.start();
@@ -88,8 +96,22 @@ impl Policy {
             current,
             last_reload,
             counts,
+            version,
             reload: addr.recipient(),
         }
+    }
+
+    /// Grows with every reload that swapped the policy set.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Resolves once the set was swapped since [`Policy::version`] said `seen` (at once if it
+    /// already was).
+    pub async fn changed_since(&self, seen: u64) {
+        let mut version = self.version.subscribe();
+        // The sender lives in this handle too: it cannot be dropped meanwhile.
+        let _ = version.wait_for(|v| *v != seen).await;
     }
 
     /// The snapshot to evaluate against. Cheap: one atomic load and a reference count.
@@ -226,6 +248,7 @@ struct PolicyActor {
     current: Arc<ArcSwap<PolicySet>>,
     last_reload: Arc<ArcSwap<Option<ReloadStatus>>>,
     counts: Arc<ReloadCounts>,
+    version: Arc<watch::Sender<u64>>,
     clock: Clock,
 }
 
@@ -246,6 +269,7 @@ impl Handler<Reload> for PolicyActor {
             Ok(set) => {
                 tracing::info!(rules = set.rule_count(), "policies reloaded");
                 self.current.store(Arc::new(set));
+                self.version.send_modify(|v| *v += 1);
                 ReloadStatus {
                     time: crate::trace::format_timestamp(self.clock.wall()),
                     ok: true,
@@ -332,9 +356,11 @@ mod tests {
             "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: alow\n",
         )
         .unwrap();
+        assert_eq!(policy.version(), 0);
         let status = policy.reload().await.unwrap();
         assert!(!status.ok);
         assert!(status.error.unwrap().contains("alow"));
+        assert_eq!(policy.version(), 0, "a failed reload changes nothing");
         assert_eq!(
             policy.current().evaluate("a", "t", &args).action,
             mesh7_config::Action::Allow
@@ -345,8 +371,11 @@ mod tests {
             "policies:\n  - name: p\n    rules:\n      - tools: [\"t\"]\n        action: deny\n",
         )
         .unwrap();
+        let changed = policy.changed_since(0);
         let status = policy.reload().await.unwrap();
         assert!(status.ok, "{status:?}");
+        assert_eq!(policy.version(), 1);
+        changed.await;
         assert_eq!(
             policy.current().evaluate("a", "t", &args).action,
             mesh7_config::Action::Deny

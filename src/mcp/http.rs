@@ -1,5 +1,6 @@
-//! The MCP Streamable HTTP endpoint: `POST /mcp` (one JSON-RPC message, one JSON answer) and
-//! `DELETE /mcp` (end a session). Other methods get 405: no server-initiated stream is offered.
+//! The MCP Streamable HTTP endpoint: `POST /mcp` (one JSON-RPC message, one JSON answer),
+//! `GET /mcp` (a session's stream of server notifications, `text/event-stream`) and `DELETE /mcp`
+//! (end a session). Other methods get 405.
 //!
 //! A session is minted at `initialize` and bound to that request's credentials: every later
 //! request of the session must present the same ones. Sessions expire when idle and are capped
@@ -10,8 +11,16 @@
 //! stops it and answers it with the `cancelled` error; `DELETE` cancels the session's requests.
 //! Either way the pipeline's future is dropped: the tool is stopped and the call traced as
 //! cancelled (see `pipeline::Running`).
+//!
+//! The notification stream carries `notifications/tools/list_changed` whenever what the session
+//! can list may have changed (`Pipeline::tools_version`). A session has at most one: a newer
+//! `GET` ends the older. A session remembers the version it was last told of, so a change made
+//! while no stream was open is announced as soon as one opens. The stream ends with its session
+//! (`DELETE`, expiry) and at shutdown; while it is open, its keep-alive comments keep the session
+//! alive and find a client that went away.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +28,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
+use futures_util::Stream;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::dispatch::{Caller, Dispatcher, PROTOCOL_VERSIONS, initialize_result, is_known_method};
@@ -31,10 +41,17 @@ use super::jsonrpc::{
 use super::new_session_id;
 use crate::api::{ApiState, header_str, json_response};
 use crate::error::{Cancel, CancelNote, PipelineError};
-use crate::pipeline::Ingress;
+use crate::pipeline::{Ingress, Pipeline};
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+/// How long an open notification stream stays silent before it sends a keep-alive comment (at
+/// most half the session's idle time, so the stream keeps its session).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// What a notification stream sends first, so the client sees it open at once.
+const STREAM_OPENED: &[u8] = b": mesh7 notifications\n\n";
+const LIST_CHANGED_EVENT: &[u8] =
+    b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n";
 
 /// What `/mcp` needs from the configuration (`server.*`).
 #[derive(Debug, Clone)]
@@ -61,6 +78,9 @@ impl Default for McpHttpSettings {
 pub struct McpHttp {
     sessions: Arc<Mutex<Sessions>>,
     guard: Arc<OriginGuard>,
+    /// Set at shutdown: every notification stream ends (they would hold the drain up).
+    closing: Arc<watch::Sender<bool>>,
+    keep_alive: Duration,
 }
 
 impl McpHttp {
@@ -74,7 +94,14 @@ impl McpHttp {
                 &settings.allowed_hosts,
                 &settings.allowed_origins,
             )),
+            closing: Arc::new(watch::Sender::new(false)),
+            keep_alive: KEEP_ALIVE.min(settings.session_idle / 2),
         }
+    }
+
+    /// Ends every notification stream, and any opened later (shutdown).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -143,6 +170,7 @@ impl Default for McpHttp {
 pub fn resource() -> actix_web::Resource {
     web::resource("/mcp")
         .route(web::post().to(post))
+        .route(web::get().to(get))
         .route(web::delete().to(delete))
         .default_service(web::to(method_not_allowed))
 }
@@ -216,15 +244,8 @@ async fn post(state: web::Data<ApiState>, req: HttpRequest, payload: web::Payloa
     if request.method == "initialize" {
         return initialize(&state, credentials, &request);
     }
-    let checked = check_session(mcp, &req, credentials.as_deref()).and_then(|session_id| {
-        match header_str(&req, PROTOCOL_HEADER) {
-            Some(version) if !PROTOCOL_VERSIONS.contains(&version) => Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                format!("Unsupported protocol version: {version}"),
-            )),
-            _ => Ok(session_id),
-        }
-    });
+    let checked = check_session(mcp, &req, credentials.as_deref())
+        .and_then(|session_id| check_protocol(&req).map(|()| session_id));
     let session_id = match checked {
         Ok(s) => s,
         Err(refused) => return refused.response(&request.id),
@@ -262,7 +283,12 @@ fn initialize(state: &ApiState, credentials: Option<String>, request: &Request) 
         return Refusal::new(StatusCode::UNAUTHORIZED, "authentication required")
             .response(&request.id);
     }
-    let id = match state.mcp.sessions().create(credentials, Instant::now()) {
+    let told = state.pipeline.tools_version();
+    let id = match state
+        .mcp
+        .sessions()
+        .create(credentials, Instant::now(), told)
+    {
         Ok(id) => id,
         Err(max) => {
             let refused = Refusal {
@@ -277,7 +303,7 @@ fn initialize(state: &ApiState, credentials: Option<String>, request: &Request) 
         }
     };
     tracing::info!(session_id = %id, agent = %identity.agent, "MCP session started");
-    let body = jsonrpc::result_response(&request.id, initialize_result(&request.params, false));
+    let body = jsonrpc::result_response(&request.id, initialize_result(&request.params, true));
     with_session(json_response(StatusCode::OK, &body), &id)
 }
 
@@ -299,14 +325,127 @@ async fn delete(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
     }
 }
 
+/// `GET /mcp`: the session's notification stream (see the module's documentation).
+async fn get(state: web::Data<ApiState>, req: HttpRequest) -> HttpResponse {
+    let mcp = &state.mcp;
+    if let Err(refused) = mcp.guard.check(&req) {
+        return refused.response(&Value::Null);
+    }
+    if !accepts_event_stream(&req) {
+        return Refusal::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "Not Acceptable: GET /mcp opens a stream of server notifications; send Accept: text/event-stream",
+        )
+        .response(&Value::Null);
+    }
+    let credentials = header_str(&req, header::AUTHORIZATION);
+    if let Some(refused) = state.pipeline.auth().identify(credentials).refused {
+        return Refusal::new(StatusCode::UNAUTHORIZED, refused).response(&Value::Null);
+    }
+    let opened = check_session(mcp, &req, credentials)
+        .and_then(|id| check_protocol(&req).map(|()| id))
+        .and_then(|id| match mcp.sessions().open_stream(&id) {
+            Some((stop, told)) => Ok((id, stop, told)),
+            None => Err(Refusal::new(StatusCode::NOT_FOUND, "Unknown session")),
+        });
+    let (session_id, stop, told) = match opened {
+        Ok(opened) => opened,
+        Err(refused) => return refused.response(&Value::Null),
+    };
+    tracing::debug!(session_id = %session_id, "MCP notification stream opened");
+    let stream = notifications(Notifications {
+        pipeline: state.pipeline.clone(),
+        mcp: mcp.clone(),
+        session: session_id.clone(),
+        told,
+        stop,
+        closing: mcp.closing.subscribe(),
+        opened: false,
+    });
+    let resp = HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(stream);
+    with_session(resp, &session_id)
+}
+
+/// Whether the request takes `text/event-stream`. No `Accept` takes anything.
+fn accepts_event_stream(req: &HttpRequest) -> bool {
+    let Some(accept) = header_str(req, header::ACCEPT) else {
+        return req.headers().get(header::ACCEPT).is_none();
+    };
+    accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        media.eq_ignore_ascii_case("text/event-stream")
+            || media.eq_ignore_ascii_case("text/*")
+            || media == "*/*"
+    })
+}
+
+/// One open notification stream.
+struct Notifications {
+    pipeline: Pipeline,
+    mcp: McpHttp,
+    session: String,
+    /// The tools version the session was last told of.
+    told: u64,
+    /// Fires when a newer stream of the session opens; fails when the session ends.
+    stop: oneshot::Receiver<()>,
+    closing: watch::Receiver<bool>,
+    opened: bool,
+}
+
+fn notifications(state: Notifications) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    enum Next {
+        End,
+        Changed,
+        Quiet,
+    }
+    futures_util::stream::unfold(state, |mut s| async move {
+        if !s.opened {
+            s.opened = true;
+            return Some((Ok(Bytes::from_static(STREAM_OPENED)), s));
+        }
+        let next = tokio::select! {
+            biased;
+            _ = &mut s.stop => Next::End,
+            _ = s.closing.wait_for(|closing| *closing) => Next::End,
+            () = s.pipeline.tools_changed(s.told) => Next::Changed,
+            () = tokio::time::sleep(s.mcp.keep_alive) => Next::Quiet,
+        };
+        let chunk = match next {
+            Next::End => None,
+            Next::Changed => {
+                s.told = s.pipeline.tools_version();
+                s.mcp
+                    .sessions()
+                    .tell(&s.session, s.told)
+                    .then_some(LIST_CHANGED_EVENT)
+            }
+            Next::Quiet => s
+                .mcp
+                .sessions()
+                .keep_alive(&s.session, Instant::now())
+                .then_some(b": keep-alive\n\n".as_slice()),
+        };
+        match chunk {
+            Some(bytes) => Some((Ok(Bytes::from_static(bytes)), s)),
+            None => {
+                tracing::debug!(session_id = %s.session, "MCP notification stream ended");
+                None
+            }
+        }
+    })
+}
+
 async fn method_not_allowed() -> HttpResponse {
     let mut resp = Refusal::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "Method not allowed: use POST or DELETE",
+        "Method not allowed: use POST, GET or DELETE",
     )
     .response(&Value::Null);
     resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+        .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
     resp
 }
 
@@ -355,6 +494,17 @@ fn check_session(
     }
 }
 
+/// A protocol version the request names (`MCP-Protocol-Version`) must be one mesh7 speaks.
+fn check_protocol(req: &HttpRequest) -> Result<(), Refusal> {
+    match header_str(req, PROTOCOL_HEADER) {
+        Some(version) if !PROTOCOL_VERSIONS.contains(&version) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("Unsupported protocol version: {version}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn with_session(mut resp: HttpResponse, session_id: &str) -> HttpResponse {
     if let Ok(v) = HeaderValue::from_str(session_id) {
         resp.headers_mut()
@@ -392,6 +542,12 @@ struct Session {
     /// of its registration (a reused id replaces the entry; only the newest may remove it) and
     /// the sender that cancels it. As many as the session has requests open.
     in_flight: HashMap<String, (u64, oneshot::Sender<()>, CancelNote)>,
+    /// Ends the session's open notification stream: sent when a newer one opens, dropped with
+    /// the session.
+    stream: Option<oneshot::Sender<()>>,
+    /// The tools version the session was last told of (its listing at `initialize`, then each
+    /// `list_changed` sent).
+    told: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -411,8 +567,14 @@ impl Sessions {
         }
     }
 
-    /// A new session bound to `credentials`; `Err(max)` when the cap is reached.
-    fn create(&mut self, credentials: Option<String>, now: Instant) -> Result<String, usize> {
+    /// A new session bound to `credentials`, whose tools version is `told`; `Err(max)` when the
+    /// cap is reached.
+    fn create(
+        &mut self,
+        credentials: Option<String>,
+        now: Instant,
+        told: u64,
+    ) -> Result<String, usize> {
         if self.map.len() >= self.max {
             let idle = self.idle;
             self.map
@@ -428,9 +590,32 @@ impl Sessions {
                 credentials,
                 last_seen: now,
                 in_flight: HashMap::new(),
+                stream: None,
+                told,
             },
         );
         Ok(id)
+    }
+
+    /// Opens the session's notification stream, ending the one it had: what ends the new one,
+    /// and the version the session was last told of. `None` when the session is gone.
+    fn open_stream(&mut self, id: &str) -> Option<(oneshot::Receiver<()>, u64)> {
+        let session = self.map.get_mut(id)?;
+        let (stop, stopped) = oneshot::channel();
+        if let Some(older) = session.stream.replace(stop) {
+            let _ = older.send(());
+        }
+        Some((stopped, session.told))
+    }
+
+    /// Notes that the session was told of `version`; false when the session is gone.
+    fn tell(&mut self, id: &str, version: u64) -> bool {
+        self.map.get_mut(id).map(|s| s.told = version).is_some()
+    }
+
+    /// Marks a session with an open stream as used; false when it is gone.
+    fn keep_alive(&mut self, id: &str, now: Instant) -> bool {
+        self.map.get_mut(id).map(|s| s.last_seen = now).is_some()
     }
 
     /// Checks a session for a request made with `credentials`, and marks it used.
@@ -660,7 +845,7 @@ mod tests {
     fn sessions_are_bound_to_their_credentials() {
         let now = Instant::now();
         let mut s = Sessions::new(Duration::from_secs(60), 10);
-        let id = s.create(Some("Bearer agent:a".into()), now).unwrap();
+        let id = s.create(Some("Bearer agent:a".into()), now, 0).unwrap();
         assert_eq!(id.len(), 32);
         assert_eq!(s.touch(&id, Some("Bearer agent:a"), now), Touch::Ok);
         assert_eq!(
@@ -669,7 +854,7 @@ mod tests {
         );
         assert_eq!(s.touch(&id, None, now), Touch::OtherIdentity);
         assert_eq!(s.touch("nope", Some("Bearer agent:a"), now), Touch::Unknown);
-        let anon = s.create(None, now).unwrap();
+        let anon = s.create(None, now, 0).unwrap();
         assert_eq!(s.touch(&anon, None, now), Touch::Ok);
         assert_eq!(
             s.touch(&anon, Some("Bearer agent:a"), now),
@@ -684,8 +869,8 @@ mod tests {
         let t0 = Instant::now();
         let idle = Duration::from_secs(60);
         let mut s = Sessions::new(idle, 10);
-        let kept = s.create(None, t0).unwrap();
-        let dropped = s.create(None, t0).unwrap();
+        let kept = s.create(None, t0, 0).unwrap();
+        let dropped = s.create(None, t0, 0).unwrap();
         assert_eq!(s.touch(&kept, None, t0 + idle / 2), Touch::Ok);
         assert_eq!(s.touch(&kept, None, t0 + idle + idle / 4), Touch::Ok);
         assert_eq!(
@@ -699,19 +884,65 @@ mod tests {
         let t0 = Instant::now();
         let idle = Duration::from_secs(60);
         let mut s = Sessions::new(idle, 2);
-        s.create(None, t0).unwrap();
-        s.create(None, t0 + idle / 2).unwrap();
-        assert_eq!(s.create(None, t0 + idle / 2), Err(2));
+        s.create(None, t0, 0).unwrap();
+        s.create(None, t0 + idle / 2, 0).unwrap();
+        assert_eq!(s.create(None, t0 + idle / 2, 0), Err(2));
         // The first one is idle by now: it is pruned to make room.
-        assert!(s.create(None, t0 + idle).is_ok());
-        assert_eq!(s.create(None, t0 + idle), Err(2));
+        assert!(s.create(None, t0 + idle, 0).is_ok());
+        assert_eq!(s.create(None, t0 + idle, 0), Err(2));
+    }
+
+    #[test]
+    fn a_session_has_one_stream_which_remembers_what_it_was_told_and_ends_with_the_session() {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let (t0, idle) = (Instant::now(), Duration::from_secs(60));
+        let mut s = Sessions::new(idle, 10);
+        let id = s.create(None, t0, 7).unwrap();
+        assert!(s.open_stream("no-such-session").is_none());
+        let (mut first, told) = s.open_stream(&id).unwrap();
+        assert_eq!(told, 7, "the version at initialize");
+        assert!(s.tell(&id, 9));
+        // A newer stream ends the older one and starts from what the session was told.
+        let (mut second, told) = s.open_stream(&id).unwrap();
+        assert_eq!(told, 9);
+        assert_eq!(first.try_recv(), Ok(()));
+        assert_eq!(second.try_recv(), Err(TryRecvError::Empty));
+        // Keep-alives keep the session from expiring while the stream is open.
+        assert!(s.keep_alive(&id, t0 + idle - Duration::from_secs(1)));
+        assert_eq!(s.touch(&id, None, t0 + idle), Touch::Ok);
+        // The session's end ends its stream; a gone session takes nothing more.
+        s.remove(&id);
+        assert_eq!(second.try_recv(), Err(TryRecvError::Closed));
+        assert!(!s.tell(&id, 10));
+        assert!(!s.keep_alive(&id, t0));
+    }
+
+    #[test]
+    fn a_stream_is_offered_to_clients_that_take_event_streams() {
+        let accepts = |value: Option<&str>| {
+            let mut req = actix_web::test::TestRequest::get();
+            if let Some(v) = value {
+                req = req.insert_header((header::ACCEPT, v));
+            }
+            accepts_event_stream(&req.to_http_request())
+        };
+        assert!(accepts(None));
+        assert!(accepts(Some("text/event-stream")));
+        assert!(accepts(Some("application/json, text/event-stream;q=0.9")));
+        assert!(accepts(Some("TEXT/*")));
+        assert!(accepts(Some("*/*")));
+        assert!(!accepts(Some("application/json")));
+        assert!(!accepts(Some("text/event-streams")));
     }
 
     #[test]
     fn a_cancel_reaches_only_the_newest_running_request_of_that_id_in_that_session() {
         let now = Instant::now();
         let mut s = Sessions::new(Duration::from_secs(60), 10);
-        let (a, b) = (s.create(None, now).unwrap(), s.create(None, now).unwrap());
+        let (a, b) = (
+            s.create(None, now, 0).unwrap(),
+            s.create(None, now, 0).unwrap(),
+        );
         let note = CancelNote::default;
         assert!(s.track("no-such-session", "1".into(), note()).is_none());
         // A client reusing an id while the first request runs: the newer one is the target,

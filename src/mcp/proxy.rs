@@ -7,6 +7,9 @@
 //! concurrently, like the stdio server. On EOF the session is ended with `DELETE /mcp`. If the
 //! daemon goes away mid-stream, the bridge answers the request in hand with an error and
 //! returns `ProxyError::DaemonLost`, so the process exits non-zero with a clear message.
+//! Once the client's `notifications/initialized` went through, the bridge opens the session's
+//! notification stream (`GET /mcp`) and writes each message it carries as a line, so the
+//! client hears of `tools/list_changed` as it would from the stdio server.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::http::SESSION_HEADER;
 use super::jsonrpc::{self, INTERNAL_ERROR, Message, PARSE_ERROR, RpcError};
@@ -26,6 +29,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A call may wait for a human approval; beyond this the daemon is considered gone.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The notification stream sends a keep-alive at least every 15 s; silence this long means the
+/// daemon is gone.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, Clone)]
@@ -83,9 +89,13 @@ pub async fn daemon_running(base_url: &str) -> bool {
 /// State every forwarding task shares.
 struct Bridge {
     client: reqwest::Client,
+    /// For the notification stream, which has no overall deadline.
+    stream_client: reqwest::Client,
     url: String,
     authorization: String,
     session: Mutex<Option<String>>,
+    /// The task relaying the notification stream, once opened.
+    stream: Mutex<Option<JoinHandle<()>>>,
     out: mpsc::Sender<Vec<u8>>,
     lost: mpsc::Sender<String>,
 }
@@ -101,6 +111,11 @@ where
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
         .map_err(|e| ProxyError::Client(e.to_string()))?;
+    let stream_client = reqwest::Client::builder()
+        .read_timeout(STREAM_READ_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| ProxyError::Client(e.to_string()))?;
     let (line_tx, mut lines) = mpsc::channel(16);
     let reader = tokio::spawn(read_lines(BufReader::new(input), line_tx));
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -108,9 +123,11 @@ where
     let (lost_tx, mut lost_rx) = mpsc::channel::<String>(1);
     let bridge = Arc::new(Bridge {
         client,
+        stream_client,
         url: format!("{}/mcp", opts.base_url),
         authorization: opts.authorization,
         session: Mutex::new(None),
+        stream: Mutex::new(None),
         out: out_tx,
         lost: lost_tx,
     });
@@ -171,6 +188,7 @@ where
         Err(e) => Err(e),
     };
     tasks.shutdown().await;
+    bridge.stop_stream().await;
     drop(bridge);
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "MCP writer task failed");
@@ -187,11 +205,14 @@ impl Bridge {
     }
 
     /// POSTs one message and writes the daemon's answer.
-    async fn forward(&self, body: Vec<u8>) {
+    async fn forward(self: &Arc<Self>, body: Vec<u8>) {
         // The id, to answer a request ourselves if the daemon cannot.
-        let id = match jsonrpc::parse(&body) {
-            Ok(Message::Request(r)) => Some(r.id),
-            _ => None,
+        let (id, initialized) = match jsonrpc::parse(&body) {
+            Ok(Message::Request(r)) => (Some(r.id), false),
+            Ok(Message::Notification { method, .. }) => {
+                (None, method == "notifications/initialized")
+            }
+            _ => (None, false),
         };
         let mut req = self
             .client
@@ -223,6 +244,9 @@ impl Bridge {
         }
         let status = resp.status();
         if status == reqwest::StatusCode::ACCEPTED {
+            if initialized {
+                self.open_stream();
+            }
             return;
         }
         let is_sse = resp
@@ -259,6 +283,83 @@ impl Bridge {
                 }
             }
         }
+    }
+
+    /// Starts relaying the session's notification stream (once).
+    fn open_stream(self: &Arc<Self>) {
+        let mut stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if stream.is_none() {
+            *stream = Some(tokio::spawn(self.clone().relay_notifications()));
+        }
+    }
+
+    async fn stop_stream(&self) {
+        let task = self
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// `GET /mcp` for the session, each message it carries written as a line, until the
+    /// stream ends. A daemon that offers no stream, or a stream that breaks, only ends the
+    /// relay: requests keep going through `POST`.
+    async fn relay_notifications(self: Arc<Self>) {
+        let Some(session) = self.session_id() else {
+            return;
+        };
+        let sent = self
+            .stream_client
+            .get(&self.url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .header(SESSION_HEADER, session)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(resp) if resp.status() == reqwest::StatusCode::OK => resp,
+            Ok(resp) => {
+                tracing::debug!(status = %resp.status(), "the daemon opened no notification stream");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "notification stream not opened");
+                return;
+            }
+        };
+        let mut events = SseEvents::default();
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %error_chain(&e), "notification stream broken");
+                    break;
+                }
+            };
+            let Some(messages) = events.push(&chunk) else {
+                tracing::warn!(
+                    "notification stream event longer than {MAX_LINE_BYTES} bytes: stream dropped"
+                );
+                break;
+            };
+            for data in messages {
+                match serde_json::from_str::<Value>(&data) {
+                    Ok(message) => self.write(&message).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "notification stream event is not JSON: skipped");
+                    }
+                }
+            }
+        }
+        tracing::debug!("notification stream ended");
     }
 
     fn session_id(&self) -> Option<String> {
@@ -299,6 +400,48 @@ impl Bridge {
     }
 }
 
+/// Splits a `text/event-stream` into its events' data (comments and other fields are skipped;
+/// several `data:` lines of one event are joined with newlines).
+#[derive(Debug, Default)]
+struct SseEvents {
+    pending: Vec<u8>,
+}
+
+impl SseEvents {
+    /// Takes the next bytes of the stream; the data of every event they complete. `None` when an
+    /// event grows past [`MAX_LINE_BYTES`].
+    fn push(&mut self, bytes: &[u8]) -> Option<Vec<String>> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some((end, sep)) = event_end(&self.pending) {
+            let event: Vec<u8> = self.pending.drain(..end + sep).collect();
+            let text = String::from_utf8_lossy(&event[..end]);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        (self.pending.len() <= MAX_LINE_BYTES).then_some(events)
+    }
+}
+
+/// Where the first event in `buf` ends, and the length of the blank line that ends it.
+fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The error with its causes, e.g. "error sending request: connection refused".
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -328,5 +471,25 @@ mod tests {
             let addr: SocketAddr = listen.parse().unwrap();
             assert_eq!(daemon_url(addr).as_deref(), expected, "{listen}");
         }
+    }
+
+    #[test]
+    fn event_stream_is_split_into_the_data_of_whole_events() {
+        let mut sse = SseEvents::default();
+        // A comment, then an event cut in the middle of its data.
+        assert_eq!(
+            sse.push(b": mesh7 notifications\n\nevent: message\ndata: {\"a\"")
+                .unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            sse.push(b":1}\n\ndata:x\r\ndata: y\r\n\r\n: keep-alive\n\n")
+                .unwrap(),
+            vec!["{\"a\":1}".to_owned(), "x\ny".to_owned()]
+        );
+        assert!(sse.pending.is_empty());
+        // An event that never ends is not buffered without bound.
+        let mut sse = SseEvents::default();
+        assert!(sse.push(&vec![b'x'; MAX_LINE_BYTES + 1]).is_none());
     }
 }

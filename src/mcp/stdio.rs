@@ -8,7 +8,8 @@
 //! On EOF the in-flight requests get a bounded time to finish, then the server returns.
 //! Once the client sent `notifications/initialized`, it is sent `notifications/tools/list_changed`
 //! whenever what it can list changes (an upstream server (re)connecting or changing its list,
-//! catalogue pins changing), so tools of a server that was still starting appear.
+//! catalogue pins changing, a policy reload with `hide_denied_tools`), so tools of a server that
+//! was still starting appear.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -241,14 +242,14 @@ where
 }
 
 /// Sends `notifications/tools/list_changed` each time what `tools/list` can show changes (an
-/// upstream server connected, reconnected or changed its list; pins changed), counted from when
-/// the client said it was initialized.
+/// upstream server connected, reconnected or changed its list; pins changed; with
+/// `hide_denied_tools`, the policies were reloaded), counted from when the client said it was
+/// initialized.
 async fn announce_tool_changes(pipeline: Pipeline, out: mpsc::Sender<Vec<u8>>) {
-    let registry = pipeline.registry();
-    let mut seen = registry.catalogue_version();
+    let mut seen = pipeline.tools_version();
     loop {
-        registry.catalogue_changed(seen).await;
-        seen = registry.catalogue_version();
+        pipeline.tools_changed(seen).await;
+        seen = pipeline.tools_version();
         send(
             &out,
             json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),

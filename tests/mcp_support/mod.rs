@@ -213,6 +213,17 @@ impl McpChild {
         answer
     }
 
+    /// `tools/list` with `id`: the names it gives (messages before its answer are skipped).
+    pub fn tool_names(&mut self, id: i64) -> Vec<String> {
+        self.request(id, "tools/list", &json!({}));
+        loop {
+            let answer = self.recv(Duration::from_secs(60));
+            if answer["id"] == id {
+                return crate::common::tool_names(&answer["result"]["tools"]);
+            }
+        }
+    }
+
     /// Closes stdin (EOF).
     pub fn close_stdin(&mut self) {
         self.stdin = None;
@@ -337,6 +348,32 @@ impl McpHttp {
         self.request("tools/call", &json!({"name": tool, "arguments": args}))
     }
 
+    /// Opens the session's notification stream (`GET /mcp`); returns once the daemon answered.
+    pub fn notifications(&self) -> Notifications {
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .expect("client")
+            .get(&self.url)
+            .header("Accept", "text/event-stream")
+            .header("Authorization", &self.authorization)
+            .header("Mcp-Session-Id", &self.session)
+            .send()
+            .expect("GET /mcp");
+        assert_eq!(resp.status().as_u16(), 200, "GET /mcp");
+        assert_eq!(
+            resp.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("text/event-stream")
+        );
+        Notifications::read(resp)
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session
+    }
+
     /// The names `tools/list` gives, in its order.
     pub fn tool_names(&self) -> Vec<String> {
         let list = self.request("tools/list", &json!({}));
@@ -347,4 +384,54 @@ impl McpHttp {
             .filter_map(|t| t["name"].as_str().map(str::to_owned))
             .collect()
     }
+}
+
+/// An open notification stream (`GET /mcp`), read on its own thread.
+pub struct Notifications {
+    events: mpsc::Receiver<Value>,
+}
+
+/// What a notification stream did next.
+#[derive(Debug, PartialEq)]
+pub enum Heard {
+    /// The JSON of an event's data.
+    Event(Value),
+    /// The daemon ended the stream.
+    Ended,
+    /// Nothing within the time given.
+    Nothing,
+}
+
+impl Notifications {
+    fn read(resp: reqwest::blocking::Response) -> Notifications {
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut data = String::new();
+            for line in BufReader::new(resp).lines().map_while(Result::ok) {
+                if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.trim_start());
+                } else if line.is_empty() && !data.is_empty() {
+                    let event = serde_json::from_str(&std::mem::take(&mut data))
+                        .expect("an event's data is JSON");
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Notifications { events }
+    }
+
+    pub fn next(&self, within: Duration) -> Heard {
+        match self.events.recv_timeout(within) {
+            Ok(event) => Heard::Event(event),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Heard::Ended,
+            Err(mpsc::RecvTimeoutError::Timeout) => Heard::Nothing,
+        }
+    }
+}
+
+/// The notification mesh7 sends when what `tools/list` shows may have changed.
+pub fn list_changed() -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
 }
