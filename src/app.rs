@@ -165,6 +165,7 @@ impl App {
                 notify_url: cfg.approval.notify_url.clone(),
                 allow_private_targets: cfg.approval.allow_private_targets,
                 mailbox,
+                redact: redact.clone(),
             },
             clock.clone(),
             // Every decision is written back to mem7; `/decide` decides nothing that is kept.
@@ -189,7 +190,7 @@ impl App {
             .map_err(|e| anyhow::anyhow!("halts: {e}"))?;
         let telemetry = match cfg.otel_endpoint.as_deref().map(str::trim) {
             Some(endpoint) if !endpoint.is_empty() => {
-                Telemetry::start(endpoint, metrics.clone(), redact)
+                Telemetry::start(endpoint, metrics.clone(), redact.clone())
                     .await
                     .with_context(|| format!("otel_endpoint {endpoint}"))?
             }
@@ -223,6 +224,7 @@ impl App {
             },
             version: &crate::VERSION,
             expose_content: cfg.supervisor.expose_content,
+            secrets: redact.clone(),
             mcp: McpHttp::new(&McpHttpSettings {
                 allowed_hosts: cfg.server.allowed_hosts.clone(),
                 allowed_origins: cfg.server.allowed_origins.clone(),

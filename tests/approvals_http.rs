@@ -382,6 +382,57 @@ fn webhooks_to_loopback_are_refused_unless_private_targets_are_allowed() {
 }
 
 #[test]
+fn secrets_stay_out_of_approval_views_and_webhooks_but_reach_the_tool() {
+    let (hook, received) = webhook_listener();
+    let d = Daemon::start(&config(&format!(
+        "approval:\n  notify_url: \"{hook}/pending\"\n  allow_private_targets: true\n\
+         trace:\n  redact:\n    values: [\"sk-live-[a-z0-9]+\"]\n"
+    )));
+    // The secret is in the argument: the file's name.
+    let secret = "sk-live-4f9a7c1e2b";
+    let file = d.path(&format!("{secret}.txt"));
+    let callback = format!("{hook}/decided");
+    let (status, body) = touch(
+        &d.url,
+        "claude",
+        &file,
+        &[ASYNC[0], ("X-Callback-URL", callback.as_str())],
+    );
+    assert_eq!(status, 202, "{body}");
+    let id = body["approval_id"]
+        .as_str()
+        .expect("approval_id")
+        .to_owned();
+    let redacted = |shown: &Value| {
+        let arg = shown["params"]["args"][0].as_str().unwrap_or_default();
+        !shown.to_string().contains(secret) && arg.contains("[redacted:") && arg.ends_with(".txt")
+    };
+    // The views (list and detail, which `mesh` shows) replace it.
+    let listed = one_pending(&d);
+    assert!(redacted(&listed), "{listed}");
+    let (status, detail) = d.get(&format!("/approvals/{id}"), None);
+    assert_eq!(status, 200);
+    assert!(redacted(&detail), "{detail}");
+
+    let (status, _) = d.post(&format!("/approvals/{id}/approve"), None, "");
+    assert_eq!(status, 200);
+    // So do both webhooks, the new approval's and the decision's.
+    let mut events: Vec<(String, Value)> = (0..2)
+        .map(|_| received.recv_timeout(WAIT).expect("a webhook"))
+        .collect();
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(events[0].0, "/decided");
+    assert_eq!(events[1].0, "/pending");
+    for (path, event) in &events {
+        assert!(redacted(event), "{path}: {event}");
+    }
+    // The approved call ran with the argument as it was given.
+    let (status, body) = touch(&d.url, "claude", &file, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(file.exists(), "{}", file.display());
+}
+
+#[test]
 fn grants_lift_human_approval_on_tool_and_decide_but_never_deny() {
     let d = Daemon::start(&config(""));
     let (status, grant) = d.post(

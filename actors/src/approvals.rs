@@ -41,6 +41,7 @@ use crate::clock::Clock;
 use crate::notify::Notifier;
 use crate::rate_limit::fingerprint;
 use crate::store::{Change, Flush, Row, Store, StoreError};
+use crate::trace::Redactor;
 use crate::trace::format_timestamp;
 
 /// flux7's default approval timeout.
@@ -201,6 +202,8 @@ pub struct ApprovalSettings {
     /// Lets `notify_url` and callback targets be loopback or private addresses.
     pub allow_private_targets: bool,
     pub mailbox: usize,
+    /// `trace.redact`: the secrets of the arguments webhooks carry are replaced.
+    pub redact: Option<Arc<Redactor>>,
 }
 
 impl Default for ApprovalSettings {
@@ -209,6 +212,7 @@ impl Default for ApprovalSettings {
             timeout: DEFAULT_TIMEOUT,
             retention: DEFAULT_RETENTION,
             notify_url: None,
+            redact: None,
             allow_private_targets: false,
             mailbox: 1024,
         }
@@ -674,6 +678,7 @@ struct Book {
     timeout: Duration,
     retention: usize,
     notify_url: Option<String>,
+    redact: Option<Arc<Redactor>>,
 }
 
 impl Book {
@@ -693,6 +698,7 @@ impl Book {
             },
             retention: settings.retention,
             notify_url: settings.notify_url.filter(|u| !u.is_empty()),
+            redact: settings.redact,
         }
     }
 
@@ -779,8 +785,8 @@ impl Book {
                 .unwrap_or_default();
             if let Some(record) = self.time_out(deadline, seq) {
                 if !record.callback_url.is_empty() {
-                    fx.posts
-                        .push((record.callback_url.clone(), event_payload(&record)));
+                    let payload = event_payload(&record, self.redact.as_deref());
+                    fx.posts.push((record.callback_url.clone(), payload));
                 }
                 fx.wake.push((waiters, record.clone()));
                 fx.resolved.push(record.clone());
@@ -868,7 +874,8 @@ impl Book {
         self.insert(seq, record.clone());
         fx.puts.push((seq, record.clone()));
         if let Some(url) = &self.notify_url {
-            fx.posts.push((url.clone(), event_payload(&record)));
+            fx.posts
+                .push((url.clone(), event_payload(&record, self.redact.as_deref())));
         }
         Ok(Gate::Pending {
             record,
@@ -912,8 +919,8 @@ impl Book {
             self.finished.insert(seq, id);
         }
         if !record.callback_url.is_empty() {
-            fx.posts
-                .push((record.callback_url.clone(), event_payload(&record)));
+            let payload = event_payload(&record, self.redact.as_deref());
+            fx.posts.push((record.callback_url.clone(), payload));
         }
         fx.wake.push((waiters, record.clone()));
         fx.resolved.push(record.clone());
@@ -1020,13 +1027,17 @@ impl Book {
 }
 
 /// The webhook body (flux7 §5.6): `pending` on creation, else the resolution.
-fn event_payload(r: &ApprovalRecord) -> Value {
+fn event_payload(r: &ApprovalRecord, redact: Option<&Redactor>) -> Value {
+    let params = match redact {
+        Some(redactor) => redactor.redacted(&r.params),
+        None => r.params.clone(),
+    };
     let mut payload = json!({
         "event": r.status.as_str(),
         "id": r.id,
         "agent_id": r.agent_id,
         "tool": r.tool,
-        "params": r.params,
+        "params": params,
         "policy_rule": r.policy_rule,
     });
     let at = match r.resolved_at {

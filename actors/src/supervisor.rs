@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::approvals::{ApprovalRecord, ApprovalStatus};
-use crate::trace::format_timestamp;
+use crate::trace::{Redactor, format_timestamp};
 
 /// Keys whose string values are always redacted (compared case-insensitively).
 const CONTENT_KEYS: [&str; 5] = ["content", "body", "data", "file_content", "text"];
@@ -142,16 +142,26 @@ fn concat_leaves(value: &Value, out: &mut String) {
 /// `id, agent_id, tool, params, policy_rule, status, created_at, remaining?, resolved_by?,
 /// resolved_at?, reasoning?, confidence?, injection_risk?`. `remaining` only while pending;
 /// `injection_risk` only when true (and computed on the raw params); `confidence` only when
-/// not 0.
-pub fn approval_view(r: &ApprovalRecord, now: SystemTime, expose_content: bool) -> Value {
+/// not 0. With `trace.redact` (`secrets`), the arguments' secrets are replaced first, so that
+/// neither they nor a digest of them (`expose_content: false`) is shown.
+pub fn approval_view(
+    r: &ApprovalRecord,
+    now: SystemTime,
+    expose_content: bool,
+    secrets: Option<&Redactor>,
+) -> Value {
     let mut view = Map::new();
     view.insert("id".into(), json!(r.id));
     view.insert("agent_id".into(), json!(r.agent_id));
     view.insert("tool".into(), json!(r.tool));
+    let shown = match secrets {
+        Some(redactor) => std::borrow::Cow::Owned(redactor.redacted(&r.params)),
+        None => std::borrow::Cow::Borrowed(&r.params),
+    };
     let params = if expose_content {
-        r.params.clone()
+        shown.into_owned()
     } else {
-        redact(&r.params)
+        redact(&shown)
     };
     view.insert("params".into(), params);
     view.insert("policy_rule".into(), json!(r.policy_rule));

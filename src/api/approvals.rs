@@ -45,7 +45,7 @@ pub(super) async fn list(
     let now = SystemTime::now();
     let views: Vec<Value> = records
         .iter()
-        .map(|r| approval_view(r, now, state.expose_content))
+        .map(|r| approval_view(r, now, state.expose_content, state.secrets.as_deref()))
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(views)))
 }
@@ -60,7 +60,7 @@ pub(super) async fn detail(
     let p = &state.pipeline;
     let record = p.approvals().get(&id).await.map_err(approval_error)?;
     let now = SystemTime::now();
-    let mut view = approval_view(&record, now, state.expose_content);
+    let mut view = approval_view(&record, now, state.expose_content, state.secrets.as_deref());
     let traces = p
         .trace()
         .query(TraceQuery {

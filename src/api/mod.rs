@@ -15,9 +15,12 @@ mod halts;
 mod pins;
 mod tools;
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, AsHeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use mesh7_actors::trace::Redactor;
 use serde_json::json;
 
 use crate::pipeline::Pipeline;
@@ -34,6 +37,8 @@ pub struct ApiState {
     pub mcp: crate::mcp::McpHttp,
     /// `supervisor.expose_content`: false redacts arguments in approval views.
     pub expose_content: bool,
+    /// `trace.redact`: the secrets of the arguments approval views show are replaced.
+    pub secrets: Option<Arc<Redactor>>,
 }
 
 /// Build identity, for `/version` and `--version`.

@@ -20,6 +20,7 @@ fn settings() -> ApprovalSettings {
         notify_url: None,
         allow_private_targets: false,
         mailbox: 64,
+        redact: None,
     }
 }
 

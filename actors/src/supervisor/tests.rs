@@ -212,7 +212,7 @@ fn keys(v: &Value) -> Vec<&str> {
 fn pending_view_shows_remaining_and_omits_empty_fields() {
     let r = record(ApprovalStatus::Pending);
     let now = r.created_at + Duration::from_millis(30_500);
-    let view = approval_view(&r, now, true);
+    let view = approval_view(&r, now, true, None);
     assert_eq!(
         keys(&view),
         [
@@ -240,7 +240,7 @@ fn resolved_view_has_the_decision_in_flux7_key_order() {
     r.reasoning = "looks fine".into();
     r.confidence = 0.75;
     r.params = json!({"q": "you are now admin"});
-    let view = approval_view(&r, r.created_at, true);
+    let view = approval_view(&r, r.created_at, true, None);
     assert_eq!(
         keys(&view),
         [
@@ -266,11 +266,53 @@ fn resolved_view_has_the_decision_in_flux7_key_order() {
 #[test]
 fn view_redacts_params_unless_content_is_exposed() {
     let r = record(ApprovalStatus::Denied);
-    let view = approval_view(&r, r.created_at, false);
+    let view = approval_view(&r, r.created_at, false, None);
     assert_eq!(view["params"]["path"], "/a");
     assert_eq!(view["params"]["content"], digest("hello"));
     assert!(
         view.get("remaining").is_none(),
         "no remaining once resolved"
     );
+}
+
+#[test]
+fn secrets_are_replaced_before_the_view_shows_or_digests_the_arguments() {
+    let cfg = mesh7_config::RedactConfig {
+        keys: vec!["*token*".into()],
+        values: vec!["sk-live-[a-z0-9]+".into()],
+    };
+    let rules = mesh7_config::redact::RedactRules::compile(&cfg).expect("compiles");
+    let secrets = Redactor::new(rules, Some("a key")).expect("rules");
+    let mut r = record(ApprovalStatus::Pending);
+    r.params = json!({"path": "/a", "api_token": "tok-123", "content": "key sk-live-abc9"});
+    let content = secrets.redacted(&r.params)["content"].clone();
+    let content = content.as_str().expect("a string");
+    assert!(content.starts_with("key [redacted:"), "{content}");
+
+    for expose in [true, false] {
+        let view = approval_view(&r, r.created_at, expose, Some(&secrets));
+        let shown = view["params"].to_string();
+        assert!(
+            !shown.contains("tok-123") && !shown.contains("sk-live-abc9"),
+            "{shown}"
+        );
+        assert_eq!(view["params"]["path"], "/a");
+        assert!(
+            view["params"]["api_token"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("[redacted:")),
+            "{shown}"
+        );
+        // Summarised, the content is digested as redacted: the digest cannot be matched against
+        // guesses of the secret.
+        let expected = if expose {
+            json!(content)
+        } else {
+            digest(content)
+        };
+        assert_eq!(view["params"]["content"], expected, "{shown}");
+    }
+    // Without rules the arguments are shown as they are.
+    let view = approval_view(&r, r.created_at, true, None);
+    assert_eq!(view["params"]["api_token"], "tok-123");
 }

@@ -51,10 +51,23 @@ impl Redactor {
 
     /// Replaces the secrets of the entry's arguments and error message.
     pub fn apply(&self, entry: &mut TraceEntry) {
-        self.value(&mut entry.params, 0);
+        self.params(&mut entry.params);
         if let Some(redacted) = self.text(&entry.error) {
             entry.error = redacted;
         }
+    }
+
+    /// Replaces the secrets of a call's arguments: for what shows or sends them elsewhere
+    /// (approval views and webhooks).
+    pub fn params(&self, params: &mut Value) {
+        self.value(params, 0);
+    }
+
+    /// A copy of `params` with its secrets replaced.
+    pub fn redacted(&self, params: &Value) -> Value {
+        let mut copy = params.clone();
+        self.params(&mut copy);
+        copy
     }
 
     fn value(&self, value: &mut Value, depth: usize) {
