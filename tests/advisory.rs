@@ -39,6 +39,19 @@ fn an_advisory_policy_decides_nothing_and_the_trace_says_what_it_would_have_deci
     assert_eq!(d.call("bob", "echo.run", &echo).0, 200);
     let (_, decided) = d.decide("claude", "echo.run", &echo);
     assert_eq!(decided["action"], "allow", "{decided}");
+    // `/decide` says what the advisory policy would decide, in flux7's alphabetical key order;
+    // for bob nothing differs, and nothing is added.
+    assert_eq!(
+        (&decided["shadow_policy"], &decided["shadow_rule"]),
+        (&json!("human_approval"), &json!("strict")),
+        "{decided}"
+    );
+    let keys: Vec<&String> = decided.as_object().expect("object").keys().collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "{decided}");
+    let (_, decided) = d.decide("bob", "echo.run", &echo);
+    assert!(decided.get("shadow_policy").is_none(), "{decided}");
 
     // Claude's call would have needed a human under the advisory policy; bob's would not.
     let claude = d.trace_of("echo.run", |e| e["agent_id"] == "claude");

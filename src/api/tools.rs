@@ -96,6 +96,8 @@ pub(super) async fn decide(
             agent: &g.agent,
             reason,
             rule,
+            shadow_policy: g.shadow.as_ref().map(|s| s.action.as_str()),
+            shadow_rule: g.shadow.as_ref().map(|s| s.rule.as_str()),
             tool: &g.tool,
             trace_id: &g.trace_id,
         },
@@ -103,13 +105,18 @@ pub(super) async fn decide(
 }
 
 /// The answer of `/decide`; flux7 prints these keys in alphabetical order. Serialized from
-/// borrows, nothing copied.
+/// borrows, nothing copied. `shadow_*`: what the policies would decide with the `advisory`
+/// ones enforced, only when that differs (as in the trace).
 #[derive(Serialize)]
 struct DecideResponse<'a> {
     action: &'a str,
     agent: &'a str,
     reason: &'a str,
     rule: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_policy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_rule: Option<&'a str>,
     tool: &'a str,
     trace_id: &'a str,
 }
