@@ -18,19 +18,25 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-const VIRTUAL: [&str; 6] = [
+const VIRTUAL: [&str; 9] = [
     "approval.resolve",
     "approval.pending",
     "grant.list",
     "grant.create",
     "grant.revoke",
+    "halt.create",
+    "halt.list",
+    "halt.lift",
     "mesh.catalog",
 ];
-const SUPERVISOR_ONLY: [&str; 4] = [
+const SUPERVISOR_ONLY: [&str; 7] = [
     "approval.resolve",
     "approval.pending",
     "grant.create",
     "grant.revoke",
+    "halt.create",
+    "halt.list",
+    "halt.lift",
 ];
 
 fn config(extra: &str) -> String {
@@ -239,7 +245,7 @@ fn supervisor_tools_are_listed_and_callable_only_by_supervisor_agents_over_stdio
         &s.call("mesh.catalog", &json!({"source": "mesh"})),
     ))
     .expect("catalog JSON");
-    assert_eq!(catalog["groups"]["mesh"]["count"], 6, "{catalog}");
+    assert_eq!(catalog["groups"]["mesh"]["count"], 9, "{catalog}");
 }
 
 #[test]

@@ -241,3 +241,107 @@ fn a_halt_stops_a_call_that_is_already_running() {
         "{answer}"
     );
 }
+
+#[test]
+fn a_supervisor_agent_halts_and_lifts_over_mcp_and_others_cannot() {
+    let d = Daemon::start(&format!(
+        "{GOVERNED}supervisor:\n  supervisor_agents: [\"lead-*\"]\nauth:\n  agent_tokens: {{ \"lead-token-0123456789abcdef\": lead-1 }}\n"
+    ));
+    let lead = McpHttp::open(&d.url, "Bearer lead-token-0123456789abcdef");
+    let halt_tools = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("halt."))
+            .collect()
+    };
+    assert_eq!(
+        halt_tools(lead.tool_names()),
+        ["halt.create", "halt.list", "halt.lift"]
+    );
+    let text = |answer: &Value| -> String {
+        assert!(answer.get("error").is_none(), "{answer}");
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no text: {answer}"))
+            .to_owned()
+    };
+    let created = text(&lead.call(
+        "halt.create",
+        &json!({"agent": "claude", "reason": "runaway loop"}),
+    ));
+    assert!(
+        created.starts_with("Halted agent claude (id: "),
+        "{created}"
+    );
+    let id = created["Halted agent claude (id: ".len()..][..16].to_owned();
+
+    // In effect on every ingress, made by the supervisor.
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["hi"]}));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"], "halted by mcp:lead-1: runaway loop",
+        "{body}"
+    );
+    let (_, halts) = d.get("/halts", None);
+    assert_eq!(halts[0]["id"], id.as_str(), "{halts}");
+    assert_eq!(halts[0]["created_by"], "mcp:lead-1", "{halts}");
+    let listed = text(&lead.call("halt.list", &json!({})));
+    assert!(
+        listed.contains(&format!("- ID: {id}  stops: agent claude  by: mcp:lead-1")),
+        "{listed}"
+    );
+
+    // Bad arguments are JSON-RPC errors that change nothing.
+    let error = |answer: Value| {
+        (
+            answer["error"]["code"].as_i64().unwrap_or_default(),
+            answer["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    let one_of = "give exactly one of agent, session or \"all\": true".to_owned();
+    for args in [
+        json!({"reason": "no scope"}),
+        json!({"agent": "claude", "all": true}),
+        json!({"agent": "claude", "session": "s"}),
+    ] {
+        assert_eq!(
+            error(lead.call("halt.create", &args)),
+            (-32602, one_of.clone()),
+            "{args}"
+        );
+    }
+    assert_eq!(
+        error(lead.call("halt.create", &json!({"all": "yes"}))),
+        (-32602, "invalid all: must be a boolean".to_owned())
+    );
+    assert_eq!(
+        error(lead.call("halt.lift", &json!({"id": "0000000000000000"}))),
+        (-32602, "halt not found".to_owned())
+    );
+    assert_eq!(
+        error(lead.call("halt.lift", &json!({}))),
+        (-32602, "id is required".to_owned())
+    );
+    // An agent that is not a supervisor neither sees nor calls them.
+    let claude = McpHttp::open(&d.url, "Bearer agent:claude");
+    assert!(halt_tools(claude.tool_names()).is_empty());
+    let (code, message) = error(claude.call("halt.lift", &json!({"id": id})));
+    assert_eq!(code, -32601, "{message}");
+    assert!(
+        message.starts_with("halt.lift is operator-only"),
+        "{message}"
+    );
+    assert_eq!(d.get("/halts", None).1.as_array().map(Vec::len), Some(1));
+
+    let lifted = text(&lead.call("halt.lift", &json!({"id": id})));
+    assert_eq!(lifted, format!("Halt lifted: {id} (agent claude)"));
+    assert_eq!(
+        text(&lead.call("halt.list", &json!({}))),
+        "No halts in effect."
+    );
+    let (status, body) = d.call("claude", "echo.run", &json!({"args": ["hi"]}));
+    assert_eq!(status, 200, "{body}");
+}

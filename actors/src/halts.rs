@@ -53,6 +53,34 @@ pub struct Halt {
     pub created_at: SystemTime,
 }
 
+impl Scope {
+    /// The scope named by exactly one of an agent, a session or "all" (how `POST /halts` and
+    /// the MCP `halt.create` tool take it).
+    pub fn from_parts(
+        agent: Option<String>,
+        session: Option<String>,
+        all: bool,
+    ) -> Result<Scope, HaltError> {
+        match (agent, session, all) {
+            (Some(agent), None, false) => Ok(Scope::Agent(agent)),
+            (None, Some(session), false) => Ok(Scope::Session(session)),
+            (None, None, true) => Ok(Scope::All),
+            _ => Err(HaltError::Invalid(
+                "give exactly one of agent, session or \"all\": true".to_owned(),
+            )),
+        }
+    }
+
+    /// In words, for messages: `agent claude`, `session s-1`, `everyone`.
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::Agent(agent) => format!("agent {agent}"),
+            Scope::Session(session) => format!("session {session}"),
+            Scope::All => "everyone".to_owned(),
+        }
+    }
+}
+
 impl Halt {
     /// What the HTTP API shows: the record with `created_at` in RFC 3339.
     pub fn view(&self) -> serde_json::Value {

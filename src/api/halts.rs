@@ -60,16 +60,7 @@ pub(super) async fn create(
             "invalid body: {e} (expected one of agent, session or \"all\": true, and a reason)"
         ))
     })?;
-    let scope = match (body.agent, body.session, body.all) {
-        (Some(agent), None, false) => Scope::Agent(agent),
-        (None, Some(session), false) => Scope::Session(session),
-        (None, None, true) => Scope::All,
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of agent, session or \"all\": true",
-            ));
-        }
-    };
+    let scope = Scope::from_parts(body.agent, body.session, body.all).map_err(halt_error)?;
     let created_by = author(&req, body.created_by);
     let halt = state
         .pipeline

@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use mesh7_actors::approvals::{ApprovalError, ApprovalStatus, Resolution};
 use mesh7_actors::grants::{GrantError, NewGrant, rfc3339_secs};
+use mesh7_actors::halts::{HaltError, NewHalt, Scope};
 use mesh7_actors::trace::TraceUpdate;
 use mesh7_config::duration::{self, format_secs};
 use mesh7_config::{ConditionConfig, ToolHints};
@@ -54,6 +55,9 @@ enum Virtual {
     GrantList,
     GrantCreate,
     GrantRevoke,
+    HaltCreate,
+    HaltList,
+    HaltLift,
     Catalog,
 }
 
@@ -132,6 +136,40 @@ const VIRTUAL_TOOLS: &[VirtualTool] = &[
         supervisor_only: true,
     },
     VirtualTool {
+        kind: Virtual::HaltCreate,
+        name: "halt.create",
+        description: "Emergency stop: deny every later call of an agent, of a session, or of everyone (whatever the policy says) and stop their running calls, until the halt is lifted. Give exactly one of agent, session or all.",
+        catalog_description: "Stop an agent, a session or everyone",
+        properties: || {
+            json!({
+                "agent": {"type": "string", "description": "Agent id to stop"},
+                "session": {"type": "string", "description": "Session id to stop"},
+                "all": {"type": "boolean", "description": "Stop every agent"},
+                "reason": {"type": "string", "description": "Why (shown to the stopped agent and in its traces)"},
+            })
+        },
+        required: &[],
+        supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::HaltList,
+        name: "halt.list",
+        description: "List the emergency stops in effect",
+        catalog_description: "List the emergency stops in effect",
+        properties: || json!({}),
+        required: &[],
+        supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::HaltLift,
+        name: "halt.lift",
+        description: "Lift an emergency stop",
+        catalog_description: "Lift an emergency stop",
+        properties: || json!({"id": {"type": "string", "description": "Halt ID (16 hex digits, as halt.list shows)"}}),
+        required: &["id"],
+        supervisor_only: true,
+    },
+    VirtualTool {
         kind: Virtual::Catalog,
         name: "mesh.catalog",
         description: "List all available tools grouped by source/category, with policy actions for the current agent",
@@ -173,11 +211,9 @@ impl Dispatcher {
         cancel: CancelNote,
     ) -> Result<Value, RpcError> {
         match req.method.as_str() {
-            // Only stdio can tell a client its tools changed (`/mcp` has no stream to say it on).
-            "initialize" => Ok(initialize_result(
-                &req.params,
-                caller.ingress == Ingress::McpStdio,
-            )),
+            // Both transports tell a client its tools changed (`/mcp` on its `GET` stream; its
+            // `initialize` is answered there, as it opens the session).
+            "initialize" => Ok(initialize_result(&req.params, true)),
             "ping" => Ok(json!({})),
             "tools/list" => Ok(self.list_tools(caller)),
             "tools/call" => self.call_tool(caller, req.params, cancel).await,
@@ -326,6 +362,9 @@ impl Dispatcher {
             Virtual::GrantList => self.list_grants().await,
             Virtual::GrantCreate => self.create_grant(&identity, args).await,
             Virtual::GrantRevoke => self.revoke_grant(args).await,
+            Virtual::HaltCreate => self.create_halt(&identity, args).await,
+            Virtual::HaltList => Ok(self.list_halts()),
+            Virtual::HaltLift => self.lift_halt(args).await,
             Virtual::Catalog => {
                 let filter = args.get("source").and_then(Value::as_str).unwrap_or("");
                 Ok(text_result(
@@ -512,6 +551,80 @@ impl Dispatcher {
             .await
             .map_err(|e| grant_rpc_error(e, id))?;
         Ok(text_result(&format!("Grant revoked: {id}"), false))
+    }
+
+    /// `halt.create {agent | session | all, reason?}`: as `POST /halts`, made by `mcp:<caller>`.
+    async fn create_halt(&self, identity: &Identity, args: &Value) -> Result<Value, RpcError> {
+        let text = |key: &str| -> Result<Option<String>, RpcError> {
+            match args.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(RpcError::invalid_params(format!(
+                    "invalid {key}: must be a string"
+                ))),
+            }
+        };
+        let all = match args.get("all") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(all)) => *all,
+            Some(_) => return Err(RpcError::invalid_params("invalid all: must be a boolean")),
+        };
+        let scope =
+            Scope::from_parts(text("agent")?, text("session")?, all).map_err(halt_rpc_error)?;
+        let halt = self
+            .pipeline
+            .halts()
+            .add(NewHalt {
+                scope,
+                reason: text("reason")?.unwrap_or_default(),
+                created_by: format!("mcp:{}", identity.agent),
+            })
+            .await
+            .map_err(halt_rpc_error)?;
+        Ok(text_result(
+            &format!(
+                "Halted {} (id: {}): every later call is denied and running calls are stopped until halt.lift with id={}.",
+                halt.scope.describe(),
+                halt.id,
+                halt.id
+            ),
+            false,
+        ))
+    }
+
+    /// `halt.list`: one line per halt in effect, oldest first.
+    fn list_halts(&self) -> Value {
+        let halts = self.pipeline.halts().list();
+        if halts.is_empty() {
+            return text_result("No halts in effect.", false);
+        }
+        let mut text = format!("Halts in effect ({}):\n", halts.len());
+        for h in &halts {
+            text.push_str(&format!(
+                "- ID: {}  stops: {}  by: {}  since: {}  reason: {}\n",
+                h.id,
+                h.scope.describe(),
+                h.created_by,
+                rfc3339_secs(h.created_at),
+                h.reason
+            ));
+        }
+        text_result(&text, false)
+    }
+
+    /// `halt.lift {id}`: the exact id.
+    async fn lift_halt(&self, args: &Value) -> Result<Value, RpcError> {
+        let id = str_arg(args, "id").ok_or_else(|| RpcError::invalid_params("id is required"))?;
+        let halt = self
+            .pipeline
+            .halts()
+            .lift(id)
+            .await
+            .map_err(halt_rpc_error)?;
+        Ok(text_result(
+            &format!("Halt lifted: {} ({})", halt.id, halt.scope.describe()),
+            false,
+        ))
     }
 
     /// `mesh.catalog` (flux7 §4.5): tools grouped by source with the caller's policy action,
@@ -782,6 +895,13 @@ fn grant_rpc_error(e: GrantError, id: &str) -> RpcError {
         | GrantError::NoCalls
         | GrantError::SelfGrant => RpcError::invalid_params(e.to_string()),
         GrantError::Unavailable(_) | GrantError::Store(_) => rpc_error(&e.into()),
+    }
+}
+
+fn halt_rpc_error(e: HaltError) -> RpcError {
+    match e {
+        HaltError::NotFound | HaltError::Invalid(_) => RpcError::invalid_params(e.to_string()),
+        HaltError::Unavailable(_) => rpc_error(&e.into()),
     }
 }
 
