@@ -128,6 +128,8 @@ pub struct Scrape {
     pub active_grants: u64,
     /// (server name, ready)
     pub upstreams: Vec<(String, bool)>,
+    /// (server name, tools refused until accepted) of each `pin_tools` server.
+    pub unaccepted: Vec<(String, u64)>,
     pub trace_write_errors: u64,
 }
 
@@ -341,6 +343,21 @@ impl Metrics {
                 );
             }
         }
+        if !scrape.unaccepted.is_empty() {
+            header(
+                &mut out,
+                "mesh7_tools_unaccepted",
+                "Tools of a pin_tools server refused until an operator accepts them (changed since pinned, or new).",
+                "gauge",
+            );
+            for (server, count) in &scrape.unaccepted {
+                let _ = writeln!(
+                    out,
+                    "mesh7_tools_unaccepted{{server=\"{}\"}} {count}",
+                    escape_label(server)
+                );
+            }
+        }
         out
     }
 
@@ -510,6 +527,7 @@ mod tests {
             active_grants: 1,
             policy_reloads_failed: 3,
             upstreams: vec![("fs".to_owned(), true), ("we\"ird\\".to_owned(), false)],
+            unaccepted: vec![("fs".to_owned(), 2)],
             ..Scrape::default()
         };
         let text = m.render(&scrape);
@@ -519,6 +537,7 @@ mod tests {
             ("mesh7_policy_reload_failures_total", "3"),
             ("mesh7_upstream_up{server=\"fs\"}", "1"),
             ("mesh7_upstream_up{server=\"we\\\"ird\\\\\"}", "0"),
+            ("mesh7_tools_unaccepted{server=\"fs\"}", "2"),
         ];
         for (series, want) in cases {
             assert_eq!(
@@ -533,6 +552,7 @@ mod tests {
     fn every_family_has_help_and_type_once() {
         let text = Metrics::default().render(&Scrape {
             upstreams: vec![("a".to_owned(), true)],
+            unaccepted: vec![("a".to_owned(), 0)],
             ..Scrape::default()
         });
         let mut seen = std::collections::HashSet::new();
@@ -545,6 +565,7 @@ mod tests {
             );
         }
         assert!(seen.contains("mesh7_upstream_up"));
+        assert!(seen.contains("mesh7_tools_unaccepted"));
         assert!(seen.contains("agent_mesh_mem7_writes_failed_total"));
     }
 }

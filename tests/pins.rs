@@ -49,6 +49,15 @@ fn write_catalogue(path: &Path, catalogue: &Value) {
     std::fs::write(path, catalogue.to_string()).expect("catalogue");
 }
 
+/// `mesh7_tools_unaccepted{server="notes"}` on `/metrics`, when the series is there.
+fn unaccepted(d: &Daemon) -> Option<u64> {
+    let (status, text) = d.get_text("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("mesh7_tools_unaccepted{server=\"notes\"} "))
+        .map(|v| v.trim().parse().expect("a count"))
+}
+
 /// `GET /pins`'s entry for `notes` once `done` holds for it.
 fn pins_when(d: &Daemon, done: impl Fn(&Value) -> bool) -> Value {
     wait_for(WAIT, || {
@@ -123,6 +132,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
         Some(64)
     );
     assert_eq!(drift_of(&pins), []);
+    assert_eq!(unaccepted(&d), Some(0));
     let (status, body) = d.call("claude", "notes.read", &note);
     assert_eq!(status, 200, "{body}");
     assert!(body["result"].to_string().contains("read n1"), "{body}");
@@ -132,6 +142,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     write_catalogue(&catalogue, &json!({"description": POISONED, "extra": true}));
     restart_upstream(&d);
     let pins = pins_when(&d, |p| drift_of(p).len() == 2);
+    assert_eq!(unaccepted(&d), Some(2));
     assert_eq!(
         drift_of(&pins),
         [
@@ -240,6 +251,8 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     assert_eq!(d.call("claude", "notes.send", &note).0, 200);
     assert_eq!(d.call("claude", "notes.read", &note).0, 403);
     assert_eq!(listed(&d), ["notes.send"]);
+    // What operators alert on: the tools still waiting for them.
+    assert_eq!(unaccepted(&d), Some(1));
 
     // Accept the rest (an empty body): the new definition is the pin now.
     let (status, accepted) = d.post("/pins/notes/accept", None, "");
@@ -254,6 +267,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     assert_eq!(d.call("claude", "notes.read", &note).0, 200);
     let pins = pins_when(&d, |_| true);
     assert_eq!(drift_of(&pins), []);
+    assert_eq!(unaccepted(&d), Some(0));
     let by: Vec<_> = pins["pinned"]
         .as_array()
         .expect("pins")

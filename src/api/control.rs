@@ -116,6 +116,27 @@ pub(super) async fn otel_traces(
     ))
 }
 
+/// For each `pin_tools` server whose catalogue was seen: how many of its live tools are refused
+/// until an operator accepts them (changed since pinned, or new).
+fn unaccepted_tools(registry: &crate::registry::Registry) -> Vec<(String, u64)> {
+    let Some(pins) = registry.pins() else {
+        return Vec::new();
+    };
+    registry
+        .upstreams()
+        .iter()
+        .filter(|u| pins.pins_server(u.name()) && pins.pins(u.name()).1)
+        .map(|u| {
+            let refused = pins
+                .drift(u.name(), &u.tools())
+                .iter()
+                .filter(|d| d.change != "removed")
+                .count();
+            (u.name().to_owned(), refused as u64)
+        })
+        .collect()
+}
+
 /// `GET /metrics`: counters kept by the pipeline, and what the other subsystems say now.
 pub(super) async fn metrics(
     state: web::Data<ApiState>,
@@ -146,6 +167,7 @@ pub(super) async fn metrics(
                 (info.name, info.status == UpstreamStatus::Ready)
             })
             .collect(),
+        unaccepted: unaccepted_tools(p.registry()),
         trace_write_errors: write_errors,
     };
     Ok(HttpResponse::Ok()
