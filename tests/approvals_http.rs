@@ -323,6 +323,31 @@ fn webhook_listener() -> (String, mpsc::Receiver<(String, Value)>) {
     (url, rx)
 }
 
+/// Queues `approver.run` on `file` for claude with `Prefer: respond-async` and a callback URL;
+/// returns the approval's id.
+fn queue_with_callback(d: &Daemon, file: &Path, callback: &str) -> String {
+    let (status, body) = touch(
+        &d.url,
+        "claude",
+        file,
+        &[ASYNC[0], ("X-Callback-URL", callback)],
+    );
+    assert_eq!(status, 202, "{body}");
+    body["approval_id"]
+        .as_str()
+        .expect("approval_id")
+        .to_owned()
+}
+
+/// The next two webhooks the listener received, in path order (`/decided`, `/pending`).
+fn two_webhooks(received: &mpsc::Receiver<(String, Value)>) -> Vec<(String, Value)> {
+    let mut events: Vec<(String, Value)> = (0..2)
+        .map(|_| received.recv_timeout(WAIT).expect("a webhook"))
+        .collect();
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    events
+}
+
 /// Waits for a stderr line of the daemon containing every one of `needles`.
 fn stderr_line(d: &Daemon, needles: &[&str]) -> String {
     let mut seen = Vec::new();
@@ -342,25 +367,11 @@ fn webhooks_to_loopback_are_refused_unless_private_targets_are_allowed() {
         let d = Daemon::start(&config(&format!(
             "approval:\n  notify_url: \"{hook}/pending\"\n  allow_private_targets: {allow}\n"
         )));
-        let callback = format!("{hook}/decided");
-        let (status, body) = touch(
-            &d.url,
-            "claude",
-            &d.path("hooked.txt"),
-            &[ASYNC[0], ("X-Callback-URL", callback.as_str())],
-        );
-        assert_eq!(status, 202, "{body}");
-        let id = body["approval_id"]
-            .as_str()
-            .expect("approval_id")
-            .to_owned();
+        let id = queue_with_callback(&d, &d.path("hooked.txt"), &format!("{hook}/decided"));
         let (status, _) = d.post(&format!("/approvals/{id}/approve"), None, "");
         assert_eq!(status, 200);
         if allow {
-            let mut events: Vec<(String, Value)> = (0..2)
-                .map(|_| received.recv_timeout(WAIT).expect("a webhook"))
-                .collect();
-            events.sort_by(|a, b| a.0.cmp(&b.0));
+            let events = two_webhooks(&received);
             let (path, decided) = &events[0];
             assert_eq!(path, "/decided");
             assert_eq!(decided["event"], "approved", "{decided}");
@@ -391,18 +402,7 @@ fn secrets_stay_out_of_approval_views_and_webhooks_but_reach_the_tool() {
     // The secret is in the argument: the file's name.
     let secret = "sk-live-4f9a7c1e2b";
     let file = d.path(&format!("{secret}.txt"));
-    let callback = format!("{hook}/decided");
-    let (status, body) = touch(
-        &d.url,
-        "claude",
-        &file,
-        &[ASYNC[0], ("X-Callback-URL", callback.as_str())],
-    );
-    assert_eq!(status, 202, "{body}");
-    let id = body["approval_id"]
-        .as_str()
-        .expect("approval_id")
-        .to_owned();
+    let id = queue_with_callback(&d, &file, &format!("{hook}/decided"));
     let redacted = |shown: &Value| {
         let arg = shown["params"]["args"][0].as_str().unwrap_or_default();
         !shown.to_string().contains(secret) && arg.contains("[redacted:") && arg.ends_with(".txt")
@@ -417,10 +417,7 @@ fn secrets_stay_out_of_approval_views_and_webhooks_but_reach_the_tool() {
     let (status, _) = d.post(&format!("/approvals/{id}/approve"), None, "");
     assert_eq!(status, 200);
     // So do both webhooks, the new approval's and the decision's.
-    let mut events: Vec<(String, Value)> = (0..2)
-        .map(|_| received.recv_timeout(WAIT).expect("a webhook"))
-        .collect();
-    events.sort_by(|a, b| a.0.cmp(&b.0));
+    let events = two_webhooks(&received);
     assert_eq!(events[0].0, "/decided");
     assert_eq!(events[1].0, "/pending");
     for (path, event) in &events {
