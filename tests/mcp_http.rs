@@ -7,7 +7,7 @@ mod common;
 mod mcp_support;
 
 use common::Daemon;
-use mcp_support::{GOVERNED, run_conformance, run_python_client};
+use mcp_support::{GOVERNED, run_conformance, run_inspector, run_python_client};
 use serde_json::{Value, json};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
@@ -103,6 +103,58 @@ fn python_sdk_over_streamable_http_sees_results_denials_and_approval_refusals() 
         assert_eq!(t["ingress"], "mcp-http", "{t}");
         assert_eq!(t["session_id"].as_str().map(str::len), Some(32), "{t}");
     }
+}
+
+#[test]
+fn the_inspector_cli_lists_and_calls_governed_tools_over_streamable_http() {
+    let d = Daemon::start(GOVERNED);
+    let url = format!("{}/mcp", d.url);
+    let inspect = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            url.as_str(),
+            "--transport",
+            "http",
+            "--header",
+            "Authorization: Bearer agent:inspector",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = run_inspector(&args);
+        assert!(ok, "{extra:?}:\n{stdout}{stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    };
+    let listed = inspect(&["--method", "tools/list"]);
+    let names = common::tool_names(&listed["tools"]);
+    for tool in ["echo.run", "writer.run", "mesh.catalog"] {
+        assert!(names.contains(&tool.to_owned()), "{names:?}");
+    }
+    let echo = inspect(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "echo.run",
+        "--tool-arg",
+        "args=[\"hi\"]",
+    ]);
+    assert_eq!(echo["isError"], false, "{echo}");
+    assert_eq!(echo["content"][0]["text"], "hi\n", "{echo}");
+    let target = d.path("never.txt").display().to_string();
+    let denied = inspect(&[
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "writer.run",
+        "--tool-arg",
+        &format!("args=[\"{target}\"]"),
+    ]);
+    assert_eq!(denied["isError"], true, "{denied}");
+    assert_eq!(
+        denied["_meta"]["mesh7/governance"]["outcome"], "denied",
+        "{denied}"
+    );
+    assert!(!d.path("never.txt").exists());
+    let entry = d.trace_of("writer.run", |e| e["policy"] == "deny");
+    assert_eq!(entry["agent_id"], "inspector", "{entry}");
+    assert_eq!(entry["ingress"], "mcp-http", "{entry}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod mcp_support;
 use std::path::Path;
 use std::time::Duration;
 
-use mcp_support::{GOVERNED, McpChild, result_text, run_python_client};
+use mcp_support::{GOVERNED, McpChild, result_text, run_inspector, run_python_client};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -97,6 +97,44 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
     // The call the SDK gave up on after 1 s was stopped (`notifications/cancelled`), not run
     // for its 30 s.
     assert_cancelled_by_client(&entries[3], 20_000);
+}
+
+#[test]
+fn the_inspector_cli_calls_a_governed_tool_over_stdio() {
+    let (dir, config) = config_dir(GOVERNED);
+    // The server's flags come after `--`, so that they are not taken for the Inspector's own.
+    let (ok, stdout, stderr) = run_inspector(&[
+        common::BIN,
+        "--method",
+        "tools/call",
+        "--tool-name",
+        "echo.run",
+        "--tool-arg",
+        "args=[\"hi\"]",
+        "--",
+        "--mcp",
+        "--config",
+        &config,
+        "--mcp-agent",
+        "inspector",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    let answer: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(answer["isError"], false, "{answer}");
+    assert_eq!(answer["content"][0]["text"], "hi\n", "{answer}");
+    // Traced as the agent the command line names, once the server has written it.
+    let (entry, _) = common::wait_for(WAIT, || {
+        let text = std::fs::read_to_string(dir.path().join("traces.jsonl")).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["tool"] == "echo.run")
+    })
+    .expect("the call in traces.jsonl");
+    assert_eq!(entry["agent_id"], "inspector", "{entry}");
+    assert_eq!(entry["ingress"], "mcp-stdio", "{entry}");
 }
 
 #[test]

@@ -90,6 +90,35 @@ pub fn conformance() -> (PathBuf, PathBuf) {
     (node, suite)
 }
 
+/// Runs the pinned MCP Inspector CLI with `args` (from its own `build/` folder, where it finds
+/// its `package.json`); returns (success, stdout, stderr).
+// The test drives a child process synchronously: the blocking API is the right one here.
+#[allow(clippy::disallowed_types)]
+pub fn run_inspector(args: &[&str]) -> (bool, String, String) {
+    let modules = repo().join("tests/deps/node_modules");
+    let node = modules.join(".bin/node");
+    let build = modules.join("@modelcontextprotocol/inspector-cli/build");
+    for p in [&node, &build.join("index.js")] {
+        assert!(
+            p.exists(),
+            "{} is missing: run scripts/test-deps to install the test clients",
+            p.display()
+        );
+    }
+    let out = std::process::Command::new(node)
+        .arg("index.js")
+        .args(args)
+        .current_dir(&build)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the MCP Inspector CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs `tests/python/mcp_client.py` with `args`; returns (exit code, stdout + stderr).
 pub fn run_python_client(args: &[&str]) -> (i32, String) {
     run_python("mcp_client.py", args)
