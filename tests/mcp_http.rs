@@ -1,6 +1,7 @@
-//! Black-box tests of the MCP Streamable HTTP endpoint (`POST`/`DELETE /mcp`) of `mesh7 serve`:
-//! the official Python SDK, the MCP conformance suite, and raw requests for sessions, identity
-//! binding and the DNS-rebinding guard.
+//! Black-box tests of the MCP Streamable HTTP endpoint (`POST`/`GET`/`DELETE /mcp`) of `mesh7
+//! serve`: the official Python SDK, the MCP Inspector CLI, the MCP conformance suite, and raw
+//! requests for sessions, identity binding, the notification stream's refusals and the
+//! DNS-rebinding guard.
 
 mod common;
 #[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them

@@ -1,5 +1,5 @@
-//! Black-box tests of `mesh7 --mcp` (the stdio MCP server): the official Python SDK as the
-//! client, and raw JSON-RPC lines for ordering, cancellation and malformed input. Every server
+//! Black-box tests of `mesh7 --mcp` (the stdio MCP server): the official Python SDK and the MCP
+//! Inspector CLI as clients, and raw JSON-RPC lines for ordering, cancellation and malformed input. Every server
 //! runs with `--listen 127.0.0.1:0`, so its HTTP API takes a free port and no daemon is probed.
 
 mod common;
