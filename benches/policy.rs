@@ -112,7 +112,7 @@ fn policies(rules: usize) -> Vec<PolicyConfig> {
             agent: agent_pattern(i, count - 1),
             rate_limit: i.is_multiple_of(3).then_some(RateLimitConfig {
                 max_per_minute: 60,
-                max_total: 0,
+                ..RateLimitConfig::default()
             }),
             rules: (0..RULES_PER_POLICY).map(|r| rule(i, r)).collect(),
             ..PolicyConfig::default()

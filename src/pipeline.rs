@@ -476,11 +476,16 @@ impl Pipeline {
         // throttled agent is throttled whatever it calls. Only calls that run are counted: an
         // allowed call now, a human_approval call once a grant or an approval lets it run (so
         // approve-then-retry is not mistaken for a loop); denied calls are checked, not counted.
+        let limits = decision.rate_limit();
         let usage = Acquire {
             agent: identity.agent.as_str().into(),
             tool: effective.into(),
             fingerprint: rate_limit::fingerprint(&call.args),
-            limits: decision.rate_limit(),
+            limits,
+            // Counted per session only where a budget asks for it (and there is a session).
+            session: limits
+                .filter(|l| l.max_per_session > 0 && !ctx.session_id.is_empty())
+                .map(|_| ctx.session_id.as_str().into()),
             record: true,
         };
         drop(policies);

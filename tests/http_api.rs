@@ -2,8 +2,11 @@
 //! CLI tools (`echo`, `date`) behind the policies.
 
 mod common;
+#[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
+mod mcp_support;
 
 use common::Daemon;
+use mcp_support::McpHttp;
 use serde_json::{Value, json};
 
 const BASE: &str = r#"
@@ -280,6 +283,65 @@ policies:
     let (_, traces) = d.get("/traces?agent=bot&limit=1", None);
     assert_eq!(traces[0]["policy"], "rate_limited");
     assert_eq!(traces[0]["policy_rule"], "tight");
+}
+
+#[test]
+fn a_session_budget_stops_a_runaway_session_not_the_agent() {
+    let d = Daemon::start(
+        r#"
+cli_tools:
+  - { name: echo, bin: echo, bare: { timeout: 5s } }
+policies:
+  - name: per-session
+    agent: "*"
+    rate_limit: { max_per_session: 2 }
+    rules:
+      - { tools: ["echo.run"], action: allow }
+"#,
+    );
+    let call = |session: &str, i: u64| {
+        d.post_with(
+            "/tool/echo.run",
+            &[
+                ("Authorization", "Bearer agent:bot"),
+                ("X-Session-Id", session),
+            ],
+            &json!({"params": {"args": [i]}}).to_string(),
+        )
+    };
+    assert_eq!(call("s-1", 1).0, 200);
+    assert_eq!(call("s-1", 2).0, 200);
+    let (status, body) = call("s-1", 3);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["policy"], "rate_limited");
+    assert_eq!(
+        body["error"],
+        "rate_limit: agent \"bot\" exceeded its budget of 2 calls in session \"s-1\""
+    );
+    // The agent's other sessions, and its calls outside any session, go on.
+    assert_eq!(call("s-2", 1).0, 200);
+    for i in 0..3 {
+        let (status, body) = d.call("bot", "echo.run", &json!({"args": [i]}));
+        assert_eq!(status, 200, "{body}");
+    }
+    // The same budget holds an MCP session.
+    let mcp = McpHttp::open(&d.url, "Bearer agent:bot");
+    for i in 0..2 {
+        let answer = mcp.call("echo.run", &json!({"args": [10 + i]}));
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    let answer = mcp.call("echo.run", &json!({"args": [12]}));
+    assert_eq!(
+        answer["result"]["_meta"]["mesh7/governance"]["outcome"], "rate_limited",
+        "{answer}"
+    );
+    // `GET /policies` shows the budget; a policy without one does not grow the key.
+    let (_, policies) = d.get("/policies", None);
+    assert_eq!(
+        policies[0]["rate_limit"],
+        json!({"max_per_minute": 0, "max_total": 0, "max_per_session": 2}),
+        "{policies}"
+    );
 }
 
 #[test]

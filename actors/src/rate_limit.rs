@@ -3,14 +3,18 @@
 //!
 //! Invariants:
 //! - Checks run in flux7's order: lifetime budget (`max_total`), sliding minute
-//!   (`max_per_minute`), loop detection. The first failure wins; a refused call is never recorded.
-//! - Counters are keyed by agent, shared by all of its tools and policies.
+//!   (`max_per_minute`), then the session's budget (`max_per_session`, mesh7), loop detection.
+//!   The first failure wins; a refused call is never recorded.
+//! - Counters are keyed by agent, shared by all of its tools and policies; session counts by
+//!   (agent, session), kept only for calls under a policy with `max_per_session`.
 //! - Loop detection applies to every call when enabled, whether or not the policy has a
 //!   `rate_limit`.
 //! - Memory is bounded whatever the call rate: at most `max_agents` recent windows (the least
 //!   recently seen agent is evicted), each holding at most 61 one-second buckets and a capped loop
 //!   history. Lifetime totals live apart and are never evicted, so `max_total` never resets; at
 //!   most `max_tracked_totals` of them exist and a new agent beyond that is refused (fail closed).
+//!   At most `max_agents` session counts are kept, the least recently used forgotten: sessions
+//!   come and go, so refusing new ones once full would stop every agent for good.
 //! - All time comes from the injected `Clock`.
 
 use std::collections::{HashMap, VecDeque};
@@ -79,6 +83,8 @@ pub struct Acquire {
     pub fingerprint: u64,
     /// The `rate_limit` of the policy that governs the call, if it has one.
     pub limits: Option<RateLimitConfig>,
+    /// The call's session, when its `rate_limit` has a `max_per_session` (else not counted).
+    pub session: Option<Arc<str>>,
     /// False to check without counting.
     pub record: bool,
 }
@@ -98,6 +104,14 @@ pub enum Limited {
         tool: Arc<str>,
         count: u32,
         window_secs: u64,
+    },
+    #[error(
+        "rate_limit: agent \"{agent}\" exceeded its budget of {max} calls in session \"{session}\""
+    )]
+    SessionBudget {
+        agent: Arc<str>,
+        session: Arc<str>,
+        max: u64,
     },
     #[error("rate_limit: limiter is tracking too many agents (fail closed)")]
     Capacity,
@@ -315,6 +329,8 @@ struct Limiter {
     epoch: Instant,
     recent: LruCache<Arc<str>, Recent>,
     totals: HashMap<Arc<str>, u64>,
+    /// Calls so far by (agent, session), for `max_per_session`.
+    sessions: LruCache<(Arc<str>, Arc<str>), u64>,
     max_totals: usize,
     loops: LoopSettings,
     loop_history: usize,
@@ -342,6 +358,7 @@ impl Limiter {
             epoch,
             recent: LruCache::new(max_agents),
             totals: HashMap::new(),
+            sessions: LruCache::new(max_agents),
             max_totals: config.max_tracked_totals,
             loops,
             loop_history: LOOP_HISTORY.max(repeats),
@@ -369,6 +386,7 @@ impl Limiter {
                 max: limits.max_per_minute,
             });
         }
+        self.check_session(req, limits.max_per_session)?;
         if self.loops.enabled && repeats >= self.loops.max_repeats {
             return Err(Limited::Loop {
                 agent: req.agent.clone(),
@@ -399,7 +417,26 @@ impl Limiter {
         }
     }
 
+    fn check_session(&self, req: &Acquire, max: u64) -> Result<(), Limited> {
+        let Some(session) = req.session.as_ref().filter(|_| max > 0) else {
+            return Ok(());
+        };
+        match self.sessions.peek(&(req.agent.clone(), session.clone())) {
+            Some(&used) if used >= max => Err(Limited::SessionBudget {
+                agent: req.agent.clone(),
+                session: session.clone(),
+                max,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn record(&mut self, req: &Acquire, limits: RateLimitConfig, second: u64, now: Instant) {
+        if let Some(session) = req.session.as_ref().filter(|_| limits.max_per_session > 0) {
+            *self
+                .sessions
+                .get_or_insert_mut((req.agent.clone(), session.clone()), || 0) += 1;
+        }
         let recent = self
             .recent
             .get_or_insert_mut(req.agent.clone(), Recent::default);

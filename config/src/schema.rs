@@ -105,6 +105,15 @@ pub struct RateLimitConfig {
     /// Calls per agent for the life of the process; 0 = unlimited.
     #[serde(default)]
     pub max_total: u64,
+    /// mesh7: calls per session of an agent (the MCP session, or `X-Session-Id`) for the life
+    /// of the process; 0 = unlimited. A call without a session is not counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_per_session: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -87,6 +87,16 @@ fn reports_each_invalid_value_with_its_path_message_and_line() {
             "port: invalid value: integer `70000`, expected u16 (line 1)",
         ),
         (
+            "negative session budget",
+            "policies:\n  - name: p\n    rate_limit: { max_per_session: -1 }\n",
+            "policies[0].rate_limit.max_per_session: invalid value: integer `-1`, expected u64 (line 3)",
+        ),
+        (
+            "misspelt session budget",
+            "policies:\n  - name: p\n    rate_limit: { max_per_sesion: 2 }\n",
+            "policies[0].rate_limit.max_per_sesion: unknown field, did you mean `max_per_session`? (line 3)",
+        ),
+        (
             "section not a mapping",
             "server: 3\n",
             "server: invalid type: integer `3`, expected a mapping (line 1)",

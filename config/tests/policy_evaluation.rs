@@ -67,7 +67,8 @@ fn reason_names_policy_tool_and_action() {
             decision.rate_limit(),
             Some(RateLimitConfig {
                 max_per_minute: 5,
-                max_total: 0
+                max_total: 0,
+                max_per_session: 0
             })
         );
         assert_eq!(

@@ -16,7 +16,24 @@ fn limits(max_per_minute: u64, max_total: u64) -> Option<RateLimitConfig> {
     Some(RateLimitConfig {
         max_per_minute,
         max_total,
+        max_per_session: 0,
     })
+}
+
+/// A call of `agent` in `session` under a policy allowing `max` calls per session.
+fn in_session(agent: &str, session: &str, max: u64) -> Acquire {
+    Acquire {
+        session: Some(Arc::from(session)),
+        ..call(
+            agent,
+            "t",
+            1,
+            Some(RateLimitConfig {
+                max_per_session: max,
+                ..RateLimitConfig::default()
+            }),
+        )
+    }
 }
 
 fn call(agent: &str, tool: &str, fp: u64, limits: Option<RateLimitConfig>) -> Acquire {
@@ -25,6 +42,7 @@ fn call(agent: &str, tool: &str, fp: u64, limits: Option<RateLimitConfig>) -> Ac
         tool: Arc::from(tool),
         fingerprint: fp,
         limits,
+        session: None,
         record: true,
     }
 }
@@ -148,6 +166,58 @@ fn totals_are_only_tracked_for_budgeted_calls() {
         f.acquire(&call(agent, "t", 1, limits(5, 0))).unwrap();
     }
     assert!(f.core.totals.is_empty());
+}
+
+#[test]
+fn a_session_budget_counts_each_session_of_each_agent_apart() {
+    let mut f = Fixture::default_with(no_loops());
+    f.acquire(&in_session("a", "s1", 2)).unwrap();
+    f.acquire(&in_session("a", "s1", 2)).unwrap();
+    assert_eq!(
+        f.acquire(&in_session("a", "s1", 2)),
+        Err(Limited::SessionBudget {
+            agent: Arc::from("a"),
+            session: Arc::from("s1"),
+            max: 2
+        })
+    );
+    // Another session of the agent, and another agent's session of the same name, start afresh.
+    f.acquire(&in_session("a", "s2", 2)).unwrap();
+    f.acquire(&in_session("b", "s1", 2)).unwrap();
+    // It never resets with time, and a check does not count.
+    f.advance(Duration::from_secs(24 * 3600));
+    let mut check = in_session("a", "s2", 2);
+    check.record = false;
+    f.acquire(&check).unwrap();
+    f.acquire(&in_session("a", "s2", 2)).unwrap();
+    assert!(f.acquire(&in_session("a", "s2", 2)).is_err());
+    // A call without a session, or under a policy without the budget, is not counted.
+    let mut unsessioned = in_session("a", "s1", 2);
+    unsessioned.session = None;
+    f.acquire(&unsessioned).unwrap();
+    let mut unbudgeted = in_session("c", "s9", 0);
+    for _ in 0..3 {
+        f.acquire(&unbudgeted).unwrap();
+    }
+    unbudgeted.limits = in_session("c", "s9", 1).limits;
+    f.acquire(&unbudgeted).unwrap();
+}
+
+#[test]
+fn session_counts_are_bounded_and_the_least_recently_used_forgotten() {
+    let config = RateLimiterConfig {
+        max_agents: 2,
+        ..RateLimiterConfig::default()
+    };
+    let mut f = Fixture::new(&config, no_loops());
+    f.acquire(&in_session("a", "s1", 1)).unwrap();
+    for session in ["s2", "s3", "s4"] {
+        f.acquire(&in_session("a", session, 1)).unwrap();
+        assert!(f.core.sessions.len() <= 2);
+    }
+    // The most recent session is still counted; the oldest was forgotten.
+    assert!(f.acquire(&in_session("a", "s4", 1)).is_err());
+    f.acquire(&in_session("a", "s1", 1)).unwrap();
 }
 
 #[test]
