@@ -3,7 +3,11 @@
 //! the rest → deny).
 //!
 //! `gather` loads the sources and connects to the MCP servers; the rest is pure text from the
-//! registry's views. main.rs prints.
+//! registry's views (and, for `--lint`, the policies: `lint.rs`). main.rs prints.
+
+mod lint;
+
+pub use lint::lint;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -52,10 +56,18 @@ pub fn openapi_entry(spec: &str, backend: Option<String>, allow_private: bool) -
 /// Loads every source. An MCP server that does not become ready is reported through
 /// `progress` and left out; a CLI or OpenAPI error stops the discovery. Must run inside an
 /// actix `System` (MCP connections are actors).
+/// What `gather` found: the tools, and the MCP servers that could not be reached (whose tools
+/// are unknown).
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub tools: Vec<Discovered>,
+    pub unreached: Vec<String>,
+}
+
 pub async fn gather(
     sources: &Sources<'_>,
     mut progress: impl FnMut(&str),
-) -> Result<Vec<Discovered>, String> {
+) -> Result<Gathered, String> {
     let empty = Config::default();
     let (cfg, config_path) = sources.config.unwrap_or((&empty, Path::new("")));
     let catalog = CliCatalog::from_config(&cfg.cli_tools).map_err(|e| format!("cli_tools: {e}"))?;
@@ -93,12 +105,14 @@ pub async fn gather(
         );
     }
     let mut upstreams = Vec::new();
+    let mut unreached = Vec::new();
     for server in &cfg.mcp_servers {
         let upstream = match Upstream::start(server) {
             Ok(u) => u,
             Err(e) => {
                 progress(&format!("Connecting to MCP server: {}", server.name));
                 progress(&format!("  Error: {e}"));
+                unreached.push(server.name.clone());
                 continue;
             }
         };
@@ -107,7 +121,7 @@ pub async fn gather(
             server.name,
             upstream.runtime()
         ));
-        if upstream.wait_ready(MCP_READY_TIMEOUT).await {
+        if upstream.wait_first_attempt(MCP_READY_TIMEOUT).await {
             upstreams.push(upstream);
         } else {
             let why = upstream
@@ -116,12 +130,16 @@ pub async fn gather(
                 .unwrap_or_else(|| format!("not ready within {MCP_READY_TIMEOUT:?}"));
             progress(&format!("  Error: {why}"));
             upstream.shutdown().await;
+            unreached.push(server.name.clone());
         }
     }
     let registry = Registry::new(catalog, upstreams.clone())
         .with_openapi(tools)
         .map_err(|e| format!("openapi: {e}"));
-    let found = registry.map(|r| collect(&r));
+    let found = registry.map(|r| Gathered {
+        tools: collect(&r),
+        unreached,
+    });
     for u in &upstreams {
         u.shutdown().await;
     }
@@ -138,6 +156,8 @@ pub struct Discovered {
     pub label: String,
     /// The HTTP method of an OpenAPI operation, else empty.
     pub method: String,
+    /// The JSON schema of its arguments, as the source declares it.
+    pub input_schema: Value,
 }
 
 /// How the starter policy treats a tool.
@@ -200,6 +220,7 @@ pub fn collect(registry: &Registry) -> Vec<Discovered> {
                 name: view.name,
                 description: view.description,
                 label,
+                input_schema: view.input_schema,
             }
         })
         .collect()
@@ -383,6 +404,7 @@ mod tests {
             description: description.to_owned(),
             label: label.to_owned(),
             method: method.to_owned(),
+            input_schema: Value::Null,
         }
     }
 

@@ -97,8 +97,12 @@ struct DiscoverArgs {
     allow_private: bool,
     /// Print a starter policy (read → allow, write → human_approval, other → deny) as YAML,
     /// with the tool list as comments.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "lint")]
     generate_policy: bool,
+    /// Check the configuration's policy rules against the tools discovered: patterns that match
+    /// no tool, condition fields no matched tool takes. Exits 1 when there is any.
+    #[arg(long, requires = "config")]
+    lint: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,7 +259,7 @@ fn discover(args: &DiscoverArgs) -> ExitCode {
 
     if args.config.is_none() && args.openapi.is_none() {
         err(
-            "usage: mesh7 discover [--config FILE] [--openapi URL|FILE [--backend URL]] [--generate-policy]",
+            "usage: mesh7 discover [--config FILE] [--openapi URL|FILE [--backend URL]] [--generate-policy | --lint]",
         );
         err("  give --config, --openapi, or both");
         return ExitCode::FAILURE;
@@ -284,13 +288,18 @@ fn discover(args: &DiscoverArgs) -> ExitCode {
     }
     let gathered =
         actix_web::rt::System::new().block_on(async { discover::gather(&sources, err).await });
-    let tools = match gathered {
-        Ok(tools) => tools,
+    let gathered = match gathered {
+        Ok(gathered) => gathered,
         Err(e) => {
             err(&format!("Error: {e}"));
             return ExitCode::FAILURE;
         }
     };
+    if args.lint {
+        let policies = loaded.as_ref().map_or(&[][..], |l| &l.config.policies);
+        return lint(policies, &gathered);
+    }
+    let tools = gathered.tools;
     if tools.is_empty() {
         return out("No tools discovered.");
     }
@@ -301,6 +310,39 @@ fn discover(args: &DiscoverArgs) -> ExitCode {
     };
     let _ = write!(std::io::stdout(), "{text}");
     ExitCode::SUCCESS
+}
+
+/// `discover --lint`: one line per finding, then a summary; exit 1 when there is any.
+fn lint(policies: &[mesh7_config::PolicyConfig], gathered: &mesh7::discover::Gathered) -> ExitCode {
+    let findings = mesh7::discover::lint(policies, &gathered.tools, &gathered.unreached);
+    let mut stdout = std::io::stdout();
+    for finding in &findings {
+        let _ = writeln!(stdout, "{finding}");
+    }
+    if !gathered.unreached.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "Not checked: the tools of {} (not reached).",
+            gathered.unreached.join(", ")
+        );
+    }
+    let rules: usize = policies.iter().map(|p| p.rules.len()).sum();
+    if findings.is_empty() {
+        let _ = writeln!(
+            stdout,
+            "{rules} rules checked against {} tools: no findings.",
+            gathered.tools.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        let _ = writeln!(
+            stdout,
+            "{rules} rules checked against {} tools: {} findings.",
+            gathered.tools.len(),
+            findings.len()
+        );
+        ExitCode::FAILURE
+    }
 }
 
 fn out(line: &str) -> ExitCode {

@@ -187,6 +187,92 @@ fn an_openapi_file_alone_with_a_backend() {
 }
 
 #[test]
+fn lint_reports_rules_that_match_no_tool_and_fields_no_tool_takes() {
+    let (node, entry) = npm_server("@modelcontextprotocol/server-filesystem");
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    let servers = format!(
+        "cli_tools:\n  - name: echo\n    bin: echo\n    bare: {{}}\nmcp_servers:\n  - name: fs\n    transport: stdio\n    command: \"{}\"\n    args: [\"{}\", \"{}\"]\n  - name: ghost\n    transport: stdio\n    command: /nonexistent/mcp-server\n",
+        node.display(),
+        entry.display(),
+        root.display()
+    );
+    let rules = |fs_field: &str, read: &str| {
+        format!(
+            r#"policies:
+  - name: team
+    agent: "*"
+    rules:
+      - tools: ["{read}", "echo.run"]
+        action: allow
+      - tools: ["fs.*"]
+        action: human_approval
+        condition: {{ field: params.{fs_field}, operator: starts_with, value: "/" }}
+      - tools: ["ghost.*"]
+        action: deny
+"#
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &format!("{servers}{}", rules("paht", "fs.read_fille")),
+    );
+    let (code, stdout, stderr) = discover(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--lint"],
+        &[],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0], r#"policies[0] "team": rules[0].tools[0] "fs.read_fille" matches no tool"#,
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(
+            r#"policies[0] "team": rules[1].condition: field "params.paht" is not an argument of any tool the rule matches (fs."#
+        ) && lines[1].contains("fs.read_text_file: "),
+        "{stdout}"
+    );
+    // The server that could not start is said, and its rule not judged.
+    assert_eq!(lines[2], "Not checked: the tools of ghost (not reached).");
+    assert!(lines[3].ends_with(": 2 findings."), "{stdout}");
+    assert!(
+        stderr.contains("Connecting to MCP server: ghost"),
+        "{stderr}"
+    );
+
+    // Mended, nothing is reported.
+    let config = write_config(
+        dir.path(),
+        &format!("{servers}{}", rules("path", "fs.read_text_file")),
+    );
+    let (code, stdout, stderr) = discover(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--lint"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.trim_end().ends_with(": no findings."), "{stdout}");
+    // --lint judges a configuration's rules: it needs one, and is not --generate-policy.
+    let (code, _, stderr) = discover(dir.path(), &["--openapi", "x.json", "--lint"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--config <CONFIG>"), "{stderr}");
+    let (code, _, stderr) = discover(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--lint",
+            "--generate-policy",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
 fn refuses_without_sources() {
     let dir = tempfile::tempdir().unwrap();
     let (code, stdout, stderr) = discover(dir.path(), &[], &[]);

@@ -390,6 +390,15 @@ impl Upstream {
             .await
     }
 
+    /// Waits (bounded by `within`) until the first connection attempt has ended, ready or not
+    /// (a server that cannot start says so at once); true if it is ready. For one-off uses
+    /// (`mesh7 discover`) that will not wait for the reconnections.
+    pub async fn wait_first_attempt(&self, within: Duration) -> bool {
+        self.wait_for(within, |health| health.status != UpstreamStatus::Connecting)
+            .await
+            && self.info().status == UpstreamStatus::Ready
+    }
+
     /// Waits (bounded by `within`) until `done` holds for the health snapshot.
     pub(crate) async fn wait_for(
         &self,
