@@ -1,8 +1,8 @@
 //! `mesh7 discover --lint`: the policy rules checked against the tools actually discovered.
 //!
-//! A rule whose tool pattern matches no tool never decides anything (a typo such as `gh.prr`
-//! fails closed, silently), and a condition on a field that no tool the rule matches takes as an
-//! argument never holds. Both are reported; a tool of an MCP server that could not be reached is
+//! A rule whose tool pattern matches no tool never decides anything (a typo such as `gh.prr`),
+//! and a condition on a field that no tool the rule matches takes as an argument never holds (a
+//! `deny` it guards never denies). Both are silent at run time, so both are reported; a tool of an MCP server that could not be reached is
 //! unknown, so patterns aimed at that server are not judged.
 
 use mesh7_config::PolicyConfig;
