@@ -329,8 +329,9 @@ struct Limiter {
     epoch: Instant,
     recent: LruCache<Arc<str>, Recent>,
     totals: HashMap<Arc<str>, u64>,
-    /// Calls so far by (agent, session), for `max_per_session`.
-    sessions: LruCache<(Arc<str>, Arc<str>), u64>,
+    /// Calls so far by (agent, hash of the session id), for `max_per_session`: a session id is
+    /// whatever a client sends, so only its hash is kept.
+    sessions: LruCache<(Arc<str>, u64), u64>,
     max_totals: usize,
     loops: LoopSettings,
     loop_history: usize,
@@ -421,7 +422,7 @@ impl Limiter {
         let Some(session) = req.session.as_ref().filter(|_| max > 0) else {
             return Ok(());
         };
-        match self.sessions.peek(&(req.agent.clone(), session.clone())) {
+        match self.sessions.peek(&session_key(&req.agent, session)) {
             Some(&used) if used >= max => Err(Limited::SessionBudget {
                 agent: req.agent.clone(),
                 session: session.clone(),
@@ -435,7 +436,7 @@ impl Limiter {
         if let Some(session) = req.session.as_ref().filter(|_| limits.max_per_session > 0) {
             *self
                 .sessions
-                .get_or_insert_mut((req.agent.clone(), session.clone()), || 0) += 1;
+                .get_or_insert_mut(session_key(&req.agent, session), || 0) += 1;
         }
         let recent = self
             .recent
@@ -462,6 +463,13 @@ impl Limiter {
             self.totals.insert(req.agent.clone(), 1);
         }
     }
+}
+
+/// The key of a session's count: its agent and the hash of its id.
+fn session_key(agent: &Arc<str>, session: &str) -> (Arc<str>, u64) {
+    let mut hasher = DefaultHasher::new();
+    session.hash(&mut hasher);
+    (agent.clone(), hasher.finish())
 }
 
 impl Recent {
