@@ -286,6 +286,56 @@ policies:
 }
 
 #[test]
+fn a_condition_on_every_value_refuses_a_secret_wherever_it_is_passed() {
+    let d = Daemon::start(
+        r#"
+cli_tools:
+  - { name: echo, bin: echo, bare: { timeout: 5s } }
+policies:
+  - name: guard
+    agent: "*"
+    rules:
+      - tools: ["*"]
+        action: deny
+        condition: { field: "*", operator: matches, value: "sk-live-[a-z0-9]{8,}" }
+      - { tools: ["echo.run"], action: allow }
+"#,
+    );
+    let (status, body) = d.call("bot", "echo.run", &json!({"args": ["hello"]}));
+    assert_eq!(status, 200, "{body}");
+    for args in [
+        json!({"args": ["login", "sk-live-4f9a7c1e2b"]}),
+        json!({"args": ["x"], "flags": {"token": "Bearer sk-live-4f9a7c1e2b"}}),
+        json!({"args": ["x"], "stdin": "key=sk-live-4f9a7c1e2b\n"}),
+    ] {
+        let (status, body) = d.call("bot", "echo.run", &args);
+        assert_eq!(status, 403, "{args}: {body}");
+        assert_eq!(body["policy"], "deny", "{body}");
+    }
+    let (status, decided) = d.decide(
+        "bot",
+        "echo.run",
+        &json!({"nested": [{"k": "sk-live-4f9a7c1e2b"}]}),
+    );
+    assert_eq!(status, 403, "{decided}");
+    assert_eq!(decided["rule"], "guard", "{decided}");
+    // `!=` on every value is refused at load, with its path.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = common::write_config(
+        dir.path(),
+        "policies:\n  - name: p\n    agent: \"*\"\n    rules:\n      - tools: [\"*\"]\n        action: allow\n        condition: { field: \"*\", operator: \"!=\", value: x }\n",
+    );
+    let (code, stdout, stderr) =
+        common::run(&["validate", "--config", config.to_str().expect("utf-8")]);
+    assert_ne!(code, 0, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}")
+            .contains("policies[0].rules[0].condition.operator: field \"*\""),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
 fn a_session_budget_stops_a_runaway_session_not_the_agent() {
     let d = Daemon::start(
         r#"

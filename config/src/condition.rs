@@ -1,5 +1,5 @@
 //! Rule conditions, v1 and v2, checked and compiled once per load and evaluated without
-//! allocating.
+//! allocating (but for `*`, whose walk of the arguments keeps a stack).
 //!
 //! A condition node is a leaf `{field, operator, value}` or exactly one of `{all: [...]}`,
 //! `{any: [...]}`, `{not: {...}}`, nesting freely.
@@ -8,6 +8,13 @@
 //! `{"params": args}` first, then against `args` itself, so `params.amount` and `amount` both
 //! find `args.amount` (flux7 documented the first form but only the second worked). A root that
 //! yields nothing or `null` passes on to the next one.
+//!
+//! **`*`** (mesh7): the field `"*"` stands for every scalar value of the arguments (strings,
+//! numbers, booleans, at any depth, inside objects and lists); the leaf holds when its test holds
+//! for at least one of them, e.g. `{field: "*", operator: matches, value: "sk-live-[a-z0-9]+"}`
+//! catches a secret wherever it is passed. Only the operators that can be asked of "some value"
+//! take it (`!=` and `not_in` would hold for almost any call); for the opposite, put the leaf
+//! under `not`.
 //!
 //! **Operators.** A missing or `null` field makes every leaf false, `exists` included.
 //! - `exists` (no `value`): the field is present and not `null`.
@@ -92,7 +99,12 @@ struct FieldPath {
     segments: Vec<String>,
     /// The first segment is `params`: try the rest on `args` before the whole path.
     params_rooted: bool,
+    /// The field is `*`: every scalar value of the arguments.
+    any_value: bool,
 }
+
+/// The field that stands for every scalar value of the arguments.
+pub const ANY_VALUE: &str = "*";
 
 impl Condition {
     /// Checks the shape of every node and compiles regular expressions. Returns every problem
@@ -124,10 +136,38 @@ impl Node {
 
 impl Leaf {
     fn holds(&self, args: &Value) -> bool {
+        if self.field.any_value {
+            return any_scalar(args, |param| self.test.holds(param));
+        }
         let Some(param) = self.field.resolve(args) else {
             return false;
         };
-        match &self.test {
+        self.test.holds(param)
+    }
+}
+
+/// Whether `test` holds for some string, number or boolean in `args`, at any depth. Walked with
+/// a stack of its own, so the depth of the arguments cannot exhaust the thread's.
+fn any_scalar(args: &Value, test: impl Fn(&Value) -> bool) -> bool {
+    let mut stack = vec![args];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(map) => stack.extend(map.values()),
+            Value::Array(items) => stack.extend(items),
+            Value::Null => {}
+            scalar => {
+                if test(scalar) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+impl Test {
+    fn holds(&self, param: &Value) -> bool {
+        match self {
             Test::Exists => true,
             Test::Eq(value) => compare_eq(param, value) == Some(true),
             Test::Ne(value) => compare_eq(param, value) == Some(false),
@@ -160,6 +200,7 @@ impl FieldPath {
         FieldPath {
             segments,
             params_rooted,
+            any_value: field == ANY_VALUE,
         }
     }
 
@@ -365,6 +406,17 @@ fn compile_leaf(
         push(errors, join(path, "operator"), "operator is required");
         return None;
     };
+    if field.as_ref().is_some_and(|f| f.any_value) && matches!(op, Operator::Ne | Operator::NotIn) {
+        push(
+            errors,
+            join(path, "operator"),
+            format!(
+                "field \"*\" (some value of the arguments) cannot take {}: it would hold for almost any call; put the opposite test under not",
+                operator_name(op)
+            ),
+        );
+        return None;
+    }
     let test = compile_test(op, config.value.as_ref(), &join(path, "value"), errors);
     Some(Leaf {
         field: field?,

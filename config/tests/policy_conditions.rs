@@ -519,3 +519,89 @@ fn every_operator_compiles_with_a_well_typed_value() {
         );
     }
 }
+
+#[test]
+fn the_field_star_tests_every_scalar_value_of_the_arguments() {
+    let secret =
+        compile(json!({"field": "*", "operator": "matches", "value": "sk-live-[a-z0-9]+"}));
+    let args = json!({
+        "path": "/tmp/a",
+        "options": {"headers": [{"name": "auth", "value": "Bearer sk-live-4f9a"}]},
+    });
+    assert!(secret.holds(&args));
+    // Keys are not values; nothing else matches.
+    assert!(!secret.holds(&json!({"sk-live-abc": "x", "n": 1, "b": true, "z": null})));
+    assert!(!secret.holds(&json!({})));
+    let rows = [
+        (
+            json!({"field": "*", "operator": "==", "value": 42}),
+            json!({"a": [1, {"b": "42"}]}),
+            true,
+        ),
+        (
+            json!({"field": "*", "operator": ">", "value": 100}),
+            json!({"a": [1, 99]}),
+            false,
+        ),
+        (
+            json!({"field": "*", "operator": ">", "value": 100}),
+            json!({"a": {"b": [101]}}),
+            true,
+        ),
+        (
+            json!({"field": "*", "operator": "in", "value": ["rm", "dd"]}),
+            json!({"args": ["ls", "rm"]}),
+            true,
+        ),
+        (
+            json!({"field": "*", "operator": "starts_with", "value": "/etc"}),
+            json!({"p": "/etc/passwd"}),
+            true,
+        ),
+        (
+            json!({"field": "*", "operator": "exists"}),
+            json!({"a": null}),
+            false,
+        ),
+        (
+            json!({"field": "*", "operator": "exists"}),
+            json!({"a": false}),
+            true,
+        ),
+        // Its opposite is written with not: no value of the arguments is a secret.
+        (
+            json!({"not": {"field": "*", "operator": "contains", "value": "secret"}}),
+            json!({"a": ["x", "y"]}),
+            true,
+        ),
+        (
+            json!({"not": {"field": "*", "operator": "contains", "value": "secret"}}),
+            json!({"a": ["my secret"]}),
+            false,
+        ),
+    ];
+    for (condition, args, expected) in rows {
+        assert_eq!(
+            compile(condition.clone()).holds(&args),
+            expected,
+            "{condition} on {args}"
+        );
+    }
+    // Deeper than the JSON parser allows (128 levels).
+    let mut deep = json!("sk-live-deep");
+    for _ in 0..2_000 {
+        deep = json!([deep]);
+    }
+    assert!(secret.holds(&deep));
+    // "Some value differs" would hold for almost any call: refused at load.
+    for op in ["!=", "not_in"] {
+        let value = if op == "!=" { json!("x") } else { json!(["x"]) };
+        let found = errors(json!({"field": "*", "operator": op, "value": value}));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "operator");
+        assert!(
+            found[0].1.contains("put the opposite test under not"),
+            "{found:?}"
+        );
+    }
+}

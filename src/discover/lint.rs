@@ -107,6 +107,9 @@ fn arguments(tool: &Discovered) -> Option<Vec<String>> {
 /// against `{"params": args}` first, then against the arguments themselves, so `params.amount`
 /// and `amount` both name the argument `amount` (and `params.x` an argument `params` too).
 fn takes(tool: &Discovered, field: &str) -> bool {
+    if field == mesh7_config::condition::ANY_VALUE {
+        return true;
+    }
     let Some(properties) = tool
         .input_schema
         .get("properties")
@@ -209,6 +212,7 @@ mod tests {
             // Taken by one matched tool: fine.
             (vec!["pay.*"], Some(field("id"))),
             (vec!["pay.refund"], Some(field("params"))),
+            (vec!["pay.refund"], Some(field("*"))),
         ])];
         assert_eq!(
             lint(&policies, &tools, &[]),
