@@ -589,7 +589,7 @@ fn the_field_star_tests_every_scalar_value_of_the_arguments() {
     }
     // Deeper than the JSON parser allows (128 levels).
     let mut deep = json!("sk-live-deep");
-    for _ in 0..2_000 {
+    for _ in 0..200 {
         deep = json!([deep]);
     }
     assert!(secret.holds(&deep));
