@@ -41,6 +41,13 @@ policies:
         action: human_approval
 "#;
 
+/// The daemon with the `echo` CLI tool alone, under `policies` (the YAML items of `policies:`).
+fn echo_under(policies: &str) -> Daemon {
+    Daemon::start(&format!(
+        "cli_tools:\n  - {{ name: echo, bin: echo, bare: {{ timeout: 5s }} }}\npolicies:{policies}"
+    ))
+}
+
 #[test]
 fn allowed_call_runs_the_tool_and_returns_its_output() {
     let d = Daemon::start(BASE);
@@ -253,11 +260,8 @@ fn operator_may_decide_for_another_agent() {
 
 #[test]
 fn rate_limit_per_minute_answers_429_with_rate_limited_policy() {
-    let d = Daemon::start(
+    let d = echo_under(
         r#"
-cli_tools:
-  - { name: echo, bin: echo, bare: { timeout: 5s } }
-policies:
   - name: tight
     agent: "*"
     rate_limit: { max_per_minute: 2 }
@@ -287,11 +291,8 @@ policies:
 
 #[test]
 fn a_condition_on_every_value_refuses_a_secret_wherever_it_is_passed() {
-    let d = Daemon::start(
+    let d = echo_under(
         r#"
-cli_tools:
-  - { name: echo, bin: echo, bare: { timeout: 5s } }
-policies:
   - name: guard
     agent: "*"
     rules:
@@ -337,11 +338,8 @@ policies:
 
 #[test]
 fn a_session_budget_stops_a_runaway_session_not_the_agent() {
-    let d = Daemon::start(
+    let d = echo_under(
         r#"
-cli_tools:
-  - { name: echo, bin: echo, bare: { timeout: 5s } }
-policies:
   - name: per-session
     agent: "*"
     rate_limit: { max_per_session: 2 }
@@ -396,11 +394,8 @@ policies:
 
 #[test]
 fn a_budget_holds_under_concurrent_calls_on_every_worker() {
-    let d = Daemon::start(
+    let d = echo_under(
         r#"
-cli_tools:
-  - { name: echo, bin: echo, bare: { timeout: 5s } }
-policies:
   - name: budget
     agent: "*"
     rate_limit: { max_total: 10 }
@@ -451,11 +446,8 @@ policies:
 
 #[test]
 fn loop_detection_is_on_by_default_and_refuses_the_fourth_identical_call() {
-    let d = Daemon::start(
+    let d = echo_under(
         r#"
-cli_tools:
-  - { name: echo, bin: echo, bare: { timeout: 5s } }
-policies:
   - name: open
     agent: "*"
     rules:

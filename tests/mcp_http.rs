@@ -8,7 +8,7 @@ mod common;
 mod mcp_support;
 
 use common::Daemon;
-use mcp_support::{GOVERNED, run_conformance, run_inspector, run_python_client};
+use mcp_support::{GOVERNED, INSPECT_ECHO_HI, run_conformance, run_inspector, run_python_client};
 use serde_json::{Value, json};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
@@ -128,14 +128,7 @@ fn the_inspector_cli_lists_and_calls_governed_tools_over_streamable_http() {
     for tool in ["echo.run", "writer.run", "mesh.catalog"] {
         assert!(names.contains(&tool.to_owned()), "{names:?}");
     }
-    let echo = inspect(&[
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "echo.run",
-        "--tool-arg",
-        "args=[\"hi\"]",
-    ]);
+    let echo = inspect(&INSPECT_ECHO_HI);
     assert_eq!(echo["isError"], false, "{echo}");
     assert_eq!(echo["content"][0]["text"], "hi\n", "{echo}");
     let target = d.path("never.txt").display().to_string();

@@ -9,7 +9,9 @@ mod mcp_support;
 use std::path::Path;
 use std::time::Duration;
 
-use mcp_support::{GOVERNED, McpChild, result_text, run_inspector, run_python_client};
+use mcp_support::{
+    GOVERNED, INSPECT_ECHO_HI, McpChild, result_text, run_inspector, run_python_client,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -103,14 +105,9 @@ fn python_sdk_over_stdio_sees_results_denials_and_approval_refusals() {
 fn the_inspector_cli_calls_a_governed_tool_over_stdio() {
     let (dir, config) = config_dir(GOVERNED);
     // The server's flags come after `--`, so that they are not taken for the Inspector's own.
-    let (ok, stdout, stderr) = run_inspector(&[
-        common::BIN,
-        "--method",
-        "tools/call",
-        "--tool-name",
-        "echo.run",
-        "--tool-arg",
-        "args=[\"hi\"]",
+    let mut args = vec![common::BIN];
+    args.extend(INSPECT_ECHO_HI);
+    args.extend([
         "--",
         "--mcp",
         "--config",
@@ -120,6 +117,7 @@ fn the_inspector_cli_calls_a_governed_tool_over_stdio() {
         "--listen",
         "127.0.0.1:0",
     ]);
+    let (ok, stdout, stderr) = run_inspector(&args);
     assert!(ok, "{stdout}{stderr}");
     let answer: Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));

@@ -90,6 +90,16 @@ pub fn conformance() -> (PathBuf, PathBuf) {
     (node, suite)
 }
 
+/// The Inspector's arguments for `tools/call` of `echo.run` with the argument `hi`.
+pub const INSPECT_ECHO_HI: [&str; 6] = [
+    "--method",
+    "tools/call",
+    "--tool-name",
+    "echo.run",
+    "--tool-arg",
+    "args=[\"hi\"]",
+];
+
 /// Runs the pinned MCP Inspector CLI with `args` (from its own `build/` folder, where it finds
 /// its `package.json`); returns (success, stdout, stderr).
 // The test drives a child process synchronously: the blocking API is the right one here.
