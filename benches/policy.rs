@@ -101,6 +101,7 @@ fn rule(i: usize, r: usize) -> RuleConfig {
         action,
         condition,
         annotations: Default::default(),
+        tainted: Vec::new(),
     }
 }
 

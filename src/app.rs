@@ -19,6 +19,7 @@ use mesh7_actors::pins::Pins;
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
 use mesh7_actors::store::Store;
+use mesh7_actors::taint::Taint;
 use mesh7_actors::trace::{Trace, TraceSettings};
 use mesh7_actors::upstream::Upstream;
 use mesh7_config::{LoadedConfig, PolicySet, duration};
@@ -59,16 +60,18 @@ impl App {
 
         let clock = Clock::System;
         let mailbox = cfg.server.mailbox_capacity;
-        let policies = PolicySet::compile(&cfg.policies).map_err(|errors| {
-            anyhow::anyhow!(
-                "{}",
-                errors
-                    .iter()
-                    .map(|e| format!("policies[{}].{}: {}", e.policy_index, e.path, e.message))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?;
+        let policies = PolicySet::compile(&cfg.policies)
+            .map_err(|errors| {
+                anyhow::anyhow!(
+                    "{}",
+                    errors
+                        .iter()
+                        .map(|e| format!("policies[{}].{}: {}", e.policy_index, e.path, e.message))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?
+            .with_taint(&cfg.taint);
         let policy = Policy::start(loaded.config_path.clone(), policies, clock.clone());
         let watch = match policy.watch(&loaded.config_path, loaded.policy_dir.as_deref()) {
             Ok(guard) => Some(guard),
@@ -186,8 +189,10 @@ impl App {
         let grants = Grants::start(store.clone(), max_grant, clock.clone(), mailbox)
             .map_err(|e| anyhow::anyhow!("grants: {e}"))?
             .with_approvals(approvals.clone());
-        let halts = Halts::start(store, clock.clone(), mailbox)
+        let halts = Halts::start(store.clone(), clock.clone(), mailbox)
             .map_err(|e| anyhow::anyhow!("halts: {e}"))?;
+        let taint = Taint::start(store, cfg.taint.max_sessions, clock.clone(), mailbox)
+            .map_err(|e| anyhow::anyhow!("taint: {e}"))?;
         let telemetry = match cfg.otel_endpoint.as_deref().map(str::trim) {
             Some(endpoint) if !endpoint.is_empty() => {
                 Telemetry::start(endpoint, metrics.clone(), redact.clone())
@@ -206,6 +211,7 @@ impl App {
             approvals,
             grants,
             halts,
+            taint,
             routing: ApprovalRouting {
                 block_mcp: cfg.supervisor.enabled,
                 channel: cfg.approval.channel,

@@ -178,6 +178,12 @@ impl From<mesh7_actors::grants::GrantError> for PipelineError {
     }
 }
 
+impl From<mesh7_actors::taint::TaintError> for PipelineError {
+    fn from(e: mesh7_actors::taint::TaintError) -> Self {
+        PipelineError::Unavailable(e.to_string())
+    }
+}
+
 impl From<mesh7_actors::halts::HaltError> for PipelineError {
     fn from(e: mesh7_actors::halts::HaltError) -> Self {
         PipelineError::Unavailable(e.to_string())

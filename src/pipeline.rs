@@ -17,6 +17,7 @@ use mesh7_actors::halts::{Halt, Halts};
 use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
+use mesh7_actors::taint::Taint;
 use mesh7_actors::trace::{self, Trace, TraceEntry};
 use mesh7_config::{Action, ApprovalChannel, PolicySet, ToolHints};
 use serde_json::Value;
@@ -161,7 +162,13 @@ pub struct Governed {
     pub source: Source,
     /// What the policies would decide with the `advisory` ones enforced, when that differs.
     pub shadow: Option<ShadowDecision>,
+    /// The session's labels when the call was decided; `None` when no rule tests them (so
+    /// they were not looked up).
+    pub taint: Option<Labels>,
 }
+
+/// A session's labels (`taint.sources`).
+pub type Labels = Arc<[Arc<str>]>;
 
 /// An advisory decision that differs from the one enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +314,8 @@ pub struct Parts {
     pub memory: Option<Memory>,
     /// Span export (`otel_endpoint`); `Telemetry::disabled()` when none is configured.
     pub telemetry: Telemetry,
+    /// The labels of sessions (`taint`), looked up only when a rule tests them.
+    pub taint: Taint,
 }
 
 type Inner = Parts;
@@ -341,6 +350,9 @@ impl Pipeline {
     }
     pub fn grants(&self) -> &Grants {
         &self.inner.grants
+    }
+    pub fn taint(&self) -> &Taint {
+        &self.inner.taint
     }
     pub fn halts(&self) -> &Halts {
         &self.inner.halts
@@ -421,7 +433,7 @@ impl Pipeline {
 
         let policies = inner.policy.current();
         let decision = spans
-            .step(Step::Evaluate, async {
+            .try_step(Step::Evaluate, async {
                 // What the tool says of itself, looked up only when a rule asks (`annotations`;
                 // the advisory set holds every rule). A name `/decide` does not know says nothing.
                 let hints = match &resolved {
@@ -430,12 +442,22 @@ impl Pipeline {
                     }
                     _ => ToolHints::CAUTIOUS,
                 };
-                let decision =
-                    policies.evaluate_with(&identity.agent, effective, &call.args, &hints);
-                (decision, hints)
+                // So are the session's labels (`tainted`); without them no verdict (fail closed).
+                let taint = match policies.uses_taint() {
+                    true => Some(inner.taint.labels(&identity.agent, &ctx.session_id).await?),
+                    false => None,
+                };
+                let decision = policies.evaluate_in(
+                    &identity.agent,
+                    effective,
+                    &call.args,
+                    &hints,
+                    taint.as_deref().unwrap_or_default(),
+                );
+                Ok::<_, PipelineError>((decision, hints, taint))
             })
-            .await;
-        let (decision, hints) = decision;
+            .await?;
+        let (decision, hints, taint) = decision;
         let fallback = resolved.as_ref().and_then(|r| r.default_action);
         let (mut action, mut rule, mut reason) = match fallback {
             // No rule matched a CLI tool that declares what it wants in that case.
@@ -458,6 +480,7 @@ impl Pipeline {
                 effective,
                 &call.args,
                 &hints,
+                taint.as_deref().unwrap_or_default(),
                 fallback,
             );
             (would.action != action).then(|| {
@@ -488,6 +511,8 @@ impl Pipeline {
                 .map(|_| ctx.session_id.as_str().into()),
             record: true,
         };
+        // The labels this call gives its session if it runs (`taint.sources`).
+        let gives = policies.taint_of(effective);
         drop(policies);
         let check = Acquire {
             record: action == Action::Allow,
@@ -562,9 +587,10 @@ impl Pipeline {
                     started,
                     spans: spans.late_outcome(),
                     shadow: shadow.as_ref(),
+                    taint: taint.as_ref(),
                     finished: false,
                 };
-                let stopped = if count {
+                let mut stopped = if count {
                     match spans.try_step(Step::RateLimit, self.limit(&usage)).await {
                         Ok(limited) => limited.map(|l| limited_verdict(&l)),
                         // Its approval or grant is used by now: the failure is traced with it.
@@ -573,6 +599,17 @@ impl Pipeline {
                 } else {
                     None
                 };
+                // A source's result is untrusted: its session is labelled (durably) before
+                // the call runs — `/decide` included, as its caller runs it — or it does not run.
+                if stopped.is_none() && !gives.is_empty() {
+                    let marked = inner
+                        .taint
+                        .mark(&identity.agent, &ctx.session_id, gives, effective)
+                        .await;
+                    if let Err(e) = marked {
+                        stopped = Some(Verdict::Failed { error: e.into() });
+                    }
+                }
                 let verdict = match stopped {
                     Some(verdict) => verdict,
                     // A halt put in place while the tool runs ends it: the run's future is
@@ -617,6 +654,7 @@ impl Pipeline {
             approval,
             source,
             shadow,
+            taint,
         };
         self.record(
             &mut spans,
@@ -887,6 +925,9 @@ fn trace_entry(ctx: &RequestContext, g: &Governed, effective: String, params: Va
         effective_tool: effective,
         ..TraceEntry::default()
     };
+    if let Some(taint) = &g.taint {
+        entry.taint = Some(taint.iter().map(ToString::to_string).collect());
+    }
     if let Some(shadow) = &g.shadow {
         entry.shadow_policy = shadow.action.as_str().to_owned();
         entry.shadow_rule.clone_from(&shadow.rule);
@@ -933,6 +974,7 @@ struct Running<'a> {
     /// The call's OTLP root span takes the recorded outcome from here (export on).
     spans: Option<LateOutcome>,
     shadow: Option<&'a ShadowDecision>,
+    taint: Option<&'a Labels>,
     finished: bool,
 }
 
@@ -964,6 +1006,7 @@ impl Drop for Running<'_> {
             approval: self.approval.cloned(),
             source: self.source,
             shadow: self.shadow.cloned(),
+            taint: self.taint.cloned(),
         };
         if let Verdict::Failed { error } = &g.verdict {
             tracing::info!(trace_id = %g.trace_id, tool = %g.tool, "{error}");
@@ -1024,9 +1067,10 @@ fn advisory_decision(
     tool: &str,
     args: &Value,
     hints: &ToolHints,
+    taint: &[Arc<str>],
     fallback: Option<Action>,
 ) -> ShadowDecision {
-    let would = advisory.evaluate_with(agent, tool, args, hints);
+    let would = advisory.evaluate_in(agent, tool, args, hints, taint);
     match fallback {
         Some(action) if would.is_default() => ShadowDecision {
             action,

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read as _};
+use std::sync::Arc;
 
 use mesh7_actors::trace::{TraceEntry, redact};
 use mesh7_config::{Action, PolicySet, Settled, ToolHints};
@@ -102,7 +103,13 @@ pub fn replay(
         // Arguments recorded under `trace.redact` are not what the policy saw: only a decision
         // they cannot change is replayed, and so is one that annotations cannot change.
         let args = (!redact::is_redacted(&entry.params)).then_some(&entry.params);
-        let Some(settled) = policies.settled(&entry.agent_id, &tool, args, hints) else {
+        // The session's labels, when the line recorded them (a rule tested them then).
+        let taint: Option<Vec<Arc<str>>> = entry
+            .taint
+            .as_ref()
+            .map(|labels| labels.iter().map(|l| Arc::from(l.as_str())).collect());
+        let Some(settled) = policies.settled(&entry.agent_id, &tool, args, hints, taint.as_deref())
+        else {
             report.not_comparable += 1;
             continue;
         };
@@ -113,7 +120,13 @@ pub fn replay(
             (Settled::Rule(action), _) => {
                 // Every way the unknowns could go gives this action; the rule named is the
                 // one that decides with what is known (a tool that says nothing).
-                let decision = policies.evaluate(&entry.agent_id, &tool, &entry.params);
+                let decision = policies.evaluate_in(
+                    &entry.agent_id,
+                    &tool,
+                    &entry.params,
+                    &ToolHints::CAUTIOUS,
+                    taint.as_deref().unwrap_or_default(),
+                );
                 (action, decision.rule().to_owned())
             }
         };

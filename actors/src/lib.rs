@@ -13,5 +13,6 @@ pub mod rate_limit;
 pub mod ssrf;
 pub mod store;
 pub mod supervisor;
+pub mod taint;
 pub mod trace;
 pub mod upstream;

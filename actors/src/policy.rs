@@ -300,13 +300,14 @@ impl Handler<Reload> for PolicyActor {
 /// Loading reads a few small files; it runs on the actor's own thread, never a request's.
 fn compile_from(path: &Path) -> Result<PolicySet, String> {
     let loaded = load(path).map_err(|e| e.to_string().trim_end().to_owned())?;
-    PolicySet::compile(&loaded.config.policies).map_err(|errors| {
+    let set = PolicySet::compile(&loaded.config.policies).map_err(|errors| {
         errors
             .iter()
             .map(|e| format!("{}: {}", e.path, e.message))
             .collect::<Vec<_>>()
             .join("; ")
-    })
+    })?;
+    Ok(set.with_taint(&loaded.config.taint))
 }
 
 #[cfg(test)]

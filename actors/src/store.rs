@@ -1,4 +1,4 @@
-//! The durable store of approvals, grants, halts and catalogue pins: the only module that touches sled.
+//! The durable store of approvals, grants, halts, catalogue pins and session labels: the only module that touches sled.
 //!
 //! Layout (schema version 1):
 //! - default tree: `meta/schema_version` = `"1"` (ASCII). A store written by a newer schema is
@@ -8,6 +8,8 @@
 //! - tree `halts`: key = the halt id (16 hex digits), value = JSON `{"seq", "record"}`.
 //! - tree `pins`: key = `server.tool` (or `server` alone: the catalogue was seen), value =
 //!   JSON `{"seq", "record"}` (`seq` unused, 0).
+//! - tree `taint`: key = the agent's length in bytes, `:`, the agent, then the session id;
+//!   value = JSON `{"seq", "record"}` (the labels of that session).
 //! - tree `openapi_specs`: key = a spec URL, value = the last good copy of that spec (bytes
 //!   chosen by the caller). A cache: losing it only loses the fallback.
 //!
@@ -30,6 +32,7 @@ use crate::approvals::ApprovalRecord;
 use crate::grants::Grant;
 use crate::halts::Halt;
 use crate::pins::Pin;
+use crate::taint::TaintedSession;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -39,6 +42,7 @@ const GRANTS_TREE: &[u8] = b"grants";
 const HALTS_TREE: &[u8] = b"halts";
 const PINS_TREE: &[u8] = b"pins";
 const SPECS_TREE: &[u8] = b"openapi_specs";
+const TAINT_TREE: &[u8] = b"taint";
 /// The page cache sled may use; its default (1 GiB) is far beyond what approvals need.
 const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -72,6 +76,7 @@ pub struct Store {
     halts: sled::Tree,
     pins: sled::Tree,
     specs: sled::Tree,
+    taint: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,6 +181,7 @@ impl Store {
         let halts = db.open_tree(HALTS_TREE)?;
         let pins = db.open_tree(PINS_TREE)?;
         let specs = db.open_tree(SPECS_TREE)?;
+        let taint = db.open_tree(TAINT_TREE)?;
         Ok(Store {
             db,
             approvals,
@@ -183,6 +189,7 @@ impl Store {
             halts,
             pins,
             specs,
+            taint,
         })
     }
 
@@ -233,6 +240,17 @@ impl Store {
 
     pub(crate) fn write_halts(&self, change: &Change<'_, Halt>) -> Result<Flush, StoreError> {
         write(&self.halts, change)
+    }
+
+    pub(crate) fn load_taint(&self) -> Result<Vec<Row<TaintedSession>>, StoreError> {
+        load(&self.taint, "taint")
+    }
+
+    pub(crate) fn write_taint(
+        &self,
+        change: &Change<'_, TaintedSession>,
+    ) -> Result<Flush, StoreError> {
+        write(&self.taint, change)
     }
 
     pub(crate) fn load_pins(&self) -> Result<Vec<Row<Pin>>, StoreError> {
@@ -350,6 +368,12 @@ impl Keyed for Grant {
 }
 
 impl Keyed for Halt {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for TaintedSession {
     fn key(&self) -> &str {
         &self.id
     }

@@ -108,6 +108,10 @@ pub struct TraceEntry {
     /// The policy behind `shadow_policy` (`default` when none matched).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub shadow_rule: String,
+    /// mesh7: the labels the call's session carried when it was decided (`taint`); absent when
+    /// no rule tested them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taint: Option<Vec<String>>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -197,7 +197,7 @@ pub fn load_str_with_env(
             });
         }
     }
-    issues.extend(validate::policies(&sources));
+    issues.extend(validate::policies(&sources, &parsed.config.taint.labels()));
     for issue in issues {
         let document = match issue.doc {
             Doc::Main => Some(&main),

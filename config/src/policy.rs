@@ -7,7 +7,8 @@
 //! for policy in sorted policies whose agent glob matches the agent:
 //!     for rule in policy.rules:
 //!         if some tool pattern equals or globs the tool, the tool's hints have the values of
-//!         the rule's annotations (if any), and the condition (if any) holds:
+//!         the rule's annotations (if any), the session carries one of the rule's `tainted`
+//!         labels (if any), and the condition (if any) holds:
 //!             return (rule.action, policy)
 //! return (deny, "default")
 //! ```
@@ -22,12 +23,13 @@
 //! Evaluation allocates nothing; the reason text is built only when asked for.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::condition::Condition;
 use crate::glob::Glob;
-use crate::schema::{Action, PolicyConfig, RateLimitConfig};
+use crate::schema::{Action, PolicyConfig, RateLimitConfig, TaintConfig};
 
 /// The rule name of the fail-closed decision.
 const DEFAULT_RULE: &str = "default";
@@ -133,6 +135,8 @@ pub enum Settled {
 pub struct Decision<'a> {
     pub action: Action,
     policy: Option<&'a PolicyConfig>,
+    /// The session's label that the deciding rule's `tainted` matched.
+    taint: Option<&'a str>,
 }
 
 impl<'a> Decision<'a> {
@@ -141,7 +145,13 @@ impl<'a> Decision<'a> {
         Decision {
             action: Action::Deny,
             policy: None,
+            taint: None,
         }
+    }
+
+    /// The session's label that made the deciding rule match (`tainted`), if it has one.
+    pub fn taint(&self) -> Option<&'a str> {
+        self.taint
     }
 
     /// The matched policy's name, or `"default"`.
@@ -163,11 +173,16 @@ impl<'a> Decision<'a> {
         self.policy.and_then(|p| p.rate_limit)
     }
 
-    /// `policy=<policy> tool=<tool> action=<action>`, or `no matching policy — fail closed`.
+    /// `policy=<policy> tool=<tool> action=<action>`, with ` taint=<label>` when a `tainted`
+    /// rule decided, or `no matching policy — fail closed`.
     pub fn reason(&self, tool: &str) -> String {
-        match self.policy {
-            Some(p) => format!("policy={} tool={tool} action={}", p.name, self.action),
-            None => "no matching policy \u{2014} fail closed".to_owned(),
+        match (self.policy, self.taint) {
+            (Some(p), None) => format!("policy={} tool={tool} action={}", p.name, self.action),
+            (Some(p), Some(label)) => format!(
+                "policy={} tool={tool} action={} taint={label}",
+                p.name, self.action
+            ),
+            (None, _) => "no matching policy \u{2014} fail closed".to_owned(),
         }
     }
 }
@@ -210,6 +225,12 @@ pub struct PolicySet {
     shadow: Option<Box<PolicySet>>,
     /// Some rule tests `annotations`.
     uses_annotations: bool,
+    /// Some rule tests `tainted`.
+    uses_taint: bool,
+    /// `taint.sources`: tool pattern → the labels a call of it gives its session.
+    sources: GlobIndex,
+    /// The labels of `taint.sources`, indexed by `sources`.
+    labels: Vec<Arc<str>>,
 }
 
 /// A rule's condition and `annotations`, compiled.
@@ -222,6 +243,8 @@ struct CompiledRule {
     condition: Option<Condition>,
     /// `annotations`: each hint and the value it must have.
     hints: Vec<(Hint, bool)>,
+    /// `tainted`: the session must carry one of these labels.
+    tainted: Vec<Box<str>>,
 }
 
 impl PolicySet {
@@ -340,6 +363,7 @@ impl PolicySet {
                     action: rule.action,
                     condition,
                     hints,
+                    tainted: rule.tainted.iter().map(|l| l.as_str().into()).collect(),
                 });
             }
             set.policies.push(policy.clone());
@@ -347,7 +371,49 @@ impl PolicySet {
         set.agents = agents.build();
         set.groups = groups.into_iter().map(GlobIndexBuilder::build).collect();
         set.uses_annotations = set.rules.iter().any(|r| !r.hints.is_empty());
+        set.uses_taint = set.rules.iter().any(|r| !r.tainted.is_empty());
         Ok(set)
+    }
+
+    /// The set with `taint.sources` (labels that `tainted` names were checked at load).
+    pub fn with_taint(mut self, taint: &TaintConfig) -> PolicySet {
+        let mut labels: Vec<Arc<str>> = Vec::new();
+        let mut sources = GlobIndexBuilder::default();
+        for source in &taint.sources {
+            let index = match labels.iter().position(|l| **l == *source.label) {
+                Some(index) => index,
+                None => {
+                    labels.push(source.label.as_str().into());
+                    labels.len() - 1
+                }
+            };
+            for tool in &source.tools {
+                sources.insert_exact(tool, index);
+                let glob = Glob::new(tool);
+                if glob.is_valid() && !glob.is_literal() {
+                    sources.insert_glob(&glob, index);
+                }
+            }
+        }
+        self.sources = sources.build();
+        self.labels = labels;
+        self.shadow = self.shadow.map(|shadow| Box::new(shadow.with_taint(taint)));
+        self
+    }
+
+    /// The labels a call of `tool` gives its session, once it runs (`taint.sources`).
+    pub fn taint_of(&self, tool: &str) -> Vec<Arc<str>> {
+        let mut found: Vec<usize> = Vec::new();
+        self.sources.visit(tool, |ids| found.extend_from_slice(ids));
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().map(|i| self.labels[i].clone()).collect()
+    }
+
+    /// Whether some rule, advisory ones included, tests the session's labels (`tainted`), so
+    /// that callers need to look them up.
+    pub fn uses_taint(&self) -> bool {
+        self.uses_taint || self.shadow.as_ref().is_some_and(|s| s.uses_taint)
     }
 
     /// [`evaluate_with`](Self::evaluate_with) for a tool that says nothing of itself
@@ -365,6 +431,19 @@ impl PolicySet {
         args: &Value,
         hints: &ToolHints,
     ) -> Decision<'a> {
+        self.evaluate_in(agent, tool, args, hints, &[])
+    }
+
+    /// [`evaluate_with`](Self::evaluate_with) for a call whose session carries `taint` (its
+    /// labels), for rules with `tainted`.
+    pub fn evaluate_in<'a>(
+        &'a self,
+        agent: &str,
+        tool: &str,
+        args: &Value,
+        hints: &ToolHints,
+        taint: &[Arc<str>],
+    ) -> Decision<'a> {
         let mut best = usize::MAX;
         self.agents.visit(agent, |groups| {
             for &group in groups {
@@ -373,7 +452,7 @@ impl PolicySet {
                         if position >= best {
                             break;
                         }
-                        if self.rules[position].holds(args, hints) {
+                        if self.rules[position].holds(args, hints, taint) {
                             best = position;
                             break;
                         }
@@ -385,6 +464,7 @@ impl PolicySet {
             Some(rule) => Decision {
                 action: rule.action,
                 policy: Some(&self.policies[rule.policy]),
+                taint: rule.taint_match(taint),
             },
             None => Decision::default_deny(),
         }
@@ -403,7 +483,8 @@ impl PolicySet {
             if rule.action != Action::Deny {
                 return false;
             }
-            if rule.condition.is_none() {
+            // A rule that tests the session may or may not match, as a condition.
+            if rule.condition.is_none() && rule.tainted.is_empty() {
                 return true;
             }
         }
@@ -423,15 +504,16 @@ impl PolicySet {
     }
 
     /// The decision for `tool` and `agent` whatever is not known of the call: its arguments
-    /// when `args` is `None`, what the tool says of itself when `hints` is `None`. `None` when
-    /// those could change it: a rule that may or may not match, deciding otherwise, comes
-    /// before the first rule that surely does.
+    /// when `args` is `None`, what the tool says of itself when `hints` is `None`, its
+    /// session's labels when `taint` is `None`. `None` when those could change it: a rule that
+    /// may or may not match, deciding otherwise, comes before the first rule that surely does.
     pub fn settled(
         &self,
         agent: &str,
         tool: &str,
         args: Option<&Value>,
         hints: Option<&ToolHints>,
+        taint: Option<&[Arc<str>]>,
     ) -> Option<Settled> {
         let mut possible = Vec::new();
         let mut last = Settled::NoRule;
@@ -447,9 +529,14 @@ impl PolicySet {
                 None if rule.condition.is_none() => Some(true),
                 None => None,
             };
-            match (hints_match, condition_match) {
-                (Some(false), _) | (_, Some(false)) => {}
-                (Some(true), Some(true)) => {
+            let taint_match = match taint {
+                Some(taint) => Some(rule.taint_holds(taint)),
+                None if rule.tainted.is_empty() => Some(true),
+                None => None,
+            };
+            match (hints_match, condition_match, taint_match) {
+                (Some(false), _, _) | (_, Some(false), _) | (_, _, Some(false)) => {}
+                (Some(true), Some(true), Some(true)) => {
                     last = Settled::Rule(rule.action);
                     break;
                 }
@@ -480,8 +567,20 @@ impl PolicySet {
 }
 
 impl CompiledRule {
-    fn holds(&self, args: &Value, hints: &ToolHints) -> bool {
-        self.hints_hold(hints) && self.condition_holds(args)
+    fn holds(&self, args: &Value, hints: &ToolHints, taint: &[Arc<str>]) -> bool {
+        self.hints_hold(hints) && self.taint_holds(taint) && self.condition_holds(args)
+    }
+
+    fn taint_holds(&self, taint: &[Arc<str>]) -> bool {
+        self.tainted.is_empty() || self.taint_match(taint).is_some()
+    }
+
+    /// The first of the rule's `tainted` labels that the session carries.
+    fn taint_match(&self, taint: &[Arc<str>]) -> Option<&str> {
+        self.tainted
+            .iter()
+            .find(|want| taint.iter().any(|has| **has == ***want))
+            .map(|l| &**l)
     }
 
     fn hints_hold(&self, hints: &ToolHints) -> bool {

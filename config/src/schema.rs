@@ -55,6 +55,10 @@ pub struct Config {
     pub loop_detection: LoopDetectionConfig,
     #[serde(default)]
     pub rate_limiter: RateLimiterConfig,
+    /// Information-flow labels: which tools' results taint the calling session, for rules with
+    /// `tainted`.
+    #[serde(default, skip_serializing_if = "TaintConfig::is_default")]
+    pub taint: TaintConfig,
 }
 
 /// A policy: which agents it covers and its ordered rules.
@@ -128,6 +132,11 @@ pub struct RuleConfig {
     /// `{destructiveHint: true}`. See [`crate::policy::ToolHints`] for what a tool is taken to say.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, bool>,
+    /// mesh7: the rule matches only calls whose session carries one of these labels (from
+    /// `taint.sources`), e.g. `[web]`: a sink such as `slack.post` after untrusted content was
+    /// read in the same session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tainted: Vec<String>,
 }
 
 /// What a rule decides. Unknown values are load errors (flux7 treated them as allow).
@@ -612,4 +621,54 @@ fn default_max_agents() -> usize {
 }
 fn default_max_totals() -> usize {
     1_000_000
+}
+
+/// mesh7: information-flow labels of sessions.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaintConfig {
+    /// Tools whose results are untrusted: a call of one that runs labels its session.
+    #[serde(default)]
+    pub sources: Vec<TaintSourceConfig>,
+    /// Tainted sessions remembered (the least recently used forgotten beyond), default 100 000.
+    #[serde(default = "default_max_tainted")]
+    pub max_sessions: usize,
+}
+
+impl Default for TaintConfig {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            max_sessions: default_max_tainted(),
+        }
+    }
+}
+
+impl TaintConfig {
+    pub fn is_default(&self) -> bool {
+        *self == TaintConfig::default()
+    }
+
+    /// Every label some source gives, in order of first appearance.
+    pub fn labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = Vec::new();
+        for source in &self.sources {
+            if !labels.contains(&source.label.as_str()) {
+                labels.push(&source.label);
+            }
+        }
+        labels
+    }
+}
+
+/// Tools (globs, as in rules) whose calls label the session with `label`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaintSourceConfig {
+    pub tools: Vec<String>,
+    pub label: String,
+}
+
+fn default_max_tainted() -> usize {
+    100_000
 }

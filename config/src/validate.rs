@@ -12,7 +12,7 @@ use crate::duration;
 use crate::load::tree::Path;
 use crate::policy::PolicySet;
 use crate::schema::{
-    CliToolConfig, Config, McpServerConfig, McpTransport, OpenApiConfig, PolicyConfig,
+    CliToolConfig, Config, McpServerConfig, McpTransport, OpenApiConfig, PolicyConfig, TaintConfig,
 };
 
 /// Which document an issue is in: the configuration file, or the n-th `policy_dir` file.
@@ -182,6 +182,7 @@ pub(crate) fn config(config: &Config, indices: &Indices) -> Vec<Issue> {
         as_u64(config.rate_limiter.max_tracked_totals),
     );
 
+    taint(&config.taint, &mut issues);
     mcp_servers(
         &config.mcp_servers,
         &indices.mcp_servers,
@@ -352,8 +353,70 @@ fn openapi(entries: &[OpenApiConfig], indices: &[usize], issues: &mut Issues) {
 
 /// Duplicate names across inline and file policies (unnamed inline policies are not compared),
 /// then what compiling the set finds (condition shapes, regexes), at the policy's own path.
-pub(crate) fn policies(sources: &[PolicySource<'_>]) -> Vec<Issue> {
+/// A label names something an operator reads in answers, traces and `GET /taint`.
+const MAX_LABEL: usize = 64;
+
+fn taint(config: &TaintConfig, issues: &mut Issues) {
+    let taint = Path::root().key("taint");
+    issues.positive(taint.key("max_sessions"), as_u64(config.max_sessions));
+    for (i, source) in config.sources.iter().enumerate() {
+        let at = taint.key("sources").index(i);
+        if source.tools.is_empty() || source.tools.iter().any(String::is_empty) {
+            let at = at.key("tools");
+            issues.push(
+                at.to_string(),
+                at,
+                "tools must list at least one non-empty pattern",
+            );
+        }
+        if let Err(message) = label_ok(&source.label) {
+            let at = at.key("label");
+            issues.push(at.to_string(), at, message);
+        }
+    }
+}
+
+fn label_ok(label: &str) -> Result<(), String> {
+    if label.is_empty() || label.len() > MAX_LABEL {
+        return Err(format!("a label has 1 to {MAX_LABEL} characters"));
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "invalid label {label:?}: letters, digits, '_', '-' and '.' only"
+        ));
+    }
+    Ok(())
+}
+
+/// `labels`: what `taint.sources` can put on a session; a rule's `tainted` may name no other.
+pub(crate) fn policies(sources: &[PolicySource<'_>], labels: &[&str]) -> Vec<Issue> {
     let mut issues = Vec::new();
+    for source in sources {
+        for (i, rule) in source.policy.rules.iter().enumerate() {
+            for (k, label) in rule.tainted.iter().enumerate() {
+                if labels.contains(&label.as_str()) {
+                    continue;
+                }
+                let relative = format!("rules[{i}].tainted[{k}]");
+                let known = if labels.is_empty() {
+                    "none: taint.sources is empty".to_owned()
+                } else {
+                    labels.join(", ")
+                };
+                issues.push(Issue {
+                    doc: source.doc,
+                    shown: shown(source, &relative),
+                    at: source.at.join(&Path::parse(&relative)),
+                    message: format!(
+                        "no taint source gives the label {label:?}, so the rule would never match (labels: {known})"
+                    ),
+                });
+            }
+        }
+    }
     for (n, source) in sources.iter().enumerate() {
         let name = &source.policy.name;
         if name.is_empty() {

@@ -97,6 +97,36 @@ fn reports_each_invalid_value_with_its_path_message_and_line() {
             "policies[0].rate_limit.max_per_sesion: unknown field, did you mean `max_per_session`? (line 3)",
         ),
         (
+            "tainted label no source gives",
+            "taint:\n  sources: [{tools: [fetch.*], label: web}]\npolicies:\n  - name: p\n    rules:\n      - tools: [slack.*]\n        action: deny\n        tainted: [wbe]\n",
+            "policies[0].rules[0].tainted[0]: no taint source gives the label \"wbe\", so the rule would never match (labels: web) (line 8)",
+        ),
+        (
+            "tainted without any source",
+            "policies:\n  - name: p\n    rules:\n      - tools: [slack.*]\n        action: deny\n        tainted: [web]\n",
+            "policies[0].rules[0].tainted[0]: no taint source gives the label \"web\", so the rule would never match (labels: none: taint.sources is empty) (line 6)",
+        ),
+        (
+            "taint source without tools",
+            "taint:\n  sources:\n    - tools: []\n      label: web\n",
+            "taint.sources[0].tools: tools must list at least one non-empty pattern (line 3)",
+        ),
+        (
+            "taint label with a space",
+            "taint:\n  sources:\n    - tools: [fetch.*]\n      label: the web\n",
+            "taint.sources[0].label: invalid label \"the web\": letters, digits, '_', '-' and '.' only (line 4)",
+        ),
+        (
+            "taint source without a label",
+            "taint:\n  sources:\n    - tools: [fetch.*]\n",
+            "taint.sources[0]: missing required field 'label' (line 3)",
+        ),
+        (
+            "no tainted session kept",
+            "taint:\n  max_sessions: 0\n",
+            "taint.max_sessions: must be greater than 0 (line 2)",
+        ),
+        (
             "section not a mapping",
             "server: 3\n",
             "server: invalid type: integer `3`, expected a mapping (line 1)",
@@ -440,7 +470,7 @@ fn reports_every_unknown_key_of_one_mapping_without_a_missing_field_echo() {
         vec![
             "policies[0].rules[0].tool: unknown field, did you mean `tools`? (line 4)",
             "policies[0].rules[0].acton: unknown field, did you mean `action`? (line 5)",
-            "policies[0].rules[0].when: unknown field (expected tools, action, condition or annotations) (line 6)",
+            "policies[0].rules[0].when: unknown field (expected tools, action, condition, annotations or tainted) (line 6)",
         ]
     );
 }

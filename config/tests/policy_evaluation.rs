@@ -449,3 +449,84 @@ fn a_tool_that_says_nothing_is_taken_at_its_worst_and_read_only_means_not_destru
         Action::HumanApproval
     );
 }
+
+#[test]
+fn a_tainted_rule_matches_only_sessions_carrying_one_of_its_labels() {
+    use std::sync::Arc;
+
+    use mesh7_config::{TaintConfig, ToolHints};
+    let taint: TaintConfig = serde_json::from_value(json!({"sources": [
+        {"tools": ["fetch.*", "browser.open"], "label": "web"},
+        {"tools": ["gmail.read*"], "label": "email"},
+        {"tools": ["fetch.mail"], "label": "email"},
+    ]}))
+    .expect("taint section");
+    let set = compile(json!([{"name": "exfil", "agent": "*", "rules": [
+        {"tools": ["slack.post"], "tainted": ["web", "email"], "action": "deny"},
+        {"tools": ["fs.write"], "tainted": ["email"], "action": "human_approval"},
+        {"tools": ["*"], "action": "allow"},
+    ]}]))
+    .with_taint(&taint);
+    assert!(set.uses_taint());
+    assert!(
+        !compile(json!([{"name": "p", "agent": "*", "rules": [
+            {"tools": ["*"], "action": "allow"}]}]))
+        .uses_taint()
+    );
+
+    let labels = |names: &[&str]| {
+        names
+            .iter()
+            .map(|&n| Arc::from(n))
+            .collect::<Vec<Arc<str>>>()
+    };
+    let decide = |tool: &str, session: &[&str]| {
+        let d = set.evaluate_in(
+            "a",
+            tool,
+            &json!({}),
+            &ToolHints::CAUTIOUS,
+            &labels(session),
+        );
+        (d.action, d.taint().map(str::to_owned), d.reason(tool))
+    };
+    // A clean session (and `evaluate`, which knows of no session) posts.
+    assert_eq!(decide("slack.post", &[]).0, Action::Allow);
+    assert_eq!(
+        set.evaluate("a", "slack.post", &json!({})).action,
+        Action::Allow
+    );
+    // Either label stops it; the reason names the label that did.
+    let (action, label, reason) = decide("slack.post", &["web"]);
+    assert_eq!((action, label.as_deref()), (Action::Deny, Some("web")));
+    assert_eq!(reason, "policy=exfil tool=slack.post action=deny taint=web");
+    assert_eq!(
+        decide("slack.post", &["email", "web"]).1.as_deref(),
+        Some("web")
+    );
+    // A label the rule does not name leaves it out.
+    assert_eq!(decide("fs.write", &["web"]).0, Action::Allow);
+    assert_eq!(decide("fs.write", &["email"]).0, Action::HumanApproval);
+
+    // What each tool gives its session once it runs: by glob or exact name, each label once.
+    let gives = |tool: &str| {
+        set.taint_of(tool)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gives("fetch.get"), ["web"]);
+    assert_eq!(gives("browser.open"), ["web"]);
+    assert_eq!(gives("fetch.mail"), ["web", "email"]);
+    assert_eq!(gives("gmail.read_thread"), ["email"]);
+    assert!(gives("slack.post").is_empty());
+
+    // A rule that tests the session may or may not match: never "always denied"; settled
+    // only when the labels are known.
+    assert!(!set.always_denies("a", "slack.post", &ToolHints::CAUTIOUS));
+    assert_eq!(set.settled("a", "slack.post", None, None, None), None);
+    assert_eq!(
+        set.settled("a", "slack.post", None, None, Some(&labels(&["email"]))),
+        Some(mesh7_config::Settled::Rule(Action::Deny))
+    );
+}

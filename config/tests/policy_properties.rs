@@ -2,12 +2,13 @@
 //! rule never widens what is allowed, the indexed evaluator agrees with a naive one that
 //! follows the spec's loop line by line, and a tool said to be always denied is denied whatever
 //! its arguments (exactly the denied ones when no rule has a condition), and a decision said to
-//! be settled is the same whatever the arguments or annotations left unknown. Rules test
-//! annotations as well as conditions.
+//! be settled is the same whatever the arguments, annotations or session labels left unknown.
+//! Rules test annotations and session labels (`tainted`) as well as conditions.
 
 use mesh7_config::condition::Condition;
 use mesh7_config::glob::{self, Glob};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use mesh7_config::policy::HINT_NAMES;
 use mesh7_config::{
@@ -24,6 +25,7 @@ fn naive_evaluate(
     tool: &str,
     args: &Value,
     hints: &ToolHints,
+    taint: &[Arc<str>],
 ) -> (Action, Option<String>) {
     let mut sorted: Vec<&PolicyConfig> = policies.iter().collect();
     sorted.sort_by_key(|p| std::cmp::Reverse(Glob::new(&p.agent).specificity()));
@@ -53,6 +55,14 @@ fn naive_evaluate(
             {
                 continue;
             }
+            if !rule.tainted.is_empty()
+                && !rule
+                    .tainted
+                    .iter()
+                    .any(|l| taint.iter().any(|t| **t == **l))
+            {
+                continue;
+            }
             if let Some(c) = &rule.condition {
                 let condition = Condition::compile(c).expect("generated conditions are valid");
                 if !condition.holds(args) {
@@ -71,8 +81,9 @@ fn indexed_evaluate(
     tool: &str,
     args: &Value,
     hints: &ToolHints,
+    taint: &[Arc<str>],
 ) -> (Action, Option<String>) {
-    let decision = set.evaluate_with(agent, tool, args, hints);
+    let decision = set.evaluate_in(agent, tool, args, hints, taint);
     (decision.action, decision.policy().map(|p| p.name.clone()))
 }
 
@@ -182,13 +193,21 @@ fn rule_with(patterns: impl Strategy<Value = String>) -> impl Strategy<Value = R
         action(),
         condition(),
         prop::option::weighted(0.3, annotations()),
+        prop::option::weighted(0.25, prop::sample::subsequence(vec!["w", "m"], 1..=2)),
     )
-        .prop_map(|(tools, action, condition, annotations)| RuleConfig {
-            tools,
-            action,
-            condition,
-            annotations: annotations.unwrap_or_default(),
-        })
+        .prop_map(
+            |(tools, action, condition, annotations, tainted)| RuleConfig {
+                tools,
+                action,
+                condition,
+                annotations: annotations.unwrap_or_default(),
+                tainted: tainted
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+            },
+        )
 }
 
 fn policy_set_with(
@@ -226,8 +245,24 @@ fn args() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn queries() -> impl Strategy<Value = Vec<(String, String, Value, ToolHints)>> {
-    prop::collection::vec((agent(), tool(), args(), hints()), 1..16)
+/// A session's labels: none, either, both.
+fn taint_cases() -> Vec<Vec<Arc<str>>> {
+    vec![
+        vec![],
+        vec!["w".into()],
+        vec!["m".into()],
+        vec!["m".into(), "w".into()],
+    ]
+}
+
+fn taint() -> impl Strategy<Value = Vec<Arc<str>>> {
+    prop::sample::select(taint_cases())
+}
+
+type Query = (String, String, Value, ToolHints, Vec<Arc<str>>);
+
+fn queries() -> impl Strategy<Value = Vec<Query>> {
+    prop::collection::vec((agent(), tool(), args(), hints(), taint()), 1..16)
 }
 
 proptest! {
@@ -239,10 +274,10 @@ proptest! {
         queries in queries(),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        for (agent, tool, args, hints) in &queries {
+        for (agent, tool, args, hints, taint) in &queries {
             prop_assert_eq!(
-                indexed_evaluate(&set, agent, tool, args, hints),
-                naive_evaluate(&policies, agent, tool, args, hints),
+                indexed_evaluate(&set, agent, tool, args, hints, taint),
+                naive_evaluate(&policies, agent, tool, args, hints, taint),
                 "agent={:?} tool={:?} args={}", agent, tool, args
             );
         }
@@ -267,16 +302,16 @@ proptest! {
         let set = PolicySet::compile(&marked).expect("generated policies are valid");
         prop_assert_eq!(set.policies().len(), marked.len(), "every policy is listed");
         prop_assert_eq!(set.shadow().is_some(), enforced.len() < marked.len());
-        for (agent, tool, args, hints) in &queries {
+        for (agent, tool, args, hints, taint) in &queries {
             prop_assert_eq!(
-                indexed_evaluate(&set, agent, tool, args, hints),
-                naive_evaluate(&enforced, agent, tool, args, hints),
+                indexed_evaluate(&set, agent, tool, args, hints, taint),
+                naive_evaluate(&enforced, agent, tool, args, hints, taint),
                 "agent={:?} tool={:?} args={}", agent, tool, args
             );
             if let Some(shadow) = set.shadow() {
                 prop_assert_eq!(
-                    indexed_evaluate(shadow, agent, tool, args, hints),
-                    naive_evaluate(&marked, agent, tool, args, hints),
+                    indexed_evaluate(shadow, agent, tool, args, hints, taint),
+                    naive_evaluate(&marked, agent, tool, args, hints, taint),
                     "shadow: agent={:?} tool={:?} args={}", agent, tool, args
                 );
             }
@@ -286,11 +321,11 @@ proptest! {
     #[test]
     fn no_rule_for_the_tool_means_deny_default(
         policies in policy_set_with("s[xy.*?\\[]{0,4}"),
-        queries in prop::collection::vec((agent(), "o[xy.]{0,4}", args(), hints()), 1..16),
+        queries in prop::collection::vec((agent(), "o[xy.]{0,4}", args(), hints(), taint()), 1..16),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
-        for (agent, tool, args, hints) in &queries {
-            let decision = set.evaluate_with(agent, tool, args, hints);
+        for (agent, tool, args, hints, taint) in &queries {
+            let decision = set.evaluate_in(agent, tool, args, hints, taint);
             prop_assert_eq!(decision.action, Action::Deny);
             prop_assert_eq!(decision.rule(), "default");
             prop_assert!(decision.is_default());
@@ -327,9 +362,9 @@ proptest! {
 
         let before = PolicySet::compile(&policies).expect("generated policies are valid");
         let after = PolicySet::compile(&stricter).expect("generated policies are valid");
-        for (agent, tool, args, hints) in &queries {
-            let old = before.evaluate_with(agent, tool, args, hints).action;
-            let new = after.evaluate_with(agent, tool, args, hints).action;
+        for (agent, tool, args, hints, taint) in &queries {
+            let old = before.evaluate_in(agent, tool, args, hints, taint).action;
+            let new = after.evaluate_in(agent, tool, args, hints, taint).action;
             prop_assert!(
                 new == old || new == Action::Deny,
                 "agent={:?} tool={:?} args={} was {:?}, now {:?}", agent, tool, args, old, new
@@ -349,10 +384,12 @@ proptest! {
         for (agent, tool, hints) in &names {
             if set.always_denies(agent, tool, hints) {
                 for args in &samples() {
-                    prop_assert_eq!(
-                        set.evaluate_with(agent, tool, args, hints).action, Action::Deny,
-                        "agent={:?} tool={:?} args={}", agent, tool, args
-                    );
+                    for taint in &taint_cases() {
+                        prop_assert_eq!(
+                            set.evaluate_in(agent, tool, args, hints, taint).action, Action::Deny,
+                            "agent={:?} tool={:?} args={} taint={:?}", agent, tool, args, taint
+                        );
+                    }
                 }
             }
         }
@@ -362,7 +399,7 @@ proptest! {
     fn a_settled_decision_is_the_decision_whatever_the_unknowns(
         policies in policy_set_with(tool_pattern()),
         names in prop::collection::vec(
-            (agent(), tool(), args(), hints(), any::<bool>(), any::<bool>()), 1..16),
+            (agent(), tool(), args(), hints(), taint(), any::<[bool; 3]>()), 1..16),
     ) {
         let set = PolicySet::compile(&policies).expect("generated policies are valid");
         let every_hints: Vec<ToolHints> = (0u8..16)
@@ -373,14 +410,17 @@ proptest! {
                 open_world: bits & 8 != 0,
             })
             .collect();
-        for (agent, tool, args, hints, args_known, hints_known) in &names {
+        for (agent, tool, args, hints, taint, [args_known, hints_known, taint_known]) in &names {
             let arg_cases = if *args_known { vec![args.clone()] } else { samples().to_vec() };
             let hint_cases = if *hints_known { vec![*hints] } else { every_hints.clone() };
+            let taint_cases = if *taint_known { vec![taint.clone()] } else { taint_cases() };
             let mut decided = Vec::new();
             for a in &arg_cases {
                 for h in &hint_cases {
-                    let d = set.evaluate_with(agent, tool, a, h);
-                    decided.push(if d.is_default() { Settled::NoRule } else { Settled::Rule(d.action) });
+                    for t in &taint_cases {
+                        let d = set.evaluate_in(agent, tool, a, h, t);
+                        decided.push(if d.is_default() { Settled::NoRule } else { Settled::Rule(d.action) });
+                    }
                 }
             }
             let settled = set.settled(
@@ -388,6 +428,7 @@ proptest! {
                 tool,
                 args_known.then_some(args),
                 hints_known.then_some(hints),
+                taint_known.then_some(taint.as_slice()),
             );
             if let Some(settled) = settled {
                 prop_assert!(
@@ -396,7 +437,7 @@ proptest! {
                 );
             }
             // Nothing unknown: always settled, as evaluated.
-            if *args_known && *hints_known {
+            if *args_known && *hints_known && *taint_known {
                 prop_assert_eq!(settled, Some(decided[0]));
             }
         }
@@ -410,7 +451,10 @@ proptest! {
         let policies: Vec<PolicyConfig> = policies
             .into_iter()
             .map(|mut p| {
-                p.rules.iter_mut().for_each(|r| r.condition = None);
+                p.rules.iter_mut().for_each(|r| {
+                    r.condition = None;
+                    r.tainted.clear();
+                });
                 p
             })
             .collect();
@@ -428,7 +472,7 @@ proptest! {
             } else {
                 Settled::Rule(decision.action)
             };
-            prop_assert_eq!(set.settled(agent, tool, None, Some(hints)), Some(evaluated));
+            prop_assert_eq!(set.settled(agent, tool, None, Some(hints), Some(&[])), Some(evaluated));
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Data plane: `POST /tool/{name}`, `POST /decide`, `GET /tools`, `GET /mcp-servers`.
 //! Open: `GET /health`, `GET /version`. MCP Streamable HTTP: `POST`/`DELETE /mcp` (`crate::mcp::http`).
 //! Control plane (admin token, or a loopback peer when none is set): `/policies`, `/traces`,
-//! `/otel-traces`, `/sessions`, `/sessions/{id}`, `/metrics`, `/halts`, `/pins`.
+//! `/otel-traces`, `/sessions`, `/sessions/{id}`, `/metrics`, `/halts`, `/pins`, `/taint`.
 //!
 //! Every error is JSON `{"error": …}` (tool calls keep flux7's ToolCallResponse shape). Bodies are
 //! bounded (`server.max_body_bytes`, 413) and must arrive within `server.client_timeout` (408).
@@ -13,6 +13,7 @@ mod body;
 mod control;
 mod halts;
 mod pins;
+mod taint;
 mod tools;
 
 use std::sync::Arc;
@@ -79,6 +80,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(halts::create)),
         )
         .service(resource("/halts/{id}").route(web::delete().to(halts::lift)))
+        .service(
+            resource("/taint")
+                .route(web::get().to(taint::list))
+                .route(web::delete().to(taint::clear)),
+        )
         .service(resource("/pins").route(web::get().to(pins::list)))
         .service(resource("/pins/{server}/accept").route(web::post().to(pins::accept)))
         .service(crate::mcp::http::resource())

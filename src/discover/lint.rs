@@ -168,6 +168,7 @@ mod tests {
                     action: mesh7_config::Action::Allow,
                     condition,
                     annotations: std::collections::BTreeMap::new(),
+                    tainted: Vec::new(),
                 })
                 .collect(),
             ..PolicyConfig::default()

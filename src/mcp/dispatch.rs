@@ -950,6 +950,7 @@ mod tests {
             approval: None,
             source,
             shadow: None,
+            taint: None,
         }
     }
 

@@ -76,7 +76,8 @@ fn wire(dir: &Path) -> Wired {
         approvals: Approvals::start(None, ApprovalSettings::default(), clock.clone())
             .expect("approvals"),
         grants: Grants::start(None, Duration::ZERO, clock.clone(), 16).expect("grants"),
-        halts: Halts::start(None, clock, 16).expect("halts"),
+        halts: Halts::start(None, clock.clone(), 16).expect("halts"),
+        taint: Taint::start(None, 16, clock, 16).expect("taint"),
         routing: ApprovalRouting {
             block_mcp: false,
             channel: ApprovalChannel::Queue,

@@ -48,6 +48,7 @@ fn full_entry() -> TraceEntry {
         effective_tool: "ollama.generate.fast".into(),
         shadow_policy: "deny".into(),
         shadow_rule: "strict".into(),
+        taint: Some(vec!["web".into()]),
     }
 }
 
@@ -59,7 +60,8 @@ const FULL_LINE: &str = concat!(
     r#""approval_status":"approved","approved_by":"alice","approval_ms":1200,"#,
     r#""supervisor_reasoning":"routine","supervisor_confidence":0.9,"estimated_input_tokens":12,"#,
     r#""estimated_output_tokens":34,"tokens_source":"real","ingress":"http","#,
-    r#""effective_tool":"ollama.generate.fast","shadow_policy":"deny","shadow_rule":"strict"}"#,
+    r#""effective_tool":"ollama.generate.fast","shadow_policy":"deny","shadow_rule":"strict","#,
+    r#""taint":["web"]}"#,
 );
 
 fn settings(file: Option<PathBuf>) -> TraceSettings {
