@@ -296,8 +296,8 @@ fn discover(args: &DiscoverArgs) -> ExitCode {
         }
     };
     if args.lint {
-        let policies = loaded.as_ref().map_or(&[][..], |l| &l.config.policies);
-        return lint(policies, &gathered);
+        let none = mesh7_config::Config::default();
+        return lint(loaded.as_ref().map_or(&none, |l| &l.config), &gathered);
     }
     let tools = gathered.tools;
     if tools.is_empty() {
@@ -313,8 +313,14 @@ fn discover(args: &DiscoverArgs) -> ExitCode {
 }
 
 /// `discover --lint`: one line per finding, then a summary; exit 1 when there is any.
-fn lint(policies: &[mesh7_config::PolicyConfig], gathered: &mesh7::discover::Gathered) -> ExitCode {
-    let findings = mesh7::discover::lint(policies, &gathered.tools, &gathered.unreached);
+fn lint(config: &mesh7_config::Config, gathered: &mesh7::discover::Gathered) -> ExitCode {
+    let policies = &config.policies;
+    let findings = mesh7::discover::lint(
+        policies,
+        &config.taint,
+        &gathered.tools,
+        &gathered.unreached,
+    );
     let mut stdout = std::io::stdout();
     for finding in &findings {
         let _ = writeln!(stdout, "{finding}");

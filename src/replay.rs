@@ -243,7 +243,7 @@ impl Report {
         if self.not_comparable > 0 {
             let _ = write!(
                 out,
-                "; {} not comparable (rate limited, halted, a changed tool, redacted arguments or annotations a rule reads, or refused before a decision)",
+                "; {} not comparable (rate limited, halted, a changed tool, redacted arguments, annotations or session labels a rule reads, or refused before a decision)",
                 self.not_comparable
             );
         }
@@ -264,7 +264,7 @@ mod tests {
     use super::*;
     use mesh7_actors::cli::CliCatalog;
     use mesh7_config::PolicyConfig;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn policies(yaml: &str) -> PolicySet {
         let policies: Vec<PolicyConfig> = serde_yaml::from_str(yaml).expect("policies");
@@ -353,7 +353,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "4 calls replayed, 2 would change (allow -> deny: 1, allow -> human_approval: 1); \
-                 3 not comparable (rate limited, halted, a changed tool, redacted arguments or annotations a rule reads, or refused before a decision); \
+                 3 not comparable (rate limited, halted, a changed tool, redacted arguments, annotations or session labels a rule reads, or refused before a decision); \
                  1 lines skipped, not trace entries (first: t.jsonl line 9: expected ident at line 1 column 2)\n"
             ),
             "{text}"
@@ -382,7 +382,7 @@ mod tests {
 "#,
         );
         let redacted = |id: &str, tool: &str| {
-            let mut v: serde_json::Value =
+            let mut v: Value =
                 serde_json::from_str(&line(id, "a", tool, "allow", "old")).expect("line");
             v["params"] = json!({"password": "[redacted:0123456789abcdef]"});
             v.to_string()
@@ -453,6 +453,47 @@ mod tests {
                 ("a3", Action::Deny, "hints")
             ]
         );
+    }
+
+    #[test]
+    fn session_labels_are_replayed_as_recorded_and_unknown_when_not() {
+        let set = policies(
+            r#"
+- name: exfil
+  agent: "*"
+  rules:
+    - tools: ["slack.post"]
+      tainted: [web]
+      action: deny
+    - tools: ["*"]
+      action: allow
+"#,
+        );
+        let with_taint = |id: &str, labels: Value| {
+            let mut entry: Value =
+                serde_json::from_str(&line(id, "a", "slack.post", "allow", "old")).expect("json");
+            entry["taint"] = labels;
+            entry.to_string()
+        };
+        let text = [
+            // Recorded in a labelled session: the candidate denies it.
+            with_taint("t1", json!(["web"])),
+            // Recorded clean: allowed still.
+            with_taint("t2", json!([])),
+            // Recorded while no rule tested labels: either way.
+            line("t3", "a", "slack.post", "allow", "old"),
+            // A tool no labelled rule names: the labels do not matter.
+            line("t4", "a", "fs.read", "allow", "old"),
+        ]
+        .join("\n");
+        let report = run(&set, &text);
+        assert_eq!((report.replayed, report.not_comparable), (3, 1));
+        let changed: Vec<(&str, Action)> = report
+            .changes
+            .iter()
+            .map(|c| (c.trace_id.as_str(), c.candidate))
+            .collect();
+        assert_eq!(changed, [("t1", Action::Deny)]);
     }
 
     #[test]

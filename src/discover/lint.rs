@@ -2,39 +2,32 @@
 //!
 //! A rule whose tool pattern matches no tool never decides anything (a typo such as `gh.prr`),
 //! and a condition on a field that no tool the rule matches takes as an argument never holds (a
-//! `deny` it guards never denies). Both are silent at run time, so both are reported; a tool of an MCP server that could not be reached is
-//! unknown, so patterns aimed at that server are not judged.
+//! `deny` it guards never denies). A `taint.sources` pattern that matches no tool labels no
+//! session, so the rules testing its label never hold. All are silent at run time, so all are
+//! reported; a tool of an MCP server that could not be reached is unknown, so patterns aimed at
+//! that server are not judged.
 
-use mesh7_config::PolicyConfig;
 use mesh7_config::glob::Glob;
+use mesh7_config::{PolicyConfig, TaintConfig};
 use serde_json::Value;
 
 use super::Discovered;
 
-/// The findings of `policies` against `tools`, one line each for people, in policy and rule
-/// order. `unreached`: the MCP servers whose tools are unknown.
-pub fn lint(policies: &[PolicyConfig], tools: &[Discovered], unreached: &[String]) -> Vec<String> {
+/// The findings of `policies` and `taint` sources against `tools`, one line each for people, in
+/// policy and rule order, then source order. `unreached`: the MCP servers whose tools are
+/// unknown.
+pub fn lint(
+    policies: &[PolicyConfig],
+    taint: &TaintConfig,
+    tools: &[Discovered],
+    unreached: &[String],
+) -> Vec<String> {
     let mut findings = Vec::new();
     for (i, policy) in policies.iter().enumerate() {
         let at = format!("policies[{i}] {:?}", policy.name);
         for (j, rule) in policy.rules.iter().enumerate() {
-            let mut matched: Vec<&Discovered> = Vec::new();
-            let mut judged = true;
-            for (k, pattern) in rule.tools.iter().enumerate() {
-                let glob = Glob::new(pattern);
-                let hits: Vec<&Discovered> =
-                    tools.iter().filter(|t| glob.matches(&t.name)).collect();
-                if hits.is_empty() {
-                    if aims_at(pattern, unreached) {
-                        judged = false;
-                    } else {
-                        findings.push(format!(
-                            "{at}: rules[{j}].tools[{k}] {pattern:?} matches no tool"
-                        ));
-                    }
-                }
-                matched.extend(hits);
-            }
+            let place = format!("{at}: rules[{j}]");
+            let (matched, judged) = matches(&rule.tools, &place, tools, unreached, &mut findings);
             let Some(condition) = &rule.condition else {
                 continue;
             };
@@ -68,7 +61,38 @@ pub fn lint(policies: &[PolicyConfig], tools: &[Discovered], unreached: &[String
             }
         }
     }
+    // A source that matches no tool labels no session: the rules that test its label never hold.
+    for (i, source) in taint.sources.iter().enumerate() {
+        let place = format!("taint.sources[{i}] {:?}", source.label);
+        matches(&source.tools, &place, tools, unreached, &mut findings);
+    }
     findings
+}
+
+/// The tools `patterns` match; a finding for each pattern that matches none. False when a
+/// pattern aimed at an unreached server matched nothing (what it matches is unknown).
+fn matches<'t>(
+    patterns: &[String],
+    place: &str,
+    tools: &'t [Discovered],
+    unreached: &[String],
+    findings: &mut Vec<String>,
+) -> (Vec<&'t Discovered>, bool) {
+    let mut matched: Vec<&Discovered> = Vec::new();
+    let mut judged = true;
+    for (k, pattern) in patterns.iter().enumerate() {
+        let glob = Glob::new(pattern);
+        let hits: Vec<&Discovered> = tools.iter().filter(|t| glob.matches(&t.name)).collect();
+        if hits.is_empty() {
+            if aims_at(pattern, unreached) {
+                judged = false;
+            } else {
+                findings.push(format!("{place}.tools[{k}] {pattern:?} matches no tool"));
+            }
+        }
+        matched.extend(hits);
+    }
+    (matched, judged)
 }
 
 /// Whether `pattern` names tools of a server whose tools are unknown (`server.…`, or a pattern
@@ -184,16 +208,36 @@ mod tests {
             (vec!["notes.*"], None),
         ])];
         assert_eq!(
-            lint(&policies, &tools, &[]),
+            lint(&policies, &TaintConfig::default(), &tools, &[]),
             [
                 r#"policies[0] "p": rules[0].tools[1] "gh.prr" matches no tool"#,
                 r#"policies[0] "p": rules[2].tools[0] "notes.*" matches no tool"#,
             ]
         );
         assert_eq!(
-            lint(&policies, &tools, &["notes".to_owned()]),
+            lint(
+                &policies,
+                &TaintConfig::default(),
+                &tools,
+                &["notes".to_owned()]
+            ),
             [r#"policies[0] "p": rules[0].tools[1] "gh.prr" matches no tool"#]
         );
+    }
+
+    #[test]
+    fn a_taint_source_matching_no_tool_is_reported() {
+        let tools = [tool("web.fetch", &["url"]), tool("fs.read", &["path"])];
+        let taint: TaintConfig = serde_json::from_value(serde_json::json!({"sources": [
+            {"tools": ["web.*"], "label": "web"},
+            {"tools": ["fs.read", "mail.get"], "label": "mail"},
+        ]}))
+        .expect("taint");
+        assert_eq!(
+            lint(&[], &taint, &tools, &[]),
+            [r#"taint.sources[1] "mail".tools[1] "mail.get" matches no tool"#]
+        );
+        assert!(lint(&[], &taint, &tools, &["mail".to_owned()]).is_empty());
     }
 
     #[test]
@@ -216,7 +260,7 @@ mod tests {
             (vec!["pay.refund"], Some(field("*"))),
         ])];
         assert_eq!(
-            lint(&policies, &tools, &[]),
+            lint(&policies, &TaintConfig::default(), &tools, &[]),
             [
                 r#"policies[0] "p": rules[0].condition: field "ammount" is not an argument of any tool the rule matches (pay.refund: amount, currency; pay.status: id)"#
             ]
@@ -225,6 +269,6 @@ mod tests {
         let mut open = tool("raw.call", &[]);
         open.input_schema = json!({"type": "object"});
         let policies = [policy(vec![(vec!["raw.call"], Some(field("anything")))])];
-        assert!(lint(&policies, &[open], &[]).is_empty());
+        assert!(lint(&policies, &TaintConfig::default(), &[open], &[]).is_empty());
     }
 }

@@ -823,6 +823,10 @@ fn governance_meta(g: &Governed) -> Option<Value> {
     if let Some(approval) = &g.approval {
         governance["approval_id"] = json!(approval.id);
     }
+    // The session's labels, when a rule tested them: why a `tainted` rule held the call.
+    if let Some(taint) = g.taint.as_deref().filter(|t| !t.is_empty()) {
+        governance["taint"] = taint.iter().map(|l| json!(&**l)).collect::<Value>();
+    }
     Some(json!({ "mesh7/governance": governance }))
 }
 
