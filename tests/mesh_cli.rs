@@ -647,3 +647,90 @@ fn halt_lists_and_lifts_an_emergency_stop() {
     );
     assert_eq!(d.get("/halts", None).1, serde_json::json!([]));
 }
+
+#[test]
+fn taint_lists_labelled_sessions_and_untaint_clears_one() {
+    let d = Daemon::start(
+        r#"
+cli_tools:
+  - { name: echo, bin: echo, bare: { timeout: 5s } }
+  - { name: writer, bin: touch, bare: { timeout: 5s } }
+taint:
+  sources: [{ tools: ["echo.run"], label: web }]
+policies:
+  - name: guard
+    agent: "*"
+    rules:
+      - { tools: ["writer.run"], tainted: [web], action: deny }
+      - { tools: ["*"], action: allow }
+"#,
+    );
+    let o = mesh(&d.url, &["taint"], &[]);
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "no labelled sessions\n"),
+        "{}",
+        o.stderr
+    );
+    let echo = |session: &str| {
+        d.post_with(
+            "/tool/echo.run",
+            &[
+                ("Authorization", "Bearer agent:claude"),
+                ("X-Session-Id", session),
+            ],
+            &serde_json::json!({"params": {"args": ["page"]}}).to_string(),
+        )
+    };
+    assert_eq!(echo("s-1").0, 200);
+
+    let o = mesh(&d.url, &["taint"], &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", o.stdout);
+    assert!(
+        lines[0].starts_with("AGENT   SESSION  LABEL  BY TOOL"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        lines[1].starts_with("claude  s-1      web    echo.run "),
+        "{}",
+        o.stdout
+    );
+    let o = mesh(&d.url, &["taint", "--agent", "cursor"], &[]);
+    assert_eq!(o.stdout, "no labelled sessions\n", "{}", o.stderr);
+    let o = mesh(&d.url, &["taint", "--json"], &[]);
+    let listed: Value = serde_json::from_str(&o.stdout).expect("JSON");
+    assert_eq!(listed[0]["session"], "s-1");
+
+    let o = mesh(
+        &d.url,
+        &["untaint", "--agent", "claude", "--session", "s-1"],
+        &[],
+    );
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (0, r#"Cleared: claude "s-1""#),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(d.get("/taint", None).1, serde_json::json!([]));
+    // Bad input: nothing to clear, an empty agent, a missing argument.
+    let o = mesh(
+        &d.url,
+        &["untaint", "--agent", "claude", "--session", "s-1"],
+        &[],
+    );
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert_eq!(
+        o.stderr.trim(),
+        r#"refused: session "s-1" of claude has no labels"#
+    );
+    let o = mesh(&d.url, &["untaint", "--agent", "", "--session", "s-1"], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert_eq!(o.stderr.trim(), "refused: agent must not be empty");
+    let o = mesh(&d.url, &["untaint", "--agent", "claude"], &[]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stderr.contains("--session"), "{}", o.stderr);
+}

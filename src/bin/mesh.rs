@@ -114,6 +114,23 @@ enum Command {
         #[arg(value_parser = halt_id)]
         id: String,
     },
+    /// List the sessions labelled by untrusted content (taint.sources), most recent first.
+    Taint {
+        /// Only this agent's sessions.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Print the API's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Clear a session's labels once reviewed.
+    Untaint {
+        #[arg(long)]
+        agent: String,
+        /// The session id; "" for the agent's calls made without a session.
+        #[arg(long)]
+        session: String,
+    },
     /// Show how the tools of the servers with pin_tools differ from their pins.
     Pins {
         /// Print the API's JSON as is.
@@ -206,6 +223,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         } => halt(&mesh, agent, session, all, reason).await,
         Command::Halts { json } => halts(&mesh, json).await,
         Command::Lift { id } => lift(&mesh, &id).await,
+        Command::Taint { agent, json } => taint(&mesh, agent.as_deref(), json).await,
+        Command::Untaint { agent, session } => untaint(&mesh, &agent, &session).await,
         Command::Pins { json } => pins(&mesh, json).await,
         Command::AcceptTools { server, tools } => accept_tools(&mesh, &server, tools).await,
         Command::Watch => {
@@ -333,6 +352,76 @@ async fn lift(mesh: &Mesh, id: &str) -> Result<(), CliError> {
         404 => Err(CliError::HaltNotFound(id.to_owned())),
         _ => Err(reply.unexpected()),
     }
+}
+
+async fn taint(mesh: &Mesh, agent: Option<&str>, raw: bool) -> Result<(), CliError> {
+    let mut url = mesh.url(&["taint"]);
+    if let Some(agent) = agent {
+        url.query_pairs_mut().append_pair("agent", agent);
+    }
+    url.query_pairs_mut().append_pair("limit", "10000");
+    let reply = mesh.send(Method::GET, url, None).await?;
+    if raw {
+        out(reply.body.trim_end());
+        return Ok(());
+    }
+    let list: Vec<TaintedView> = reply.parse()?;
+    if list.is_empty() {
+        out("no labelled sessions");
+        return Ok(());
+    }
+    let mut rows = vec![["AGENT", "SESSION", "LABEL", "BY TOOL", "SINCE"].map(str::to_owned)];
+    for session in list {
+        for label in session.labels {
+            rows.push([
+                session.agent.clone(),
+                session.session.clone(),
+                label.label,
+                label.tool,
+                label.at,
+            ]);
+        }
+    }
+    out(render_table(&rows).trim_end());
+    Ok(())
+}
+
+async fn untaint(mesh: &Mesh, agent: &str, session: &str) -> Result<(), CliError> {
+    let mut url = mesh.url(&["taint"]);
+    url.query_pairs_mut()
+        .append_pair("agent", agent)
+        .append_pair("session", session);
+    let reply = mesh.send(Method::DELETE, url, None).await?;
+    match reply.status {
+        200 => {
+            out(&format!("Cleared: {agent} {session:?}"));
+            Ok(())
+        }
+        404 => Err(CliError::Refused(format!(
+            "session {session:?} of {agent} has no labels"
+        ))),
+        400 => Err(CliError::Refused(
+            reply.error_text().unwrap_or_else(|| reply.body.clone()),
+        )),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+/// A labelled session as `GET /taint` lists it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TaintedView {
+    agent: String,
+    session: String,
+    labels: Vec<TaintLabelView>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TaintLabelView {
+    label: String,
+    tool: String,
+    at: String,
 }
 
 async fn pins(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
