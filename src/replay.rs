@@ -278,6 +278,15 @@ mod tests {
         .to_string()
     }
 
+    /// (trace id, candidate action) of each change.
+    fn changed(report: &Report) -> Vec<(&str, Action)> {
+        report
+            .changes
+            .iter()
+            .map(|c| (c.trace_id.as_str(), c.candidate))
+            .collect()
+    }
+
     fn run(set: &PolicySet, text: &str) -> Report {
         let registry = Registry::new(CliCatalog::from_config(&[]).expect("catalog"), Vec::new());
         let mut report = Report::default();
@@ -400,11 +409,7 @@ mod tests {
         .join("\n");
         let report = run(&set, &text);
         assert_eq!((report.replayed, report.not_comparable), (3, 1));
-        let changed: Vec<(&str, Action)> = report
-            .changes
-            .iter()
-            .map(|c| (c.trace_id.as_str(), c.candidate))
-            .collect();
+        let changed = changed(&report);
         assert_eq!(
             changed,
             [("r2", Action::Deny), ("r3", Action::HumanApproval)]
@@ -488,11 +493,7 @@ mod tests {
         .join("\n");
         let report = run(&set, &text);
         assert_eq!((report.replayed, report.not_comparable), (3, 1));
-        let changed: Vec<(&str, Action)> = report
-            .changes
-            .iter()
-            .map(|c| (c.trace_id.as_str(), c.candidate))
-            .collect();
+        let changed = changed(&report);
         assert_eq!(changed, [("t1", Action::Deny)]);
     }
 
