@@ -384,4 +384,35 @@ mod tests {
         assert_eq!(policy.last_reload(), Some(status));
         assert_eq!(policy.reload_counts(), (1, 1));
     }
+
+    #[actix::test]
+    async fn taint_sources_are_reloaded_with_the_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("mesh7.yaml");
+        let rules = "policies:\n  - name: p\n    rules:\n      - tools: [post]\n        tainted: [web]\n        action: deny\n";
+        std::fs::write(
+            &cfg,
+            format!("taint:\n  sources: [{{tools: [fetch], label: web}}]\n{rules}"),
+        )
+        .unwrap();
+        let policy = Policy::start(cfg.clone(), compile_from(&cfg).unwrap(), Clock::System);
+        assert_eq!(policy.current().taint_of("fetch").len(), 1);
+        assert!(policy.current().taint_of("browse").is_empty());
+
+        std::fs::write(
+            &cfg,
+            format!("taint:\n  sources: [{{tools: [browse], label: web}}]\n{rules}"),
+        )
+        .unwrap();
+        assert!(policy.reload().await.unwrap().ok);
+        assert!(policy.current().taint_of("fetch").is_empty());
+        assert_eq!(policy.current().taint_of("browse").len(), 1);
+
+        // A rule naming a label no source gives any more: refused, the previous set kept.
+        std::fs::write(&cfg, rules).unwrap();
+        let status = policy.reload().await.unwrap();
+        assert!(!status.ok);
+        assert!(status.error.unwrap().contains("no taint source"));
+        assert_eq!(policy.current().taint_of("browse").len(), 1);
+    }
 }
