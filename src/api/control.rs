@@ -8,13 +8,12 @@ use mesh7_actors::trace::TraceQuery;
 use mesh7_actors::upstream::UpstreamStatus;
 use serde_json::json;
 
-use super::{ApiError, ApiState, json_response, parse_limit, query_map, require_control_plane};
+use super::{
+    ApiError, ApiState, MAX_LIMIT, json_response, parse_limit, query_map, require_control_plane,
+};
 use crate::error::PipelineError;
 use crate::metrics::Scrape;
 use crate::telemetry;
-
-/// The most entries one query returns, whatever `limit` asks.
-const MAX_LIMIT: usize = 10_000;
 
 pub(super) async fn health(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let p = &state.pipeline;

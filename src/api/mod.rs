@@ -204,6 +204,9 @@ pub(crate) fn header_str(req: &HttpRequest, name: impl AsHeaderName) -> Option<&
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The most entries one listing returns (`/traces`, `/sessions`, `/taint`), whatever `limit` asks.
+const MAX_LIMIT: usize = 10_000;
+
 /// Parses a positive `limit` query value, with a default and a ceiling.
 fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
     match raw {

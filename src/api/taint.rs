@@ -5,11 +5,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use mesh7_actors::taint::TaintedSession;
 use serde_json::json;
 
-use super::{ApiError, ApiState, json_response, parse_limit, query_map, require_control_plane};
+use super::{
+    ApiError, ApiState, MAX_LIMIT, json_response, parse_limit, query_map, require_control_plane,
+};
 use crate::error::PipelineError;
-
-/// The most sessions one `GET /taint` returns.
-const MAX_LIMIT: usize = 10_000;
 
 /// `GET /taint[?agent=…][&limit=…]`: the labelled sessions, the most recently used first
 /// (100 unless `limit` says otherwise).
