@@ -1,5 +1,6 @@
 //! Black-box tests of approvals and grants over MCP: the supervisor tools (`approval.resolve`,
 //! `approval.pending`, `grant.create`, `grant.revoke`) and who may use them, `grant.list`,
+//! `grant.delegate` and approving with a grant,
 //! approve-then-retry across transports, `supervisor.enabled` blocking calls, and
 //! `approval.channel: tty`. `mesh7 --mcp` is driven with raw JSON-RPC lines (its HTTP API on a
 //! free port beside it), `/mcp` of `mesh7 serve` with raw requests and the Python SDK.
@@ -18,11 +19,12 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-const VIRTUAL: [&str; 9] = [
+const VIRTUAL: [&str; 10] = [
     "approval.resolve",
     "approval.pending",
     "grant.list",
     "grant.create",
+    "grant.delegate",
     "grant.revoke",
     "halt.create",
     "halt.list",
@@ -231,7 +233,10 @@ fn supervisor_tools_are_listed_and_callable_only_by_supervisor_agents_over_stdio
         assert_eq!(result_text(&answer), "No pending approvals.", "{agent}");
     }
     let mut s = StdioMcp::start(&yaml, "claude");
-    assert_eq!(s.virtual_tools(), ["grant.list", "mesh.catalog"]);
+    assert_eq!(
+        s.virtual_tools(),
+        ["grant.list", "grant.delegate", "mesh.catalog"]
+    );
     for tool in SUPERVISOR_ONLY {
         let answer = s.call(tool, &json!({"id": "x", "decision": "approve"}));
         assert_eq!(error_of(&answer), (-32601, operator_only(tool).as_str()));
@@ -245,7 +250,7 @@ fn supervisor_tools_are_listed_and_callable_only_by_supervisor_agents_over_stdio
         &s.call("mesh.catalog", &json!({"source": "mesh"})),
     ))
     .expect("catalog JSON");
-    assert_eq!(catalog["groups"]["mesh"]["count"], 9, "{catalog}");
+    assert_eq!(catalog["groups"]["mesh"]["count"], 10, "{catalog}");
 }
 
 #[test]
@@ -277,7 +282,7 @@ fn a_self_declared_supervisor_over_mcp_http_is_not_trusted() {
         } else {
             assert_eq!(
                 virtual_tools(&s),
-                ["grant.list", "mesh.catalog"],
+                ["grant.list", "grant.delegate", "mesh.catalog"],
                 "{authorization}"
             );
             assert_eq!(
@@ -727,4 +732,191 @@ fn tty_channel_over_mcp_refuses_without_queueing() {
     );
     assert_eq!(get(&s.url, "/approvals"), json!([]));
     assert!(!Path::new(&s.path("tty.txt")).exists());
+}
+
+#[test]
+fn a_holder_delegates_part_of_its_grant_to_a_sub_agent_over_stdio() {
+    let mut lead = StdioMcp::start(&config(""), "lead");
+    let create = |body: Value| {
+        let (status, grant) = http(
+            &lead.url,
+            reqwest::Method::POST,
+            "/grants",
+            &[],
+            &body.to_string(),
+        );
+        assert_eq!(status, 201, "{grant}");
+        grant["id"].as_str().expect("grant id").to_owned()
+    };
+    let root =
+        create(json!({"agent": "lead", "tools": "approver.run", "duration": "1h", "max_calls": 3}));
+    let other = create(json!({"agent": "other", "tools": "*", "duration": "1h"}));
+    let table = [
+        (json!({}), "id and agent are required".to_owned()),
+        (json!({"id": root}), "id and agent are required".to_owned()),
+        (
+            json!({"id": "zzzz", "agent": "sub"}),
+            "grant not found: zzzz".to_owned(),
+        ),
+        (
+            json!({"id": other, "agent": "sub"}),
+            format!("grant {other} does not cover agent lead: only its holder may delegate it"),
+        ),
+        (
+            json!({"id": root, "agent": "sub-*"}),
+            "a delegated grant is for one agent: \"sub-*\" is a pattern".to_owned(),
+        ),
+        (
+            json!({"id": root, "agent": "sub", "duration": "2h"}),
+            "duration exceeds the parent grant's remaining time (59m59s)".to_owned(),
+        ),
+        (
+            json!({"id": root, "agent": "sub", "max_calls": 4}),
+            "max_calls exceeds the parent grant's remaining calls (3)".to_owned(),
+        ),
+        (
+            json!({"id": root, "agent": "sub", "duration": "1d"}),
+            "invalid duration: unknown unit \"d\" in duration \"1d\"".to_owned(),
+        ),
+    ];
+    for (args, message) in table {
+        let answer = lead.call("grant.delegate", &args);
+        let (code, got) = error_of(&answer);
+        assert_eq!(code, -32602, "{args}: {answer}");
+        // The parent's remaining time may have ticked a second.
+        let same = got == message || got.replace("(1h0m0s)", "(59m59s)") == message;
+        assert!(same, "{args}: {got:?} != {message:?}");
+    }
+    assert_eq!(get(&lead.url, "/grants").as_array().map(Vec::len), Some(2));
+
+    let text = result_text(&lead.call(
+        "grant.delegate",
+        &json!({"id": &root[..8], "agent": "sub", "max_calls": 1}),
+    ))
+    .to_owned();
+    let lines: Vec<&str> = text.split('\n').collect();
+    let child = lines[0]
+        .strip_prefix("Grant delegated: ")
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    assert_eq!(
+        [lines[1], lines[2], lines[5], lines[6]],
+        [
+            "  agent: sub",
+            "  tools: approver.run",
+            "  max_calls: 1",
+            &format!("  from: {root}")
+        ],
+        "{text}"
+    );
+    let view = &get(&lead.url, "/grants")[2];
+    assert_eq!(
+        (view["parent"].as_str(), view["granted_by"].as_str()),
+        (Some(root.as_str()), Some("mcp:lead")),
+        "{view}"
+    );
+
+    // The sub-agent runs the tool on the delegated grant, once; the call counts on the root.
+    let (status, body) = touch_async(&lead.url, "sub", &lead.path("sub-1.txt"));
+    assert_eq!(status, 200, "{body}");
+    let trace = &get(&lead.url, "/traces?agent=sub")[0];
+    assert_eq!(trace["policy_rule"], format!("grant:{child}"), "{trace}");
+    let (status, body) = touch_async(&lead.url, "sub", &lead.path("sub-2.txt"));
+    assert_eq!(status, 202, "the delegated grant is used up: {body}");
+    let grants = get(&lead.url, "/grants");
+    assert_eq!(grants.as_array().map(Vec::len), Some(2), "{grants}");
+    assert_eq!(grants[0]["calls"], 1, "{grants}");
+
+    // Revoking the root revokes what was delegated from it.
+    let text =
+        result_text(&lead.call("grant.delegate", &json!({"id": root, "agent": "sub2"}))).to_owned();
+    let second = text
+        .split('\n')
+        .next()
+        .and_then(|l| l.strip_prefix("Grant delegated: "))
+        .expect("second delegation")
+        .to_owned();
+    let listed = result_text(&lead.call("grant.list", &json!({}))).to_owned();
+    assert!(
+        listed.contains("agent: sub2  remaining: ")
+            && listed.contains(&format!("  from: {}\n", &root[..8])),
+        "{listed}"
+    );
+    let (status, body) = http(
+        &lead.url,
+        reqwest::Method::DELETE,
+        &format!("/grants/{root}"),
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revoked_with"], json!([second]), "{body}");
+    let (status, _) = touch_async(&lead.url, "sub2", &lead.path("sub2.txt"));
+    assert_eq!(status, 202);
+    assert!(!Path::new(&lead.path("sub2.txt")).exists());
+}
+
+#[test]
+fn approval_resolve_with_a_grant_lets_the_agents_next_calls_through() {
+    let mut boss = StdioMcp::start(
+        &config("supervisor:\n  supervisor_agents: [boss]\n"),
+        "boss",
+    );
+    let (status, _) = touch_async(&boss.url, "claude", &boss.path("first.txt"));
+    assert_eq!(status, 202);
+    let id = pending_id(&boss.url);
+    let table = [
+        (
+            json!({"id": id, "decision": "deny", "grant": {"duration": "30m"}}),
+            "a grant goes with an approval, not with a denial",
+        ),
+        (
+            json!({"id": id, "decision": "approve", "grant": "30m"}),
+            "grant must be an object",
+        ),
+        (
+            json!({"id": id, "decision": "approve", "grant": {}}),
+            "grant.duration is required",
+        ),
+        (
+            json!({"id": id, "decision": "approve", "grant": {"duration": "30m", "max_call": 2}}),
+            "grant: unknown field \"max_call\"",
+        ),
+        (
+            json!({"id": id, "decision": "approve", "grant": {"duration": "25h"}}),
+            "duration exceeds maximum (24h0m0s)",
+        ),
+    ];
+    for (args, message) in table {
+        let answer = boss.call("approval.resolve", &args);
+        assert_eq!(error_of(&answer), (-32602, message), "{args}");
+    }
+    // Refused terms leave the approval pending and make no grant.
+    assert_eq!(
+        get(&boss.url, &format!("/approvals/{id}"))["status"],
+        "pending"
+    );
+    assert_eq!(get(&boss.url, "/grants"), json!([]));
+
+    let answer = boss.call(
+        "approval.resolve",
+        &json!({"id": &id[..8], "decision": "approve", "grant": {"duration": "30m", "max_calls": 2}}),
+    );
+    let text = result_text(&answer);
+    assert!(
+        text.starts_with(&format!(
+            "Approved. The requesting agent's identical call will run once (id: {}).\nGrant created: ",
+            &id[..8]
+        )) && text.contains("\n  agent: claude\n  tools: approver.run\n")
+            && text.contains("\n  max_calls: 2"),
+        "{text}"
+    );
+    let grant = &get(&boss.url, "/grants")[0];
+    assert_eq!(grant["granted_by"], "mcp:boss", "{grant}");
+    for name in ["second.txt", "third.txt"] {
+        let (status, body) = touch_async(&boss.url, "claude", &boss.path(name));
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    let (status, _) = touch_async(&boss.url, "claude", &boss.path("fourth.txt"));
+    assert_eq!(status, 202, "the grant is used up");
 }

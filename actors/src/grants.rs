@@ -10,6 +10,11 @@
 //!   arguments, and its `max_calls` (if any) is not used up. Each use is counted synchronously
 //!   in the handler, so concurrent calls never use a grant more than `max_calls` times, and the
 //!   count is durable before the call is allowed. A used-up grant is removed.
+//! - A delegated grant (`parent` set) never widens its parent: it names one agent, lasts no
+//!   longer than the parent, and applies only where the parent and every ancestor still apply
+//!   (their tools, conditions and remaining calls); each use is counted on the whole chain, so
+//!   the calls of a tree never exceed its root's `max_calls`. Revoking, expiring or using up a
+//!   grant removes its descendants with it. Chains are at most `MAX_DEPTH` grants long.
 //! - Expired grants are removed on every read and at start-up; revoking by prefix needs a
 //!   unique match of at least 4 characters.
 //! - At most `MAX_GRANTS` grants exist at once.
@@ -30,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::approvals::{ApprovalStatus, Approvals};
+use crate::approvals::{ApprovalError, ApprovalRecord, ApprovalStatus, Approvals, Resolution};
 use crate::clock::Clock;
 use crate::store::{Change, Flush, Row, Store, StoreError};
 
@@ -38,8 +43,10 @@ use crate::store::{Change, Flush, Row, Store, StoreError};
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Grants at once; a new one beyond this is refused.
 pub const MAX_GRANTS: usize = 10_000;
-/// The shortest prefix `revoke` accepts.
+/// The shortest prefix `revoke` and delegation accept.
 const MIN_PREFIX: usize = 4;
+/// Grants in a delegation chain, the root included.
+pub const MAX_DEPTH: usize = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -59,9 +66,12 @@ pub struct Grant {
     pub condition: Option<ConditionConfig>,
     #[serde(default)]
     pub max_calls: Option<u64>,
-    /// Calls that used this grant.
+    /// Calls that used this grant (a delegated grant's calls count here too).
     #[serde(default)]
     pub calls: u64,
+    /// The grant this one was delegated from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl Grant {
@@ -88,6 +98,9 @@ impl Grant {
             view.insert("max_calls".into(), json!(max));
             view.insert("calls".into(), json!(self.calls));
         }
+        if let Some(parent) = &self.parent {
+            view.insert("parent".into(), json!(parent));
+        }
         Value::Object(view)
     }
 }
@@ -102,14 +115,27 @@ pub fn rfc3339_secs(t: SystemTime) -> String {
 #[derive(Debug, Clone)]
 pub struct NewGrant {
     pub agent: String,
+    /// A tool glob; when delegating, empty means the parent's.
     pub tools: String,
-    pub duration: Duration,
+    /// Required, except when delegating: then the parent's remaining time by default.
+    pub duration: Option<Duration>,
     pub granted_by: String,
     pub condition: Option<ConditionConfig>,
     pub max_calls: Option<u64>,
     /// The creating agent when it is an agent: refused if a pending approval of that agent
-    /// matches the grant (no self-granting).
+    /// matches the grant (no self-granting); when delegating, it must hold the parent (the
+    /// parent's agent glob matches it). `None` is an operator.
     pub creator_agent: Option<String>,
+    /// Delegate from this grant (exact id or a unique prefix of at least 4 characters): the new
+    /// grant is an attenuated copy of it for one agent.
+    pub parent: Option<String>,
+}
+
+/// A revoked grant and the grants delegated from it, which went with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revoked {
+    pub grant: Grant,
+    pub descendants: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -128,6 +154,16 @@ pub enum GrantError {
     NoCalls,
     #[error("an agent cannot grant itself a call it is waiting approval for")]
     SelfGrant,
+    #[error("grant {id} does not cover agent {agent}: only its holder may delegate it")]
+    NotHolder { id: String, agent: String },
+    #[error("a delegated grant is for one agent: {0:?} is a pattern")]
+    DelegateToPattern(String),
+    #[error("delegation is at most {MAX_DEPTH} grants deep")]
+    TooDeep,
+    #[error("duration exceeds the parent grant's remaining time ({})", format_secs(*.remaining))]
+    OutlivesParent { remaining: Duration },
+    #[error("max_calls exceeds the parent grant's remaining calls ({remaining})")]
+    ExceedsParentCalls { remaining: u64 },
     #[error("grants unavailable: {0}")]
     Unavailable(String),
     #[error("grant store failed: {0}")]
@@ -158,7 +194,7 @@ struct Create(NewGrant);
 struct List;
 
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Grant, GrantError>")]
+#[rtype(result = "Result<Revoked, GrantError>")]
 struct Revoke(String);
 
 #[derive(Debug, Message)]
@@ -277,8 +313,9 @@ impl Grants {
         self.list.send(List).await?
     }
 
-    /// Exact id, else the unique id starting with a prefix of at least 4 characters.
-    pub async fn revoke(&self, id_or_prefix: &str) -> Result<Grant, GrantError> {
+    /// Exact id, else the unique id starting with a prefix of at least 4 characters; the
+    /// grants delegated from it are revoked with it.
+    pub async fn revoke(&self, id_or_prefix: &str) -> Result<Revoked, GrantError> {
         self.revoke.send(Revoke(id_or_prefix.to_owned())).await?
     }
 
@@ -309,6 +346,69 @@ impl Grants {
         let _ = self.shutdown.send(Shutdown).await;
         // Nothing is ever sent on `alive`: this returns when the actor drops the sender.
         let _ = self.alive.clone().changed().await;
+    }
+}
+
+/// The grant an approver mints with an approval ("approve, and allow it for 30 minutes"):
+/// for the approval's agent, and for its tool unless `tools` says otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct GrantTerms {
+    pub duration: Duration,
+    pub tools: Option<String>,
+    pub condition: Option<ConditionConfig>,
+    pub max_calls: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApproveError {
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+}
+
+/// Approves `id` and mints the grant of `terms` with it, both or neither: the grant is made
+/// first (a refused grant leaves the approval pending) and revoked again if the approval
+/// cannot be resolved. The approved call itself runs on the approval; the grant lifts the
+/// matching calls after it.
+pub async fn approve_with_grant(
+    approvals: &Approvals,
+    grants: &Grants,
+    id: &str,
+    resolution: Resolution,
+    terms: GrantTerms,
+) -> Result<(ApprovalRecord, Grant), ApproveError> {
+    let pending = approvals.get(id).await?;
+    if pending.status != ApprovalStatus::Pending {
+        return Err(ApprovalError::AlreadyResolved.into());
+    }
+    if resolution.resolver_agent.as_deref() == Some(pending.agent_id.as_str()) {
+        return Err(ApprovalError::SelfResolution.into());
+    }
+    let grant = grants
+        .create(NewGrant {
+            agent: pending.agent_id.clone(),
+            tools: terms.tools.unwrap_or_else(|| pending.tool.clone()),
+            duration: Some(terms.duration),
+            granted_by: resolution.resolved_by.clone(),
+            condition: terms.condition,
+            max_calls: terms.max_calls,
+            creator_agent: resolution.resolver_agent.clone(),
+            parent: None,
+        })
+        .await?;
+    let resolution = Resolution {
+        approve: true,
+        ..resolution
+    };
+    match approvals.resolve(&pending.id, resolution).await {
+        Ok(record) => Ok((record, grant)),
+        Err(e) => {
+            if let Err(revoke) = grants.revoke(&grant.id).await {
+                tracing::error!(error = %revoke, "could not revoke grant {} of an unresolved approval", grant.id);
+            }
+            Err(e.into())
+        }
     }
 }
 
@@ -371,7 +471,7 @@ impl Handler<List> for GrantsActor {
 }
 
 impl Handler<Revoke> for GrantsActor {
-    type Result = ResponseFuture<Outcome<Grant>>;
+    type Result = ResponseFuture<Outcome<Revoked>>;
 
     fn handle(&mut self, msg: Revoke, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.transact(|book, _, fx| book.revoke(&msg.0, fx)))
@@ -455,14 +555,18 @@ impl Active {
         })
     }
 
-    fn applies(&self, agent: &str, tool: &str, args: &Value) -> bool {
-        self.agent.matches(agent)
-            && self.tools.matches(tool)
-            && self
-                .grant
-                .max_calls
-                .is_none_or(|max| self.grant.calls < max)
+    /// Whether this grant lets the call through, its agent aside (an ancestor's agent is the
+    /// delegator, not the caller).
+    fn covers(&self, tool: &str, args: &Value) -> bool {
+        self.tools.matches(tool)
+            && self.calls_left().is_none_or(|left| left > 0)
             && self.condition.as_ref().is_none_or(|c| c.holds(args))
+    }
+
+    fn calls_left(&self) -> Option<u64> {
+        self.grant
+            .max_calls
+            .map(|max| max.saturating_sub(self.grant.calls))
     }
 }
 
@@ -483,7 +587,7 @@ fn compile(config: &ConditionConfig) -> Result<Condition, GrantError> {
     })
 }
 
-/// The grants in creation order.
+/// The grants in creation order: a delegated grant always comes after its parent.
 struct Book {
     grants: Vec<Active>,
     next_seq: u64,
@@ -516,6 +620,8 @@ impl Book {
                 }
             }
         }
+        // Rows come in sequence order, so a parent precedes its children.
+        book.drop_orphans(fx);
         book
     }
 
@@ -527,13 +633,41 @@ impl Book {
             }
             alive
         });
+        self.drop_orphans(fx);
+    }
+
+    /// Removes delegated grants whose parent is gone (one pass: parents come first).
+    fn drop_orphans(&mut self, fx: &mut Effects) {
+        let mut kept: Vec<&str> = Vec::new();
+        let mut orphans = Vec::new();
+        for a in &self.grants {
+            match &a.grant.parent {
+                Some(parent) if !kept.contains(&parent.as_str()) => {
+                    orphans.push(a.grant.id.clone());
+                }
+                _ => kept.push(&a.grant.id),
+            }
+        }
+        if !orphans.is_empty() {
+            self.grants.retain(|a| !orphans.contains(&a.grant.id));
+            fx.deletes.extend(orphans);
+        }
     }
 
     fn create(&mut self, g: NewGrant, now: SystemTime, fx: &mut Effects) -> Outcome<Grant> {
-        if g.duration.is_zero() {
+        let parent = match &g.parent {
+            Some(id) => Some(self.delegable(id, &g, now)?),
+            None => None,
+        };
+        let duration = match (g.duration, &parent) {
+            (Some(d), _) => d,
+            (None, Some(p)) => p.remaining,
+            (None, None) => return Err(GrantError::InvalidDuration("required".into())),
+        };
+        if duration.is_zero() {
             return Err(GrantError::InvalidDuration("must be > 0".into()));
         }
-        if g.duration > self.max_duration {
+        if duration > self.max_duration {
             return Err(GrantError::TooLong {
                 max: self.max_duration,
             });
@@ -541,19 +675,36 @@ impl Book {
         if g.max_calls == Some(0) {
             return Err(GrantError::NoCalls);
         }
+        if let Some(p) = &parent {
+            if duration > p.remaining {
+                return Err(GrantError::OutlivesParent {
+                    remaining: p.remaining,
+                });
+            }
+            if let (Some(max), Some(left)) = (g.max_calls, p.calls_left)
+                && max > left
+            {
+                return Err(GrantError::ExceedsParentCalls { remaining: left });
+            }
+        }
         if self.grants.len() >= MAX_GRANTS {
             return Err(GrantError::Unavailable("too many active grants".into()));
         }
+        let tools = match &parent {
+            Some(p) if g.tools.is_empty() => p.tools.clone(),
+            _ => g.tools,
+        };
         let grant = Grant {
             id: self.new_id(),
             agent: g.agent,
-            tools: g.tools,
-            expires_at: now + g.duration,
+            tools,
+            expires_at: now + duration,
             granted_by: g.granted_by,
             created_at: now,
             condition: g.condition,
             max_calls: g.max_calls,
             calls: 0,
+            parent: parent.map(|p| p.id),
         };
         let seq = self.next_seq;
         let active = Active::new(seq, grant.clone())?;
@@ -563,33 +714,108 @@ impl Book {
         Ok(grant)
     }
 
+    /// The grant `g` would be delegated from, checked: it exists, `g`'s creator holds it, `g`
+    /// names one agent and the chain stays within `MAX_DEPTH`.
+    fn delegable(&self, id_or_prefix: &str, g: &NewGrant, now: SystemTime) -> Outcome<Parent> {
+        let index = self.find(id_or_prefix)?;
+        let parent = &self.grants[index];
+        if let Some(creator) = &g.creator_agent
+            && !parent.agent.matches(creator)
+        {
+            return Err(GrantError::NotHolder {
+                id: parent.grant.id.clone(),
+                agent: creator.clone(),
+            });
+        }
+        if g.agent.is_empty() || !Glob::new(&g.agent).is_literal() {
+            return Err(GrantError::DelegateToPattern(g.agent.clone()));
+        }
+        let chain = self.chain(index);
+        if chain.len() >= MAX_DEPTH {
+            return Err(GrantError::TooDeep);
+        }
+        Ok(Parent {
+            id: parent.grant.id.clone(),
+            tools: parent.grant.tools.clone(),
+            remaining: parent.grant.remaining(now),
+            calls_left: chain
+                .iter()
+                .filter_map(|&i| self.grants[i].calls_left())
+                .min(),
+        })
+    }
+
+    /// The indices of a grant and its ancestors, the grant first.
+    fn chain(&self, index: usize) -> Vec<usize> {
+        let mut chain = vec![index];
+        let mut at = index;
+        while let Some(parent) = &self.grants[at].grant.parent {
+            // Parents come first, and orphans are dropped with their parent.
+            match self.grants[..at].iter().position(|a| a.grant.id == *parent) {
+                Some(i) => {
+                    chain.push(i);
+                    at = i;
+                }
+                None => break,
+            }
+        }
+        chain
+    }
+
     fn list(&self) -> Vec<Grant> {
         self.grants.iter().map(|a| a.grant.clone()).collect()
     }
 
-    fn revoke(&mut self, id_or_prefix: &str, fx: &mut Effects) -> Outcome<Grant> {
-        let index = match self.grants.iter().position(|a| a.grant.id == id_or_prefix) {
-            Some(i) => i,
-            None if id_or_prefix.chars().count() < MIN_PREFIX => {
-                return Err(GrantError::NotFound);
+    /// The index of an exact id, else of the unique id starting with a prefix of at least 4
+    /// characters.
+    fn find(&self, id_or_prefix: &str) -> Outcome<usize> {
+        if let Some(i) = self.grants.iter().position(|a| a.grant.id == id_or_prefix) {
+            return Ok(i);
+        }
+        if id_or_prefix.chars().count() < MIN_PREFIX {
+            return Err(GrantError::NotFound);
+        }
+        let mut found = self
+            .grants
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.grant.id.starts_with(id_or_prefix))
+            .map(|(i, _)| i);
+        match (found.next(), found.next()) {
+            (Some(i), None) => Ok(i),
+            (Some(_), Some(_)) => Err(GrantError::Ambiguous),
+            (None, _) => Err(GrantError::NotFound),
+        }
+    }
+
+    fn revoke(&mut self, id_or_prefix: &str, fx: &mut Effects) -> Outcome<Revoked> {
+        let index = self.find(id_or_prefix)?;
+        let mut removed = self.remove_tree(index, fx);
+        let grant = removed.remove(0);
+        Ok(Revoked {
+            grant,
+            descendants: removed.into_iter().map(|g| g.id).collect(),
+        })
+    }
+
+    /// Removes a grant and every grant delegated from it, the grant first.
+    fn remove_tree(&mut self, index: usize, fx: &mut Effects) -> Vec<Grant> {
+        let mut tree = vec![self.grants[index].grant.id.clone()];
+        for a in &self.grants[index + 1..] {
+            if a.grant.parent.as_ref().is_some_and(|p| tree.contains(p)) {
+                tree.push(a.grant.id.clone());
             }
-            None => {
-                let mut found = self
-                    .grants
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.grant.id.starts_with(id_or_prefix))
-                    .map(|(i, _)| i);
-                match (found.next(), found.next()) {
-                    (Some(i), None) => i,
-                    (Some(_), Some(_)) => return Err(GrantError::Ambiguous),
-                    (None, _) => return Err(GrantError::NotFound),
-                }
+        }
+        let mut removed = Vec::with_capacity(tree.len());
+        self.grants.retain(|a| {
+            let gone = tree.contains(&a.grant.id);
+            if gone {
+                removed.push(a.grant.clone());
             }
-        };
-        let removed = self.grants.remove(index);
-        fx.deletes.push(removed.grant.id.clone());
-        Ok(removed.grant)
+            !gone
+        });
+        fx.deletes.extend(tree);
+        removed
     }
 
     fn use_grant(
@@ -599,20 +825,35 @@ impl Book {
         args: &Value,
         fx: &mut Effects,
     ) -> Option<Grant> {
-        let index = self
-            .grants
-            .iter()
-            .position(|a| a.applies(agent, tool, args))?;
-        let active = &mut self.grants[index];
-        active.grant.calls += 1;
-        let (seq, grant) = (active.seq, active.grant.clone());
-        if grant.max_calls.is_some_and(|max| grant.calls >= max) {
-            self.grants.remove(index);
-            fx.deletes.push(grant.id.clone());
-        } else {
-            fx.puts.push((seq, grant.clone()));
+        let (index, chain) = self.grants.iter().enumerate().find_map(|(i, a)| {
+            if !a.agent.matches(agent) {
+                return None;
+            }
+            let chain = self.chain(i);
+            chain
+                .iter()
+                .all(|&c| self.grants[c].covers(tool, args))
+                .then_some((i, chain))
+        })?;
+        // Every grant of the chain counts the call.
+        for &c in &chain {
+            self.grants[c].grant.calls += 1;
         }
-        Some(grant)
+        let used = self.grants[index].grant.clone();
+        // The highest used-up grant of the chain goes, and its descendants with it; the
+        // grants above it are kept with their new counts.
+        let cut = chain
+            .iter()
+            .rposition(|&c| self.grants[c].calls_left() == Some(0));
+        let kept = cut.map_or(0, |k| k + 1);
+        for &c in &chain[kept..] {
+            let active = &self.grants[c];
+            fx.puts.push((active.seq, active.grant.clone()));
+        }
+        if let Some(k) = cut {
+            self.remove_tree(chain[k], fx);
+        }
+        Some(used)
     }
 
     fn new_id(&self) -> String {
@@ -623,6 +864,15 @@ impl Book {
             }
         }
     }
+}
+
+/// What a delegation needs of its parent.
+struct Parent {
+    id: String,
+    tools: String,
+    remaining: Duration,
+    /// The fewest calls left along the parent's chain, if any grant of it has a limit.
+    calls_left: Option<u64>,
 }
 
 #[cfg(test)]

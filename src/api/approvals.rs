@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use mesh7_actors::approvals::{ApprovalError, ApprovalStatus, Resolution};
-use mesh7_actors::grants::{GrantError, NewGrant};
+use mesh7_actors::grants::{ApproveError, GrantError, GrantTerms, NewGrant, approve_with_grant};
 use mesh7_actors::supervisor::{approval_view, redact};
 use mesh7_actors::trace::{TraceQuery, TraceUpdate};
 use mesh7_config::{ConditionConfig, Glob, duration};
@@ -105,6 +105,23 @@ struct ResolveBody {
     reasoning: String,
     #[serde(default)]
     confidence: f64,
+    /// mesh7: approve and mint a grant for the approval's agent with the same decision.
+    #[serde(default)]
+    grant: Option<Value>,
+}
+
+/// `{"duration", "tools"?, "condition"?, "max_calls"?}` of an approval's grant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantTermsBody {
+    #[serde(default)]
+    duration: String,
+    #[serde(default)]
+    tools: Option<String>,
+    #[serde(default)]
+    condition: Option<ConditionConfig>,
+    #[serde(default)]
+    max_calls: Option<u64>,
 }
 
 pub(super) async fn approve(
@@ -140,22 +157,44 @@ async fn resolve(
     if !(0.0..=1.0).contains(&body.confidence) {
         return Err(ApiError::bad_request("confidence must be between 0 and 1"));
     }
+    let terms = match body.grant {
+        Some(_) if !approve => {
+            return Err(ApiError::bad_request(
+                "a grant goes with an approval, not with a denial",
+            ));
+        }
+        Some(terms) => Some(grant_terms(terms)?),
+        None => None,
+    };
     let resolved_by = author(&req, body.resolved_by);
     let p = &state.pipeline;
-    let record = p
-        .approvals()
-        .resolve(
-            &id,
-            Resolution {
-                approve,
-                resolved_by: resolved_by.clone(),
-                reasoning: body.reasoning.clone(),
-                confidence: body.confidence,
-                resolver_agent: resolver_agent(&state, &req),
-            },
-        )
-        .await
-        .map_err(approval_error)?;
+    let resolution = Resolution {
+        approve,
+        resolved_by: resolved_by.clone(),
+        reasoning: body.reasoning.clone(),
+        confidence: body.confidence,
+        resolver_agent: resolver_agent(&state, &req),
+    };
+    let (record, grant) = match terms {
+        Some(terms) => {
+            let (record, grant) =
+                approve_with_grant(p.approvals(), p.grants(), &id, resolution, terms)
+                    .await
+                    .map_err(|e| match e {
+                        ApproveError::Approval(e) => approval_error(e),
+                        ApproveError::Grant(e) => grant_error(e),
+                    })?;
+            (record, Some(grant))
+        }
+        None => {
+            let record = p
+                .approvals()
+                .resolve(&id, resolution)
+                .await
+                .map_err(approval_error)?;
+            (record, None)
+        }
+    };
     // The pending call's trace learns the outcome (the JSONL gets the updated entry too).
     let update = TraceUpdate {
         approval_status: Some(record.status.as_str().to_owned()),
@@ -168,10 +207,11 @@ async fn resolve(
         tracing::warn!(error = %e, "could not update the trace of approval {}", record.id);
     }
     let status = if approve { "approved" } else { "denied" };
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "status": status, "id": id }),
-    ))
+    let mut answer = json!({ "status": status, "id": id });
+    if let Some(grant) = grant {
+        answer["grant"] = grant.view(SystemTime::now());
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `GET /grants`: active grants, in creation order.
@@ -205,9 +245,13 @@ struct GrantBody {
     condition: Option<ConditionConfig>,
     #[serde(default)]
     max_calls: Option<u64>,
+    #[serde(default)]
+    parent: Option<String>,
 }
 
-/// `POST /grants` `{"agent","tools","duration"}` (+ mesh7's optional `condition`, `max_calls`).
+/// `POST /grants` `{"agent","tools","duration"}` (+ mesh7's optional `condition`, `max_calls`),
+/// or mesh7's delegation `{"parent","agent"}` (+ optional `tools`, `duration`, `condition`,
+/// `max_calls`): an attenuated copy of the parent grant for one agent.
 pub(super) async fn create_grant(
     state: web::Data<ApiState>,
     req: HttpRequest,
@@ -217,13 +261,22 @@ pub(super) async fn create_grant(
     let bytes = body::read(&req, payload, state.limits).await?;
     let body: GrantBody =
         serde_json::from_slice(&bytes).map_err(|_| ApiError::bad_request("invalid JSON body"))?;
-    if body.agent.is_empty() || body.tools.is_empty() || body.duration.is_empty() {
+    let delegating = body.parent.is_some();
+    if delegating && body.agent.is_empty() {
+        return Err(ApiError::bad_request("agent is required"));
+    }
+    if !delegating && (body.agent.is_empty() || body.tools.is_empty() || body.duration.is_empty()) {
         return Err(ApiError::bad_request(
             "agent, tools, and duration are required",
         ));
     }
-    let duration = duration::parse(&body.duration)
-        .map_err(|e| ApiError::bad_request(format!("invalid duration: {e}")))?;
+    let duration = match body.duration.as_str() {
+        "" => None,
+        text => Some(
+            duration::parse(text)
+                .map_err(|e| ApiError::bad_request(format!("invalid duration: {e}")))?,
+        ),
+    };
     let grant = state
         .pipeline
         .grants()
@@ -235,9 +288,13 @@ pub(super) async fn create_grant(
             condition: body.condition,
             max_calls: body.max_calls,
             creator_agent: resolver_agent(&state, &req),
+            parent: body.parent,
         })
         .await
-        .map_err(grant_error)?;
+        .map_err(|e| match e {
+            GrantError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "parent grant not found"),
+            e => grant_error(e),
+        })?;
     Ok(json_response(
         StatusCode::CREATED,
         &grant.view(SystemTime::now()),
@@ -252,16 +309,37 @@ pub(super) async fn revoke_grant(
 ) -> Result<HttpResponse, ApiError> {
     require_control_plane(&state, &req)?;
     let id = id.into_inner();
-    state
+    let revoked = state
         .pipeline
         .grants()
         .revoke(&id)
         .await
         .map_err(grant_error)?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "status": "revoked", "id": id }),
-    ))
+    let mut answer = json!({ "status": "revoked", "id": id });
+    if !revoked.descendants.is_empty() {
+        answer["revoked_with"] = json!(revoked.descendants);
+    }
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// An approval's grant terms, checked as `POST /grants` checks its own.
+fn grant_terms(body: Value) -> Result<GrantTerms, ApiError> {
+    let body: GrantTermsBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid grant: {e}")))?;
+    if body.duration.is_empty() {
+        return Err(ApiError::bad_request("grant.duration is required"));
+    }
+    let duration = duration::parse(&body.duration)
+        .map_err(|e| ApiError::bad_request(format!("invalid duration: {e}")))?;
+    if body.tools.as_deref() == Some("") {
+        return Err(ApiError::bad_request("grant.tools must not be empty"));
+    }
+    Ok(GrantTerms {
+        duration,
+        tools: body.tools,
+        condition: body.condition,
+        max_calls: body.max_calls,
+    })
 }
 
 fn parse_status(s: &str) -> Result<ApprovalStatus, ApiError> {
@@ -313,8 +391,14 @@ fn grant_error(e: GrantError) -> ApiError {
         GrantError::InvalidDuration(_)
         | GrantError::TooLong { .. }
         | GrantError::InvalidCondition(_)
-        | GrantError::NoCalls => ApiError::bad_request(e.to_string()),
-        GrantError::SelfGrant => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+        | GrantError::NoCalls
+        | GrantError::DelegateToPattern(_)
+        | GrantError::TooDeep
+        | GrantError::OutlivesParent { .. }
+        | GrantError::ExceedsParentCalls { .. } => ApiError::bad_request(e.to_string()),
+        GrantError::SelfGrant | GrantError::NotHolder { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+        }
         GrantError::Unavailable(_) | GrantError::Store(_) => ApiError::from(PipelineError::from(e)),
     }
 }

@@ -76,6 +76,15 @@ enum Command {
         /// Why; recorded as the approval's reasoning.
         #[arg(long)]
         reason: Option<String>,
+        /// Also let the agent run this tool without asking for this long (e.g. 30m, 2h).
+        #[arg(long, value_name = "DURATION")]
+        grant: Option<String>,
+        /// With --grant: the tool glob it covers (default: the approval's tool).
+        #[arg(long, requires = "grant")]
+        tools: Option<String>,
+        /// With --grant: the calls it allows before it is used up.
+        #[arg(long, requires = "grant", value_parser = clap::value_parser!(u64).range(1..))]
+        max_calls: Option<u64>,
     },
     /// Deny a pending request.
     Deny {
@@ -213,8 +222,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Pending { json } => pending(&mesh, json).await,
         Command::Show { id, json } => show(&mesh, &id, json).await,
-        Command::Approve { id, reason } => resolve(&mesh, &id, Verdict::Approve, reason).await,
-        Command::Deny { id, reason } => resolve(&mesh, &id, Verdict::Deny, reason).await,
+        Command::Approve {
+            id,
+            reason,
+            grant,
+            tools,
+            max_calls,
+        } => {
+            let grant = grant.map(|duration| {
+                let mut terms = json!({ "duration": duration });
+                if let Some(tools) = tools {
+                    terms["tools"] = Value::String(tools);
+                }
+                if let Some(max) = max_calls {
+                    terms["max_calls"] = json!(max);
+                }
+                terms
+            });
+            resolve(&mesh, &id, Verdict::Approve, reason, grant).await
+        }
+        Command::Deny { id, reason } => resolve(&mesh, &id, Verdict::Deny, reason, None).await,
         Command::Halt {
             agent,
             session,
@@ -269,14 +296,31 @@ async fn resolve(
     id: &str,
     verdict: Verdict,
     reason: Option<String>,
+    grant: Option<Value>,
 ) -> Result<(), CliError> {
-    match mesh.resolve(id, verdict, reason).await? {
-        Resolution::Done => {
+    match mesh.resolve(id, verdict, reason, grant).await? {
+        Resolution::Done(answer) => {
             out(&format!("{}: {id}", verdict.done()));
+            let grant = &answer["grant"];
+            if let Some(grant_id) = grant["id"].as_str() {
+                out(&format!(
+                    "Granted {} {} for {} (grant {grant_id}{})",
+                    grant["agent"].as_str().unwrap_or_default(),
+                    grant["tools"].as_str().unwrap_or_default(),
+                    grant["remaining"].as_str().unwrap_or_default(),
+                    grant["max_calls"]
+                        .as_u64()
+                        .map(|n| format!(", at most {n} calls"))
+                        .unwrap_or_default(),
+                ));
+            }
             Ok(())
         }
         Resolution::NotFound => Err(CliError::NotFound(id.to_owned())),
         Resolution::AlreadyResolved => Err(CliError::AlreadyResolved(id.to_owned())),
+        Resolution::Unexpected(reply) if matches!(reply.status, 400 | 403) => Err(
+            CliError::Refused(reply.error_text().unwrap_or_else(|| reply.body.clone())),
+        ),
         Resolution::Unexpected(reply) => Err(reply.unexpected()),
     }
 }
@@ -632,8 +676,8 @@ async fn prompt_until_answered(
             }
         };
         // The full id: a short one could become ambiguous while the prompt waits.
-        match mesh.resolve(&a.id, verdict, None).await {
-            Ok(Resolution::Done) => out(&format!("  {}", verdict.done())),
+        match mesh.resolve(&a.id, verdict, None, None).await {
+            Ok(Resolution::Done(_)) => out(&format!("  {}", verdict.done())),
             Ok(Resolution::NotFound) => err("  not found"),
             Ok(Resolution::AlreadyResolved) => out("  already resolved"),
             Ok(Resolution::Unexpected(reply)) => err(&format!("  error: status {}", reply.status)),
@@ -700,7 +744,8 @@ impl Verdict {
 }
 
 enum Resolution {
-    Done,
+    /// The daemon's answer.
+    Done(Value),
     NotFound,
     AlreadyResolved,
     Unexpected(Reply),
@@ -855,15 +900,19 @@ impl Mesh {
         id: &str,
         verdict: Verdict,
         reason: Option<String>,
+        grant: Option<Value>,
     ) -> Result<Resolution, CliError> {
         let mut body = json!({ "resolved_by": resolved_by() });
         if let Some(reason) = reason.filter(|r| !r.is_empty()) {
             body["reasoning"] = Value::String(reason);
         }
+        if let Some(grant) = grant {
+            body["grant"] = grant;
+        }
         let url = self.url(&["approvals", id, verdict.route()]);
         let reply = self.send(Method::POST, url, Some(&body)).await?;
         Ok(match reply.status {
-            200 => Resolution::Done,
+            200 => Resolution::Done(serde_json::from_str(&reply.body).unwrap_or(Value::Null)),
             404 => Resolution::NotFound,
             409 => Resolution::AlreadyResolved,
             _ => Resolution::Unexpected(reply),

@@ -14,10 +14,12 @@
 //! `supervisor.enabled`).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use mesh7_actors::approvals::{ApprovalError, ApprovalStatus, Resolution};
-use mesh7_actors::grants::{GrantError, NewGrant, rfc3339_secs};
+use mesh7_actors::grants::{
+    ApproveError, Grant, GrantError, GrantTerms, NewGrant, approve_with_grant, rfc3339_secs,
+};
 use mesh7_actors::halts::{HaltError, NewHalt, Scope};
 use mesh7_actors::trace::TraceUpdate;
 use mesh7_config::duration::{self, format_secs};
@@ -54,6 +56,7 @@ enum Virtual {
     ApprovalPending,
     GrantList,
     GrantCreate,
+    GrantDelegate,
     GrantRevoke,
     HaltCreate,
     HaltList,
@@ -86,6 +89,17 @@ const VIRTUAL_TOOLS: &[VirtualTool] = &[
                 "id": {"type": "string", "description": "Approval ID (full or 8-char prefix)"},
                 "decision": {"type": "string", "enum": ["approve", "deny"], "description": "Decision: approve or deny"},
                 "reasoning": {"type": "string", "description": "Why (recorded with the decision)"},
+                "grant": {
+                    "type": "object",
+                    "description": "With approve: also let the agent run this tool without asking, e.g. {\"duration\": \"30m\", \"max_calls\": 20}",
+                    "properties": {
+                        "duration": {"type": "string"},
+                        "tools": {"type": "string", "description": "Tool glob (default: the approval's tool)"},
+                        "condition": {"type": "object"},
+                        "max_calls": {"type": "integer"},
+                    },
+                    "required": ["duration"],
+                },
             })
         },
         required: &["id", "decision"],
@@ -125,6 +139,24 @@ const VIRTUAL_TOOLS: &[VirtualTool] = &[
         },
         required: &["tools", "duration"],
         supervisor_only: true,
+    },
+    VirtualTool {
+        kind: Virtual::GrantDelegate,
+        name: "grant.delegate",
+        description: "Hand part of a grant you hold to another agent (a sub-agent): the new grant is for that one agent, lasts no longer than yours, runs only what yours runs (and its own tools, condition and max_calls narrow it further), counts its calls against yours, and ends when yours ends or is revoked.",
+        catalog_description: "Delegate part of a grant to another agent",
+        properties: || {
+            json!({
+                "id": {"type": "string", "description": "The grant you hold (ID or prefix, as grant.list shows)"},
+                "agent": {"type": "string", "description": "The agent id to delegate to (one agent, not a pattern)"},
+                "tools": {"type": "string", "description": "Tool glob (default: the grant's)"},
+                "duration": {"type": "string", "description": "Duration (default: what the grant has left)"},
+                "condition": {"type": "object", "description": "Policy condition the call's arguments must meet as well"},
+                "max_calls": {"type": "integer", "description": "Calls the delegated grant allows"},
+            })
+        },
+        required: &["id", "agent"],
+        supervisor_only: false,
     },
     VirtualTool {
         kind: Virtual::GrantRevoke,
@@ -361,6 +393,7 @@ impl Dispatcher {
             Virtual::ApprovalPending => self.pending_approvals().await,
             Virtual::GrantList => self.list_grants().await,
             Virtual::GrantCreate => self.create_grant(&identity, args).await,
+            Virtual::GrantDelegate => self.delegate_grant(&identity, args).await,
             Virtual::GrantRevoke => self.revoke_grant(args).await,
             Virtual::HaltCreate => self.create_halt(&identity, args).await,
             Virtual::HaltList => Ok(self.list_halts()),
@@ -398,20 +431,45 @@ impl Dispatcher {
             confidence: 0.0,
             resolver_agent: acting_agent(identity),
         };
-        let record = match self.pipeline.approvals().resolve(id, resolution).await {
-            Ok(record) => record,
-            Err(ApprovalError::NotFound) => {
+        let terms = match args.get("grant") {
+            None | Some(Value::Null) => None,
+            Some(_) if !approve => {
+                return Err(RpcError::invalid_params(
+                    "a grant goes with an approval, not with a denial",
+                ));
+            }
+            Some(grant) => Some(approval_grant(grant)?),
+        };
+        let approvals = self.pipeline.approvals();
+        let resolved = match terms {
+            Some(terms) => {
+                approve_with_grant(approvals, self.pipeline.grants(), id, resolution, terms)
+                    .await
+                    .map(|(record, grant)| (record, Some(grant)))
+            }
+            None => approvals
+                .resolve(id, resolution)
+                .await
+                .map(|record| (record, None))
+                .map_err(ApproveError::from),
+        };
+        let (record, grant) = match resolved {
+            Ok(resolved) => resolved,
+            Err(ApproveError::Grant(e)) => return Err(grant_rpc_error(e, "")),
+            Err(ApproveError::Approval(ApprovalError::NotFound)) => {
                 return Err(RpcError::invalid_params(format!(
                     "Approval not found: {id}"
                 )));
             }
-            Err(e @ ApprovalError::AlreadyResolved) => {
+            Err(ApproveError::Approval(e @ ApprovalError::AlreadyResolved)) => {
                 return Ok(text_result(&format!("Cannot resolve: {e}"), true));
             }
-            Err(e @ ApprovalError::SelfResolution) => {
+            Err(ApproveError::Approval(e @ ApprovalError::SelfResolution)) => {
                 return Err(RpcError::invalid_params(e.to_string()));
             }
-            Err(e @ (ApprovalError::Unavailable(_) | ApprovalError::Store(_))) => {
+            Err(ApproveError::Approval(
+                e @ (ApprovalError::Unavailable(_) | ApprovalError::Store(_)),
+            )) => {
                 return Err(rpc_error(&e.into()));
             }
         };
@@ -432,10 +490,15 @@ impl Dispatcher {
             tracing::warn!(error = %e, "could not update the trace of approval {}", record.id);
         }
         let text = if approve {
-            format!(
+            let mut text = format!(
                 "Approved. The requesting agent's identical call will run once (id: {}).",
                 record.short_id()
-            )
+            );
+            if let Some(grant) = &grant {
+                text.push('\n');
+                text.push_str(&grant_text("Grant created", grant));
+            }
+            text
         } else {
             format!("Denied. Tool {} was not executed.", record.tool)
         };
@@ -483,12 +546,16 @@ impl Dispatcher {
         let mut text = format!("Active grants ({}):\n", grants.len());
         for g in &grants {
             text.push_str(&format!(
-                "- ID: {}  tools: {}  agent: {}  remaining: {}\n",
+                "- ID: {}  tools: {}  agent: {}  remaining: {}",
                 g.id.get(..8).unwrap_or(&g.id),
                 g.tools,
                 g.agent,
                 format_secs(g.remaining(now))
             ));
+            if let Some(parent) = &g.parent {
+                text.push_str(&format!("  from: {}", parent.get(..8).unwrap_or(parent)));
+            }
+            text.push('\n');
         }
         Ok(text_result(&text, false))
     }
@@ -500,57 +567,69 @@ impl Dispatcher {
         else {
             return Err(RpcError::invalid_params("tools and duration are required"));
         };
-        let duration = duration::parse(duration)
-            .map_err(|e| RpcError::invalid_params(format!("invalid duration: {e}")))?;
-        let condition = match args.get("condition") {
-            None | Some(Value::Null) => None,
-            Some(c) => Some(
-                serde_json::from_value::<ConditionConfig>(c.clone())
-                    .map_err(|e| RpcError::invalid_params(format!("invalid condition: {e}")))?,
-            ),
-        };
-        let max_calls = match args.get("max_calls") {
-            None | Some(Value::Null) => None,
-            Some(n) => Some(n.as_u64().ok_or_else(|| {
-                RpcError::invalid_params("invalid max_calls: must be a non-negative integer")
-            })?),
-        };
+        let duration = parse_duration(duration)?;
+        let (condition, max_calls) = grant_limits(args)?;
         let grant = self
             .pipeline
             .grants()
             .create(NewGrant {
                 agent: str_arg(args, "agent").unwrap_or(&identity.agent).to_owned(),
                 tools: tools.to_owned(),
+                duration: Some(duration),
+                granted_by: format!("mcp:{}", identity.agent),
+                condition,
+                max_calls,
+                creator_agent: acting_agent(identity),
+                parent: None,
+            })
+            .await
+            .map_err(|e| grant_rpc_error(e, ""))?;
+        Ok(text_result(&grant_text("Grant created", &grant), false))
+    }
+
+    /// `grant.delegate {id, agent, tools?, duration?, condition?, max_calls?}`: the caller
+    /// hands an attenuated copy of a grant it holds to one agent.
+    async fn delegate_grant(&self, identity: &Identity, args: &Value) -> Result<Value, RpcError> {
+        let (Some(id), Some(agent)) = (str_arg(args, "id"), str_arg(args, "agent")) else {
+            return Err(RpcError::invalid_params("id and agent are required"));
+        };
+        let duration = str_arg(args, "duration").map(parse_duration).transpose()?;
+        let (condition, max_calls) = grant_limits(args)?;
+        let grant = self
+            .pipeline
+            .grants()
+            .create(NewGrant {
+                agent: agent.to_owned(),
+                tools: str_arg(args, "tools").unwrap_or_default().to_owned(),
                 duration,
                 granted_by: format!("mcp:{}", identity.agent),
                 condition,
                 max_calls,
                 creator_agent: acting_agent(identity),
+                parent: Some(id.to_owned()),
             })
             .await
-            .map_err(|e| grant_rpc_error(e, ""))?;
-        Ok(text_result(
-            &format!(
-                "Grant created: {}\n  agent: {}\n  tools: {}\n  expires: {}\n  remaining: {}",
-                grant.id,
-                grant.agent,
-                grant.tools,
-                rfc3339_secs(grant.expires_at),
-                format_secs(grant.remaining(SystemTime::now()))
-            ),
-            false,
-        ))
+            .map_err(|e| grant_rpc_error(e, id))?;
+        Ok(text_result(&grant_text("Grant delegated", &grant), false))
     }
 
     /// `grant.revoke {id}`: exact id or a unique prefix of at least 4 characters.
     async fn revoke_grant(&self, args: &Value) -> Result<Value, RpcError> {
         let id = str_arg(args, "id").ok_or_else(|| RpcError::invalid_params("id is required"))?;
-        self.pipeline
+        let revoked = self
+            .pipeline
             .grants()
             .revoke(id)
             .await
             .map_err(|e| grant_rpc_error(e, id))?;
-        Ok(text_result(&format!("Grant revoked: {id}"), false))
+        let mut text = format!("Grant revoked: {id}");
+        if !revoked.descendants.is_empty() {
+            text.push_str(&format!(
+                "\n  with the grants delegated from it: {}",
+                revoked.descendants.join(", ")
+            ));
+        }
+        Ok(text_result(&text, false))
     }
 
     /// `halt.create {agent | session | all, reason?}`: as `POST /halts`, made by `mcp:<caller>`.
@@ -886,6 +965,84 @@ fn acting_agent(identity: &Identity) -> Option<String> {
     }
 }
 
+/// `approval.resolve`'s `grant`: `{duration, tools?, condition?, max_calls?}`.
+fn approval_grant(grant: &Value) -> Result<GrantTerms, RpcError> {
+    if !grant.is_object() {
+        return Err(RpcError::invalid_params("grant must be an object"));
+    }
+    let unknown: Vec<&String> = grant
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter(|k| !["duration", "tools", "condition", "max_calls"].contains(&k.as_str()))
+        .collect();
+    if let Some(key) = unknown.first() {
+        return Err(RpcError::invalid_params(format!(
+            "grant: unknown field {key:?}"
+        )));
+    }
+    let duration = str_arg(grant, "duration")
+        .ok_or_else(|| RpcError::invalid_params("grant.duration is required"))?;
+    let tools = match grant.get("tools") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "grant.tools must be a non-empty string",
+            ));
+        }
+    };
+    let (condition, max_calls) = grant_limits(grant)?;
+    Ok(GrantTerms {
+        duration: parse_duration(duration)?,
+        tools,
+        condition,
+        max_calls,
+    })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, RpcError> {
+    duration::parse(text).map_err(|e| RpcError::invalid_params(format!("invalid duration: {e}")))
+}
+
+/// The optional `condition` and `max_calls` of a grant's arguments.
+fn grant_limits(args: &Value) -> Result<(Option<ConditionConfig>, Option<u64>), RpcError> {
+    let condition = match args.get("condition") {
+        None | Some(Value::Null) => None,
+        Some(c) => Some(
+            serde_json::from_value::<ConditionConfig>(c.clone())
+                .map_err(|e| RpcError::invalid_params(format!("invalid condition: {e}")))?,
+        ),
+    };
+    let max_calls = match args.get("max_calls") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(n.as_u64().ok_or_else(|| {
+            RpcError::invalid_params("invalid max_calls: must be a non-negative integer")
+        })?),
+    };
+    Ok((condition, max_calls))
+}
+
+/// flux7's grant text: `<title>: <id>` then agent, tools, expiry and time left (and mesh7's
+/// parent when delegated).
+fn grant_text(title: &str, grant: &Grant) -> String {
+    let mut text = format!(
+        "{title}: {}\n  agent: {}\n  tools: {}\n  expires: {}\n  remaining: {}",
+        grant.id,
+        grant.agent,
+        grant.tools,
+        rfc3339_secs(grant.expires_at),
+        format_secs(grant.remaining(SystemTime::now()))
+    );
+    if let Some(max) = grant.max_calls {
+        text.push_str(&format!("\n  max_calls: {max}"));
+    }
+    if let Some(parent) = &grant.parent {
+        text.push_str(&format!("\n  from: {parent}"));
+    }
+    text
+}
+
 /// A refused grant operation; `id` is the grant id the caller named (revoke).
 fn grant_rpc_error(e: GrantError, id: &str) -> RpcError {
     match e {
@@ -897,7 +1054,12 @@ fn grant_rpc_error(e: GrantError, id: &str) -> RpcError {
         | GrantError::TooLong { .. }
         | GrantError::InvalidCondition(_)
         | GrantError::NoCalls
-        | GrantError::SelfGrant => RpcError::invalid_params(e.to_string()),
+        | GrantError::SelfGrant
+        | GrantError::NotHolder { .. }
+        | GrantError::DelegateToPattern(_)
+        | GrantError::TooDeep
+        | GrantError::OutlivesParent { .. }
+        | GrantError::ExceedsParentCalls { .. } => RpcError::invalid_params(e.to_string()),
         GrantError::Unavailable(_) | GrantError::Store(_) => rpc_error(&e.into()),
     }
 }

@@ -50,6 +50,7 @@ async def check(session: ClientSession, workdir: str) -> None:
         "sleep.run",
         "writer.run",
         "grant.list",
+        "grant.delegate",
         "mesh.catalog",
     ], names
     echo = next(t for t in listed.tools if t.name == "echo.run")

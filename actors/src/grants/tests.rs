@@ -15,11 +15,12 @@ fn new_grant(agent: &str, tools: &str, duration: Duration) -> NewGrant {
     NewGrant {
         agent: agent.into(),
         tools: tools.into(),
-        duration,
+        duration: Some(duration),
         granted_by: "http:127.0.0.1:1234".into(),
         condition: None,
         max_calls: None,
         creator_agent: None,
+        parent: None,
     }
 }
 
@@ -146,8 +147,8 @@ async fn revoke_takes_an_exact_id_or_a_unique_prefix_of_four_or_more() {
         .map(|n| &b.id[..n])
         .find(|p| !a.id.starts_with(p))
         .unwrap();
-    assert_eq!(f.grants.revoke(unique).await.unwrap(), b);
-    assert_eq!(f.grants.revoke(&a.id).await.unwrap(), a);
+    assert_eq!(f.grants.revoke(unique).await.unwrap().grant, b);
+    assert_eq!(f.grants.revoke(&a.id).await.unwrap().grant, a);
     assert_eq!(
         f.grants.revoke(&a.id).await,
         Err(GrantError::NotFound),
@@ -172,6 +173,7 @@ async fn revoke_refuses_an_ambiguous_prefix() {
         condition: None,
         max_calls: None,
         calls: 0,
+        parent: None,
     };
     let (first, second) = (grant("abcd111111111111"), grant("abcd222222222222"));
     {
@@ -190,8 +192,8 @@ async fn revoke_refuses_an_ambiguous_prefix() {
     let grants = open(dir.path(), &clock);
     assert_eq!(grants.revoke("abcd").await, Err(GrantError::Ambiguous));
     assert_eq!(grants.revoke("abc").await, Err(GrantError::NotFound));
-    assert_eq!(grants.revoke("abcd2").await.unwrap(), second);
-    assert_eq!(grants.revoke("abcd").await.unwrap(), first);
+    assert_eq!(grants.revoke("abcd2").await.unwrap().grant, second);
+    assert_eq!(grants.revoke("abcd").await.unwrap().grant, first);
 }
 
 #[actix::test]
@@ -446,6 +448,7 @@ fn the_view_has_flux7_keys_then_mesh7_extras() {
         condition: None,
         max_calls: None,
         calls: 0,
+        parent: None,
     };
     let view = g.view(created + Duration::from_secs(90));
     let keys: Vec<&String> = view.as_object().unwrap().keys().collect();
@@ -474,4 +477,279 @@ fn the_view_has_flux7_keys_then_mesh7_extras() {
     );
     assert_eq!(view["max_calls"], 3);
     assert_eq!(view["calls"], 1);
+}
+
+async fn use_as(grants: &Grants, agent: &str) -> Option<Grant> {
+    grants.use_grant(agent, "t", &json!({})).await.unwrap()
+}
+
+/// `holder` delegates `parent` to `agent`, for `tools`.
+fn delegation(parent: &Grant, holder: &str, agent: &str, tools: &str) -> NewGrant {
+    NewGrant {
+        duration: None,
+        creator_agent: Some(holder.into()),
+        parent: Some(parent.id.clone()),
+        ..new_grant(agent, tools, HOUR)
+    }
+}
+
+#[actix::test]
+async fn a_delegated_grant_applies_only_where_its_parent_does() {
+    let f = Fixture::new();
+    let lead = f
+        .create(NewGrant {
+            condition: Some(condition(
+                json!({"field": "path", "operator": "starts_with", "value": "docs/"}),
+            )),
+            ..new_grant("lead-*", "fs.*", 2 * HOUR)
+        })
+        .await;
+    let sub = f
+        .create(delegation(&lead, "lead-1", "sub-7", "fs.write_*"))
+        .await;
+    assert_eq!(sub.parent.as_deref(), Some(lead.id.as_str()));
+    assert_eq!(
+        sub.expires_at, lead.expires_at,
+        "by default as long as the parent has left"
+    );
+    assert_eq!(sub.view(f.clock.wall())["parent"], json!(lead.id));
+    let same = f.create(delegation(&lead, "lead-2", "sub-2", "")).await;
+    assert_eq!(same.tools, "fs.*", "the parent's tools by default");
+    let used = |agent: &'static str, tool: &'static str, path: &'static str| {
+        let grants = f.grants.clone();
+        async move {
+            grants
+                .use_grant(agent, tool, &json!({ "path": path }))
+                .await
+                .unwrap()
+                .map(|g| g.id)
+        }
+    };
+    assert_eq!(
+        used("sub-7", "fs.write_file", "docs/a").await,
+        Some(sub.id.clone())
+    );
+    assert_eq!(
+        used("sub-7", "fs.write_file", "src/a").await,
+        None,
+        "the parent's condition binds the child"
+    );
+    assert_eq!(
+        used("sub-7", "fs.read_file", "docs/a").await,
+        None,
+        "the child's own tools"
+    );
+    assert_eq!(used("sub-8", "fs.write_file", "docs/a").await, None);
+    assert_eq!(
+        used("lead-1", "fs.read_file", "docs/a").await,
+        Some(lead.id.clone()),
+        "the holder keeps its own grant"
+    );
+    // A child whose tools are wider than its parent's still gets only the parent's.
+    let wide = f.create(delegation(&lead, "lead-1", "sub-9", "*")).await;
+    assert_eq!(
+        used("sub-9", "net.get", "docs/a").await,
+        None,
+        "{} is bounded by fs.*",
+        wide.id
+    );
+    assert_eq!(
+        used("sub-9", "fs.read_file", "docs/a").await,
+        Some(wide.id.clone())
+    );
+}
+
+#[actix::test]
+async fn delegation_is_refused_unless_it_narrows_the_parent() {
+    let f = Fixture::new();
+    let lead = f
+        .create(NewGrant {
+            max_calls: Some(5),
+            ..new_grant("lead-*", "fs.*", HOUR)
+        })
+        .await;
+    let refused = |g: NewGrant| {
+        let grants = f.grants.clone();
+        async move { grants.create(g).await.unwrap_err() }
+    };
+    assert_eq!(
+        refused(delegation(&lead, "other", "sub", "fs.*")).await,
+        GrantError::NotHolder {
+            id: lead.id.clone(),
+            agent: "other".into()
+        }
+    );
+    assert_eq!(
+        refused(delegation(&lead, "lead-1", "sub-*", "fs.*")).await,
+        GrantError::DelegateToPattern("sub-*".into())
+    );
+    assert_eq!(
+        refused(delegation(&lead, "lead-1", "", "fs.*")).await,
+        GrantError::DelegateToPattern(String::new())
+    );
+    assert_eq!(
+        refused(NewGrant {
+            duration: Some(2 * HOUR),
+            ..delegation(&lead, "lead-1", "sub", "fs.*")
+        })
+        .await,
+        GrantError::OutlivesParent { remaining: HOUR }
+    );
+    assert_eq!(
+        refused(NewGrant {
+            max_calls: Some(6),
+            ..delegation(&lead, "lead-1", "sub", "fs.*")
+        })
+        .await,
+        GrantError::ExceedsParentCalls { remaining: 5 }
+    );
+    assert_eq!(
+        refused(NewGrant {
+            parent: Some("ffff".into()),
+            ..delegation(&lead, "lead-1", "sub", "fs.*")
+        })
+        .await,
+        GrantError::NotFound
+    );
+    assert_eq!(
+        refused(NewGrant {
+            parent: None,
+            ..delegation(&lead, "lead-1", "sub", "fs.*")
+        })
+        .await,
+        GrantError::InvalidDuration("required".into()),
+        "only a delegation may leave the duration out"
+    );
+    // The chain is bounded; each link holds the one above it.
+    let mut chain = lead.clone();
+    let mut holder = "lead-1".to_owned();
+    for depth in 2..=MAX_DEPTH {
+        let next = format!("sub-{depth}");
+        chain = f.create(delegation(&chain, &holder, &next, "fs.*")).await;
+        holder = next;
+    }
+    assert_eq!(
+        refused(delegation(&chain, &holder, "too-deep", "fs.*")).await,
+        GrantError::TooDeep
+    );
+    // An operator (no creator agent) may delegate any grant; the prefix form works too.
+    let by_operator = f
+        .create(NewGrant {
+            creator_agent: None,
+            parent: Some(lead.id[..6].to_owned()),
+            max_calls: Some(5),
+            ..delegation(&lead, "", "helper", "fs.read_*")
+        })
+        .await;
+    assert_eq!(by_operator.parent.as_deref(), Some(lead.id.as_str()));
+}
+
+#[actix::test]
+async fn a_tree_shares_its_roots_calls_and_goes_with_it() {
+    let mut f = Fixture::new();
+    let lead = f
+        .create(NewGrant {
+            max_calls: Some(3),
+            ..new_grant("lead", "*", HOUR)
+        })
+        .await;
+    let sub = f.create(delegation(&lead, "lead", "sub", "*")).await;
+    let subsub = f.create(delegation(&sub, "sub", "subsub", "*")).await;
+    assert_eq!(
+        use_as(&f.grants, "subsub").await.map(|g| (g.id, g.calls)),
+        Some((subsub.id, 1))
+    );
+    f.restart().await;
+    let counts: Vec<u64> = f
+        .grants
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.calls)
+        .collect();
+    assert_eq!(counts, [1, 1, 1], "counted on the whole chain, durably");
+    assert!(use_as(&f.grants, "sub").await.is_some());
+    assert_eq!(use_as(&f.grants, "lead").await.map(|g| g.calls), Some(3));
+    assert!(f.ids().await.is_empty(), "the root used up takes its tree");
+    assert_eq!(use_as(&f.grants, "subsub").await, None);
+    f.restart().await;
+    assert!(f.ids().await.is_empty());
+
+    // Revoking a grant revokes what was delegated from it, not its parent.
+    let root = f.create(new_grant("lead", "*", HOUR)).await;
+    let a = f.create(delegation(&root, "lead", "a", "*")).await;
+    let b = f.create(delegation(&a, "a", "b", "*")).await;
+    let c = f.create(delegation(&root, "lead", "c", "*")).await;
+    let revoked = f.grants.revoke(&a.id).await.unwrap();
+    assert_eq!((revoked.grant.id, revoked.descendants), (a.id, vec![b.id]));
+    assert_eq!(f.ids().await, [root.id.clone(), c.id.clone()]);
+    f.restart().await;
+    assert_eq!(f.ids().await, [root.id.clone(), c.id]);
+    // A child's own limit is used up alone; its parent stays.
+    let limited = f
+        .create(NewGrant {
+            max_calls: Some(1),
+            ..delegation(&root, "lead", "d", "*")
+        })
+        .await;
+    assert_eq!(
+        use_as(&f.grants, "d").await.map(|g| g.id),
+        Some(limited.id.clone())
+    );
+    assert_eq!(use_as(&f.grants, "d").await, None);
+    assert!(f.ids().await.contains(&root.id));
+    // An expired parent takes its children, at load too.
+    let short = f
+        .create(NewGrant {
+            duration: Some(Duration::from_secs(60)),
+            ..new_grant("lead", "*", HOUR)
+        })
+        .await;
+    let child = f.create(delegation(&short, "lead", "e", "*")).await;
+    f.manual.advance(Duration::from_secs(61));
+    f.restart().await;
+    let ids = f.ids().await;
+    assert!(
+        !ids.contains(&short.id) && !ids.contains(&child.id),
+        "{ids:?}"
+    );
+}
+
+#[actix::test]
+async fn a_stored_grant_whose_parent_is_gone_is_dropped_never_used_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, _) = Clock::manual();
+    let now = clock.wall();
+    let orphan = Grant {
+        id: "0000111122223333".into(),
+        agent: "sub".into(),
+        tools: "*".into(),
+        expires_at: now + HOUR,
+        granted_by: "mcp:lead".into(),
+        created_at: now,
+        condition: None,
+        max_calls: None,
+        calls: 0,
+        parent: Some("4444555566667777".into()),
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let change = Change {
+            puts: vec![(1, &orphan)],
+            deletes: Vec::new(),
+        };
+        store
+            .write_grants(&change)
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+    }
+    let grants = open(dir.path(), &clock);
+    assert_eq!(grants.use_grant("sub", "t", &json!({})).await, Ok(None));
+    assert!(grants.list().await.unwrap().is_empty());
+    grants.shutdown().await;
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.load_grants().unwrap().is_empty(), "deleted at load");
 }
