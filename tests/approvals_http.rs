@@ -612,3 +612,237 @@ fn grant_revoke_takes_a_unique_prefix_and_an_ambiguous_one_is_409() {
     let (_, list) = d.get("/grants", None);
     assert_eq!(list.as_array().map(Vec::len), Some(ids.len() - 1));
 }
+
+#[test]
+fn approving_with_a_grant_runs_the_call_and_lifts_the_next_ones_until_used_up() {
+    let d = Daemon::start(&config(""));
+    let file = d.path("approved.txt");
+    std::thread::scope(|s| {
+        let blocked = s.spawn(|| touch(&d.url, "claude", &file, &[]));
+        let id = one_pending(&d)["id"].as_str().expect("id").to_owned();
+        let approve =
+            |body: Value| d.post(&format!("/approvals/{id}/approve"), None, &body.to_string());
+        // Bad terms are refused before anything is decided: the approval stays pending.
+        let table = [
+            (
+                json!({"grant": {}}),
+                "grant.duration is required".to_owned(),
+            ),
+            (
+                json!({"grant": {"duration": "2x"}}),
+                "invalid duration: unknown unit \"x\" in duration \"2x\"".to_owned(),
+            ),
+            (
+                json!({"grant": {"duration": "25h"}}),
+                "duration exceeds maximum (24h0m0s)".to_owned(),
+            ),
+            (
+                json!({"grant": {"duration": "1h", "max_calls": 0}}),
+                "max_calls must be at least 1 (leave it out for no limit)".to_owned(),
+            ),
+            (
+                json!({"grant": {"duration": "1h", "tools": ""}}),
+                "grant.tools must not be empty".to_owned(),
+            ),
+            (
+                json!({"grant": "1h"}),
+                "invalid grant: invalid type: string \"1h\", expected struct GrantTermsBody"
+                    .to_owned(),
+            ),
+        ];
+        for (body, error) in table {
+            let (status, answer) = approve(body.clone());
+            assert_eq!((status, answer), (400, json!({"error": error})), "{body}");
+        }
+        let (status, answer) = approve(json!({"grant": {"duration": "1h", "max_call": 2}}));
+        assert_eq!(status, 400);
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid grant: unknown field `max_call`")),
+            "{answer}"
+        );
+        let (status, answer) = d.post(
+            &format!("/approvals/{id}/deny"),
+            None,
+            &json!({"grant": {"duration": "1h"}}).to_string(),
+        );
+        assert_eq!(
+            (status, answer),
+            (
+                400,
+                json!({"error": "a grant goes with an approval, not with a denial"})
+            )
+        );
+        assert_eq!(
+            d.get(&format!("/approvals/{id}"), None).1["status"],
+            "pending"
+        );
+        assert_eq!(d.get("/grants", None).1, json!([]));
+
+        let (status, answer) = approve(json!({
+            "resolved_by": "alice",
+            "grant": {"duration": "30m", "max_calls": 2},
+        }));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            (&answer["status"], &answer["id"]),
+            (&json!("approved"), &json!(id))
+        );
+        let grant = &answer["grant"];
+        assert_eq!(
+            (
+                &grant["agent"],
+                &grant["tools"],
+                &grant["max_calls"],
+                &grant["granted_by"]
+            ),
+            (
+                &json!("claude"),
+                &json!("approver.run"),
+                &json!(2),
+                &json!("alice")
+            ),
+            "{answer}"
+        );
+        let (status, body) = blocked.join().expect("blocked call");
+        assert_eq!((status, &body["approval_id"]), (200, &json!(id)), "{body}");
+        assert!(file.exists());
+
+        // The next calls of that agent and tool run on the grant, twice; then a human again.
+        let grant_id = grant["id"].as_str().expect("grant id");
+        for name in ["next-1.txt", "next-2.txt"] {
+            let (status, body) = touch(&d.url, "claude", &d.path(name), ASYNC);
+            assert_eq!((status, &body["policy"]), (200, &json!("allow")), "{body}");
+        }
+        assert_eq!(
+            traces(&d, "claude")[0]["policy_rule"],
+            format!("grant:{grant_id}")
+        );
+        let (status, _) = touch(&d.url, "claude", &d.path("next-3.txt"), ASYNC);
+        assert_eq!(status, 202);
+        let (status, _) = touch(&d.url, "gemini", &d.path("other.txt"), ASYNC);
+        assert_eq!(status, 202, "only the approval's agent is granted");
+    });
+    // An approval already decided makes no grant.
+    let (status, _) = touch(&d.url, "claude", &d.path("late.txt"), ASYNC);
+    assert_eq!(status, 202);
+    let pending = d.get("/approvals?status=pending", None).1;
+    let late = pending
+        .as_array()
+        .and_then(|all| {
+            all.iter().find(|a| {
+                a["params"]["args"][0]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("late.txt"))
+            })
+        })
+        .and_then(|a| a["id"].as_str())
+        .expect("the late approval")
+        .to_owned();
+    assert_eq!(d.post(&format!("/approvals/{late}/deny"), None, "").0, 200);
+    let (status, answer) = d.post(
+        &format!("/approvals/{late}/approve"),
+        None,
+        &json!({"grant": {"duration": "1h"}}).to_string(),
+    );
+    assert_eq!(
+        (status, answer),
+        (409, json!({"error": "approval already resolved"}))
+    );
+    assert_eq!(d.get("/grants", None).1, json!([]));
+}
+
+#[test]
+fn a_delegated_grant_over_http_narrows_its_parent_and_is_revoked_with_it() {
+    let d = Daemon::start(&config(""));
+    let (status, root) = d.post(
+        "/grants",
+        None,
+        &json!({"agent": "lead", "tools": "approver.run", "duration": "1h", "max_calls": 3})
+            .to_string(),
+    );
+    assert_eq!(status, 201, "{root}");
+    let root_id = root["id"].as_str().expect("id").to_owned();
+    let delegate = |auth: Option<&str>, body: Value| {
+        let mut body = body;
+        body["parent"] = json!(root_id);
+        d.post("/grants", auth, &body.to_string())
+    };
+    let table = [
+        (None, json!({}), 400, "agent is required".to_owned()),
+        (
+            None,
+            json!({"agent": "sub-?"}),
+            400,
+            "a delegated grant is for one agent: \"sub-?\" is a pattern".to_owned(),
+        ),
+        (
+            None,
+            json!({"agent": "sub", "max_calls": 9}),
+            400,
+            "max_calls exceeds the parent grant's remaining calls (3)".to_owned(),
+        ),
+        (
+            Some("Bearer agent:intruder"),
+            json!({"agent": "sub"}),
+            403,
+            format!(
+                "grant {root_id} does not cover agent intruder: only its holder may delegate it"
+            ),
+        ),
+    ];
+    for (auth, body, status, error) in table {
+        let answer = delegate(auth, body.clone());
+        assert_eq!(answer, (status, json!({"error": error})), "{body}");
+    }
+    let (status, answer) = delegate(None, json!({"agent": "sub", "duration": "2h"}));
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("duration exceeds the parent grant's remaining time (")),
+        "{answer}"
+    );
+    let (status, answer) = d.post(
+        "/grants",
+        None,
+        &json!({"parent": "0123456789abcdef", "agent": "sub"}).to_string(),
+    );
+    assert_eq!(
+        (status, answer),
+        (404, json!({"error": "parent grant not found"}))
+    );
+
+    // The holder itself may delegate (an agent identity on the control plane).
+    let (status, child) = delegate(Some("Bearer agent:lead"), json!({"agent": "sub"}));
+    assert_eq!(status, 201, "{child}");
+    assert_eq!(
+        (&child["parent"], &child["tools"], &child["agent"]),
+        (&json!(root_id), &json!("approver.run"), &json!("sub")),
+        "{child}"
+    );
+    let (status, body) = touch(&d.url, "sub", &d.path("sub.txt"), ASYNC);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = d.decide("sub", "approver.run", &json!({}));
+    assert_eq!(
+        (status, &body["rule"]),
+        (
+            200,
+            &json!(format!("grant:{}", child["id"].as_str().unwrap()))
+        )
+    );
+    let (_, list) = d.get("/grants", None);
+    assert_eq!(
+        (&list[0]["calls"], &list[1]["calls"]),
+        (&json!(2), &json!(2)),
+        "{list}"
+    );
+
+    let (status, answer) = d.delete(&format!("/grants/{}", &root_id[..6]));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["revoked_with"], json!([child["id"]]), "{answer}");
+    assert_eq!(d.get("/grants", None).1, json!([]));
+    let (status, _) = touch(&d.url, "sub", &d.path("after.txt"), ASYNC);
+    assert_eq!(status, 202);
+}

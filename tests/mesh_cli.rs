@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::Daemon;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
@@ -153,6 +153,9 @@ fn usage_errors_exit_1_with_usage_on_stderr() {
         &["pending", "extra"],
         &["show", "../grants"],
         &["approve", ""],
+        &["approve", "0123abcd", "--max-calls", "2"],
+        &["approve", "0123abcd", "--grant", "1h", "--max-calls", "0"],
+        &["deny", "0123abcd", "--grant", "1h"],
     ] {
         let out = mesh(&url, args, &[]);
         assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
@@ -346,6 +349,53 @@ fn approve_resolves_as_the_cli_user_and_a_second_time_exits_1() {
         assert!(out.stdout.is_empty(), "{}", out.stdout);
         assert_eq!(out.stderr, format!("approval {short} already resolved\n"));
     }
+}
+
+#[test]
+fn approve_with_a_grant_lets_the_agents_next_calls_through() {
+    let d = Daemon::start(GATED);
+    let id = ask(&d, "bot", "go");
+    let short = &id[..8];
+    // A grant the daemon refuses leaves the approval pending.
+    let out = mesh(&d.url, &["approve", short, "--grant", "25h"], &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.stderr, "refused: duration exceeds maximum (24h0m0s)\n");
+    assert_eq!(approval(&d, &id)["status"], "pending");
+
+    let out = mesh(
+        &d.url,
+        &["approve", short, "--grant", "30m", "--max-calls", "2"],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, grants) = d.get("/grants", None);
+    let grant = &grants[0];
+    assert_eq!(
+        (&grant["agent"], &grant["tools"], &grant["granted_by"]),
+        (&json!("bot"), &json!("echo.run"), &json!("cli:tester")),
+        "{grant}"
+    );
+    let grant_id = grant["id"].as_str().expect("grant id");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], format!("Approved: {short}"));
+    let granted = lines[1]
+        .strip_prefix(&format!("Granted bot echo.run for "))
+        .and_then(|rest| rest.strip_suffix(&format!(" (grant {grant_id}, at most 2 calls)")))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(is_go_duration(granted), "{granted}");
+
+    for word in ["again", "more"] {
+        let (status, body) = d.post_with(
+            "/tool/echo.run",
+            &[
+                ("Authorization", "Bearer agent:bot"),
+                ("Prefer", "respond-async"),
+            ],
+            &format!(r#"{{"params": {{"args": ["{word}"]}}}}"#),
+        );
+        assert_eq!(status, 200, "{word}: {body}");
+    }
+    ask(&d, "bot", "used-up");
 }
 
 #[test]

@@ -82,7 +82,8 @@ impl Grant {
     }
 
     /// The grant view (flux7 §6): `{"id","agent","tools","expires_at","remaining","granted_by"}`,
-    /// plus `condition` when set and `max_calls` with `calls` when a call limit is set.
+    /// plus `condition` when set, `max_calls` when a call limit is set, `calls` with either a
+    /// limit or a parent, and `parent` when delegated.
     pub fn view(&self, now: SystemTime) -> Value {
         let mut view = Map::new();
         view.insert("id".into(), json!(self.id));
@@ -96,6 +97,8 @@ impl Grant {
         }
         if let Some(max) = self.max_calls {
             view.insert("max_calls".into(), json!(max));
+        }
+        if self.max_calls.is_some() || self.parent.is_some() {
             view.insert("calls".into(), json!(self.calls));
         }
         if let Some(parent) = &self.parent {
