@@ -379,7 +379,7 @@ fn approve_with_a_grant_lets_the_agents_next_calls_through() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0], format!("Approved: {short}"));
     let granted = lines[1]
-        .strip_prefix(&format!("Granted bot echo.run for "))
+        .strip_prefix("Granted bot echo.run for ")
         .and_then(|rest| rest.strip_suffix(&format!(" (grant {grant_id}, at most 2 calls)")))
         .unwrap_or_else(|| panic!("{}", out.stdout));
     assert!(is_go_duration(granted), "{granted}");
