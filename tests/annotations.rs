@@ -74,6 +74,13 @@ fn annotation_rules_trust_what_pinned_servers_say_and_assume_the_worst_of_others
         (ready && servers.as_array()?.len() == 2).then_some(())
     })
     .unwrap_or_else(|| panic!("servers: {}", d.get("/mcp-servers", None).1));
+    // The pinned server's first list is pinned (a step after its connection).
+    wait_for(WAIT, || {
+        let (_, pins) = d.get("/pins", None);
+        let notes = pins.as_array()?.iter().find(|p| p["server"] == "notes")?;
+        (notes["pinned"].as_array()?.len() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("pins: {}", d.get("/pins", None).1));
 
     let note = json!({"note": "n1"});
     // The pinned server's read-only tool runs; its destructive one is denied by the rule.

@@ -157,13 +157,9 @@ async fn revoke_takes_an_exact_id_or_a_unique_prefix_of_four_or_more() {
     assert!(f.ids().await.is_empty());
 }
 
-#[actix::test]
-async fn revoke_refuses_an_ambiguous_prefix() {
-    // Random ids rarely share four digits, so the two grants are written to the store.
-    let dir = tempfile::tempdir().unwrap();
-    let (clock, _) = Clock::manual();
-    let now = clock.wall();
-    let grant = |id: &str| Grant {
+/// A grant of `bot` for every tool, as it would be stored.
+fn stored(id: &str, now: SystemTime) -> Grant {
+    Grant {
         id: id.into(),
         agent: "bot".into(),
         tools: "*".into(),
@@ -174,21 +170,35 @@ async fn revoke_refuses_an_ambiguous_prefix() {
         max_calls: None,
         calls: 0,
         parent: None,
-    };
-    let (first, second) = (grant("abcd111111111111"), grant("abcd222222222222"));
-    {
-        let store = Store::open(dir.path()).unwrap();
-        let change = Change {
-            puts: vec![(1, &first), (2, &second)],
-            deletes: Vec::new(),
-        };
-        store
-            .write_grants(&change)
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
     }
+}
+
+/// Writes grants straight into the store at `dir`, in this order.
+async fn write_rows(dir: &Path, grants: &[&Grant]) {
+    let store = Store::open(dir).unwrap();
+    let change = Change {
+        puts: (1..).zip(grants.iter().copied()).collect(),
+        deletes: Vec::new(),
+    };
+    store
+        .write_grants(&change)
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+}
+
+#[actix::test]
+async fn revoke_refuses_an_ambiguous_prefix() {
+    // Random ids rarely share four digits, so the two grants are written to the store.
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, _) = Clock::manual();
+    let now = clock.wall();
+    let (first, second) = (
+        stored("abcd111111111111", now),
+        stored("abcd222222222222", now),
+    );
+    write_rows(dir.path(), &[&first, &second]).await;
     let grants = open(dir.path(), &clock);
     assert_eq!(grants.revoke("abcd").await, Err(GrantError::Ambiguous));
     assert_eq!(grants.revoke("abc").await, Err(GrantError::NotFound));
@@ -722,30 +732,11 @@ async fn a_stored_grant_whose_parent_is_gone_is_dropped_never_used_alone() {
     let (clock, _) = Clock::manual();
     let now = clock.wall();
     let orphan = Grant {
-        id: "0000111122223333".into(),
         agent: "sub".into(),
-        tools: "*".into(),
-        expires_at: now + HOUR,
-        granted_by: "mcp:lead".into(),
-        created_at: now,
-        condition: None,
-        max_calls: None,
-        calls: 0,
         parent: Some("4444555566667777".into()),
+        ..stored("0000111122223333", now)
     };
-    {
-        let store = Store::open(dir.path()).unwrap();
-        let change = Change {
-            puts: vec![(1, &orphan)],
-            deletes: Vec::new(),
-        };
-        store
-            .write_grants(&change)
-            .unwrap()
-            .durable()
-            .await
-            .unwrap();
-    }
+    write_rows(dir.path(), &[&orphan]).await;
     let grants = open(dir.path(), &clock);
     assert_eq!(grants.use_grant("sub", "t", &json!({})).await, Ok(None));
     assert!(grants.list().await.unwrap().is_empty());
