@@ -131,6 +131,10 @@ pub struct Scrape {
     /// (server name, tools refused until accepted) of each `pin_tools` server.
     pub unaccepted: Vec<(String, u64)>,
     pub trace_write_errors: u64,
+    /// Sessions labelled by `taint.sources` now.
+    pub tainted_sessions: u64,
+    /// Labelled sessions forgotten past `taint.max_sessions` since start-up.
+    pub taint_sessions_forgotten: u64,
 }
 
 impl Metrics {
@@ -266,6 +270,11 @@ impl Metrics {
                 self.trace_records_lost.load(Ordering::Relaxed),
             ),
             (
+                "mesh7_taint_sessions_forgotten_total",
+                "Labelled sessions forgotten (least recently used) past taint.max_sessions; their next calls start clean.",
+                scrape.taint_sessions_forgotten,
+            ),
+            (
                 "mesh7_advisory_disagreements_total",
                 "Calls the advisory policies would have decided otherwise (see their traces).",
                 self.advisory_disagreements.load(Ordering::Relaxed),
@@ -321,6 +330,11 @@ impl Metrics {
                 "mesh7_grants_active",
                 "Temporal grants not yet expired or revoked.",
                 scrape.active_grants,
+            ),
+            (
+                "mesh7_tainted_sessions",
+                "Sessions labelled by taint sources (at most taint.max_sessions).",
+                scrape.tainted_sessions,
             ),
         ];
         for (name, help, value) in gauges {
@@ -528,6 +542,8 @@ mod tests {
             policy_reloads_failed: 3,
             upstreams: vec![("fs".to_owned(), true), ("we\"ird\\".to_owned(), false)],
             unaccepted: vec![("fs".to_owned(), 2)],
+            tainted_sessions: 4,
+            taint_sessions_forgotten: 5,
             ..Scrape::default()
         };
         let text = m.render(&scrape);
@@ -538,6 +554,8 @@ mod tests {
             ("mesh7_upstream_up{server=\"fs\"}", "1"),
             ("mesh7_upstream_up{server=\"we\\\"ird\\\\\"}", "0"),
             ("mesh7_tools_unaccepted{server=\"fs\"}", "2"),
+            ("mesh7_tainted_sessions", "4"),
+            ("mesh7_taint_sessions_forgotten_total", "5"),
         ];
         for (series, want) in cases {
             assert_eq!(

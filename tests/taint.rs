@@ -153,10 +153,13 @@ fn reading_labels_the_session_and_its_writes_are_denied_until_the_label_is_clear
         "{listed}"
     );
     assert_eq!(d.get("/taint?agent=cursor", None).1, json!([]));
+    assert_eq!(d.metric("mesh7_tainted_sessions"), 1);
+    assert_eq!(d.metric("mesh7_taint_sessions_forgotten_total"), 0);
 
     // SIGKILL: the label is in the store.
     drop(d);
     let d = start(&servers, state.path());
+    assert_eq!(d.metric("mesh7_tainted_sessions"), 1, "loaded at start-up");
     let (status, body) = call(&d, "s-1", "fs.write_file", &write_args(&root, "e.txt"));
     assert_eq!(status, 403, "{body}");
 
@@ -183,6 +186,7 @@ fn reading_labels_the_session_and_its_writes_are_denied_until_the_label_is_clear
     assert_eq!(status, 200, "{cleared}");
     assert_eq!(cleared["cleared"]["labels"][0]["label"], "files");
     assert_eq!(d.get("/taint", None).1, json!([]));
+    assert_eq!(d.metric("mesh7_tainted_sessions"), 0);
     let (status, body) = call(&d, "s-1", "fs.write_file", &write_args(&root, "e.txt"));
     assert_eq!(status, 200, "{body}");
 }

@@ -105,6 +105,19 @@ struct Clear {
     key: String,
 }
 
+/// What `/metrics` shows of the labelled sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaintStats {
+    /// Labelled sessions kept now.
+    pub sessions: usize,
+    /// Labelled sessions forgotten (least recently used) past `max_sessions` since start-up.
+    pub forgotten: u64,
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "TaintStats")]
+struct Stats;
+
 /// Handle to the taint actor. Cloning is cheap.
 #[derive(Clone)]
 pub struct Taint {
@@ -157,6 +170,7 @@ impl Taint {
             store.write_taint(&change)?.durable_now()?;
         }
         let actor = TaintActor {
+            forgotten: forgotten.len() as u64,
             sessions,
             store,
             clock,
@@ -166,6 +180,12 @@ impl Taint {
         Ok(Taint {
             addr: actor.start(),
         })
+    }
+
+    /// How many sessions are labelled and how many were forgotten; zeros when the tracker
+    /// cannot answer.
+    pub async fn stats(&self) -> TaintStats {
+        self.addr.send(Stats).await.unwrap_or_default()
     }
 
     /// The labels of `agent`'s `session` (empty when it has none).
@@ -241,6 +261,8 @@ fn labels_of(record: &TaintedSession) -> Arc<[Arc<str>]> {
 
 struct TaintActor {
     sessions: LruCache<String, Entry>,
+    /// Labelled sessions forgotten past `max_sessions` since start-up (at start-up included).
+    forgotten: u64,
     store: Option<Store>,
     clock: Clock,
     mailbox: usize,
@@ -273,6 +295,17 @@ impl Handler<Mark> for TaintActor {
     fn handle(&mut self, mark: Mark, _: &mut Context<Self>) -> Self::Result {
         let flush = self.mark(mark);
         Box::pin(async move { Ok(flush?.durable().await?) })
+    }
+}
+
+impl Handler<Stats> for TaintActor {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(TaintStats {
+            sessions: self.sessions.len(),
+            forgotten: self.forgotten,
+        })
     }
 }
 
@@ -344,6 +377,9 @@ impl TaintActor {
         entry.labels = labels_of(&entry.record);
         let evicted = self.sessions.push(key.clone(), entry);
         let evicted = evicted.filter(|(k, _)| *k != key).map(|(k, _)| k);
+        if evicted.is_some() {
+            self.forgotten += 1;
+        }
         self.write(Some(&key), evicted.as_deref())
     }
 

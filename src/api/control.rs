@@ -144,10 +144,11 @@ pub(super) async fn metrics(
     require_control_plane(&state, &req)?;
     let p = &state.pipeline;
     let (reloads_ok, reloads_failed) = p.policy().reload_counts();
-    let (pending, active, write_errors) = tokio::join!(
+    let (pending, active, write_errors, taint) = tokio::join!(
         p.approvals().pending_count(),
         p.grants().active_count(),
         p.trace().write_errors(),
+        p.taint().stats(),
     );
     let scrape = Scrape {
         tools: p.registry().len() as u64,
@@ -168,6 +169,8 @@ pub(super) async fn metrics(
             .collect(),
         unaccepted: unaccepted_tools(p.registry()),
         trace_write_errors: write_errors,
+        tainted_sessions: taint.sessions as u64,
+        taint_sessions_forgotten: taint.forgotten,
     };
     Ok(HttpResponse::Ok()
         .insert_header((

@@ -93,6 +93,11 @@ async fn beyond_the_bound_the_least_recently_used_session_is_forgotten() {
             .await
             .expect("mark");
     }
+    let counted = |sessions, forgotten| TaintStats {
+        sessions,
+        forgotten,
+    };
+    assert_eq!(taint.stats().await, counted(2, 0));
     // A call of session a uses it: b is now the least recently used.
     assert_eq!(has(&taint, "claude", "a").await, ["web"]);
     taint
@@ -101,6 +106,7 @@ async fn beyond_the_bound_the_least_recently_used_session_is_forgotten() {
         .expect("mark");
     let pair = |s: &str| ("claude".to_owned(), s.to_owned());
     assert_eq!(sessions(&taint).await, [pair("c"), pair("a")]);
+    assert_eq!(taint.stats().await, counted(2, 1), "b was forgotten");
     let one = taint.list(Some("claude"), 1).await.expect("list");
     assert_eq!(one.len(), 1);
     assert!(
@@ -115,4 +121,9 @@ async fn beyond_the_bound_the_least_recently_used_session_is_forgotten() {
     // The store forgot it too; a restart with a smaller bound keeps the most recent.
     let smaller = Taint::start(Some(store), 1, Clock::System, 16).expect("restart");
     assert_eq!(sessions(&smaller).await, [pair("c")]);
+    assert_eq!(
+        smaller.stats().await,
+        counted(1, 1),
+        "a is forgotten at start-up"
+    );
 }
