@@ -104,6 +104,18 @@ fn listed(d: &Daemon) -> Vec<String> {
     common::tool_names(&tools)
 }
 
+/// `GET /mcp-servers`'s `refused` of `notes`.
+fn refused(d: &Daemon) -> Vec<String> {
+    let (status, servers) = d.get("/mcp-servers", Some("Bearer agent:claude"));
+    assert_eq!(status, 200, "{servers}");
+    servers[0]["refused"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no refused list: {servers}"))
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// One MCP session over `/mcp` as agent `claude`: the `notes.` tools `tools/list` gives, then
 /// the result of `tools/call` of `notes.read`.
 fn over_mcp(d: &Daemon) -> (Vec<String>, Value) {
@@ -137,6 +149,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     assert_eq!(status, 200, "{body}");
     assert!(body["result"].to_string().contains("read n1"), "{body}");
     assert_eq!(listed(&d), ["notes.read"]);
+    assert_eq!(refused(&d), Vec::<String>::new());
 
     // A new release: `read` now carries instructions for the agent, and `send` appears.
     write_catalogue(&catalogue, &json!({"description": POISONED, "extra": true}));
@@ -174,6 +187,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     assert_eq!(traced["policy_rule"], "pin:notes.read", "{traced}");
     // The new description never reaches an agent: neither tool is listed.
     assert_eq!(listed(&d), Vec::<String>::new());
+    assert_eq!(refused(&d), ["read", "send"], "/mcp-servers says which");
     let (names, result) = over_mcp(&d);
     assert_eq!(names, Vec::<String>::new());
     assert_eq!(result["isError"], true, "{result}");
@@ -251,6 +265,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     assert_eq!(d.call("claude", "notes.send", &note).0, 200);
     assert_eq!(d.call("claude", "notes.read", &note).0, 403);
     assert_eq!(listed(&d), ["notes.send"]);
+    assert_eq!(refused(&d), ["read"]);
     // What operators alert on: the tools still waiting for them.
     assert_eq!(unaccepted(&d), Some(1));
 
@@ -268,6 +283,7 @@ fn a_changed_or_added_tool_is_refused_and_unlisted_until_an_operator_accepts_it(
     let pins = pins_when(&d, |_| true);
     assert_eq!(drift_of(&pins), []);
     assert_eq!(unaccepted(&d), Some(0));
+    assert_eq!(refused(&d), Vec::<String>::new());
     let by: Vec<_> = pins["pinned"]
         .as_array()
         .expect("pins")

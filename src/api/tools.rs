@@ -142,20 +142,34 @@ pub(super) async fn list_tools(
     Ok(json_response(StatusCode::OK, &Value::Array(tools)))
 }
 
-/// `GET /mcp-servers`: upstream MCP servers and their status.
+/// `GET /mcp-servers`: upstream MCP servers and their status (and, for a `pin_tools` server,
+/// the tools pinning refuses).
 pub(super) async fn mcp_servers(
     state: web::Data<ApiState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     require_data_plane(&state, &req)?;
-    let infos: Vec<_> = state
-        .pipeline
-        .registry()
+    let registry = state.pipeline.registry();
+    let pins = registry.pins();
+    let servers: Vec<Value> = registry
         .upstreams()
         .iter()
-        .map(mesh7_actors::upstream::Upstream::info)
+        .map(|u| {
+            let mut view = json!(u.info());
+            // mesh7: what a `pin_tools` server lists but calls refuse until an operator accepts.
+            if let Some(pins) = pins.filter(|p| p.pins_server(u.name())) {
+                let tools = u.tools();
+                let refused: Vec<&str> = tools
+                    .iter()
+                    .filter(|t| pins.check(u.name(), t).is_some())
+                    .map(|t| t.name.as_str())
+                    .collect();
+                view["refused"] = json!(refused);
+            }
+            view
+        })
         .collect();
-    Ok(json_response(StatusCode::OK, &json!(infos)))
+    Ok(json_response(StatusCode::OK, &Value::Array(servers)))
 }
 
 /// `require_authentication` on the read-only data-plane routes.
