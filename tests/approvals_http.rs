@@ -235,6 +235,20 @@ fn an_agent_cannot_approve_its_own_request() {
     );
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "an agent cannot resolve its own approval");
+    // Nor grant itself the call with its approval.
+    let (status, body) = d.post(
+        &format!("/approvals/{id}/approve"),
+        Some("Bearer agent:claude"),
+        &json!({"grant": {"duration": "1h"}}).to_string(),
+    );
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"error": "an agent cannot resolve its own approval"})
+        )
+    );
+    assert_eq!(d.get("/grants", None).1, json!([]));
     let (_, view) = d.get(&format!("/approvals/{id}"), None);
     assert_eq!(view["status"], "pending");
     let (status, _) = d.post(

@@ -778,6 +778,14 @@ fn a_holder_delegates_part_of_its_grant_to_a_sub_agent_over_stdio() {
             json!({"id": root, "agent": "sub", "duration": "1d"}),
             "invalid duration: unknown unit \"d\" in duration \"1d\"".to_owned(),
         ),
+        (
+            json!({"id": root, "agent": "sub", "max_calls": -1}),
+            "invalid max_calls: must be a non-negative integer".to_owned(),
+        ),
+        (
+            json!({"id": root, "agent": "sub", "max_calls": 0}),
+            "max_calls must be at least 1 (leave it out for no limit)".to_owned(),
+        ),
     ];
     for (args, message) in table {
         let answer = lead.call("grant.delegate", &args);
@@ -787,6 +795,13 @@ fn a_holder_delegates_part_of_its_grant_to_a_sub_agent_over_stdio() {
         let same = got == message || got.replace("(1h0m0s)", "(59m59s)") == message;
         assert!(same, "{args}: {got:?} != {message:?}");
     }
+    let answer = lead.call(
+        "grant.delegate",
+        &json!({"id": root, "agent": "sub", "condition": {"field": "path", "operator": "~"}}),
+    );
+    let (code, message) = error_of(&answer);
+    assert_eq!(code, -32602, "{answer}");
+    assert!(message.starts_with("invalid condition: "), "{answer}");
     assert_eq!(get(&lead.url, "/grants").as_array().map(Vec::len), Some(2));
 
     let text = result_text(&lead.call(
