@@ -89,6 +89,7 @@ impl App {
                 enabled: cfg.loop_detection.enabled,
                 max_repeats: cfg.loop_detection.max_repeats,
                 window,
+                halt_after: cfg.loop_detection.halt_after,
             },
             clock.clone(),
             mailbox,

@@ -13,7 +13,7 @@ use std::time::Instant;
 use mesh7_actors::approvals::{ApprovalRecord, ApprovalStatus, Approvals, Gate, Submit};
 use mesh7_actors::cli::Cli;
 use mesh7_actors::grants::{Grant, Grants, rfc3339_secs};
-use mesh7_actors::halts::{Halt, Halts};
+use mesh7_actors::halts::{Halt, Halts, NewHalt, Scope};
 use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
@@ -525,7 +525,10 @@ impl Pipeline {
 
         // What holds the call back, if anything; `Run` lets it run.
         let next = if let Some(l) = limited {
-            Next::Held(limited_verdict(&l))
+            Next::Held(
+                self.held_by_limit(&l, &identity.agent, &ctx.session_id)
+                    .await,
+            )
         } else {
             match action {
                 Action::Deny => Next::Held(Verdict::Denied),
@@ -592,7 +595,11 @@ impl Pipeline {
                 };
                 let mut stopped = if count {
                     match spans.try_step(Step::RateLimit, self.limit(&usage)).await {
-                        Ok(limited) => limited.map(|l| limited_verdict(&l)),
+                        Ok(Some(l)) => Some(
+                            self.held_by_limit(&l, &identity.agent, &ctx.session_id)
+                                .await,
+                        ),
+                        Ok(None) => None,
                         // Its approval or grant is used by now: the failure is traced with it.
                         Err(error) => Some(Verdict::Failed { error }),
                     }
@@ -687,6 +694,42 @@ impl Pipeline {
         let unpinned = self.inner.registry.unpinned(&resolved.target)?;
         let tool = &resolved.effective_name;
         Some((format!("pin:{tool}"), unpinned.reason(tool)))
+    }
+
+    /// The verdict of a call the limiter refused. A loop refusal that escalates
+    /// (`loop_detection.halt_after`) halts the looping session — the agent, for calls without
+    /// one — until an operator lifts it, and says so; if the halt cannot be made the call is
+    /// refused all the same.
+    async fn held_by_limit(&self, l: &rate_limit::Limited, agent: &str, session: &str) -> Verdict {
+        let mut verdict = limited_verdict(l);
+        if !l.escalates() {
+            return verdict;
+        }
+        let (scope, what) = if session.is_empty() {
+            (Scope::Agent(agent.to_owned()), format!("agent \"{agent}\""))
+        } else {
+            (
+                Scope::Session(session.to_owned()),
+                format!("session \"{session}\""),
+            )
+        };
+        let halt = NewHalt {
+            scope,
+            reason: format!("{l} (loop_detection.halt_after)"),
+            created_by: LOOP_HALTER.to_owned(),
+        };
+        match self.inner.halts.add(halt).await {
+            Ok(halt) => {
+                if let Verdict::RateLimited { message, .. } = &mut verdict {
+                    message.push_str(&format!(
+                        "; {what} halted (halt:{}) until an operator lifts it",
+                        halt.id
+                    ));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not halt a looping {what}"),
+        }
+        verdict
     }
 
     /// Asks the rate limiter actor (check and record in one message); `Some` when refused.
@@ -1051,6 +1094,9 @@ fn source_of(resolved: Option<&ResolvedCall>) -> Source {
         None => Source::None,
     }
 }
+
+/// Who made a halt that loop detection escalated to.
+pub const LOOP_HALTER: &str = "mesh7:loop_detection";
 
 fn limited_verdict(l: &rate_limit::Limited) -> Verdict {
     Verdict::RateLimited {

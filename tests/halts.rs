@@ -1,6 +1,7 @@
 //! Emergency stops through the real `mesh7 serve`: `POST /halts` stops an agent, a session or
 //! everyone on every ingress until `DELETE /halts/{id}`; a halt outlives a SIGKILL (store) and
-//! stops a call that was waiting for its approval when the approval comes.
+//! stops a call that was waiting for its approval when the approval comes; loop detection
+//! escalates to a halt with `loop_detection.halt_after`.
 
 mod common;
 #[allow(dead_code, unreachable_pub)] // shared helpers: each test file uses part of them
@@ -344,4 +345,102 @@ fn a_supervisor_agent_halts_and_lifts_over_mcp_and_others_cannot() {
     );
     let (status, body) = d.call("claude", "echo.run", &json!({"args": ["hi"]}));
     assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
+    let d = Daemon::start(&format!("loop_detection:\n  halt_after: 2\n{GOVERNED}"));
+    let echo = json!({"params": {"args": ["again"]}});
+    let call = |session: &str| {
+        let mut headers = vec![("Authorization", "Bearer agent:looper")];
+        if !session.is_empty() {
+            headers.push(("X-Session-Id", session));
+        }
+        d.post_with("/tool/echo.run", &headers, &echo.to_string())
+    };
+    for _ in 0..3 {
+        assert_eq!(call("s-1").0, 200);
+    }
+    // The first loop refusal tells the agent; the second halts its session.
+    let (status, body) = call("s-1");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        body["error"],
+        "loop_detected: agent \"looper\" called echo.run with same params 3 times in 10s"
+    );
+    let (status, body) = call("s-1");
+    assert_eq!(status, 429, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    let id = error
+        .strip_prefix("loop_detected: agent \"looper\" called echo.run with same params 3 times in 10s; session \"s-1\" halted (halt:")
+        .and_then(|rest| rest.strip_suffix(") until an operator lifts it"))
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let (_, halts) = d.get("/halts", None);
+    let made = &halts[0];
+    assert_eq!(
+        (
+            &made["id"],
+            &made["scope"],
+            &made["target"],
+            &made["created_by"]
+        ),
+        (
+            &json!(id),
+            &json!("session"),
+            &json!("s-1"),
+            &json!("mesh7:loop_detection")
+        ),
+        "{halts}"
+    );
+
+    // Every call of the session is stopped now, whatever it asks; other sessions go on.
+    let (status, body) = d.post_with(
+        "/tool/echo.run",
+        &[
+            ("Authorization", "Bearer agent:looper"),
+            ("X-Session-Id", "s-1"),
+        ],
+        &json!({"params": {"args": ["something else"]}}).to_string(),
+    );
+    assert_eq!((status, &body["policy"]), (403, &json!("deny")), "{body}");
+    let (status, body) = d.post_with(
+        "/tool/echo.run",
+        &[
+            ("Authorization", "Bearer agent:looper"),
+            ("X-Session-Id", "s-2"),
+        ],
+        &json!({"params": {"args": ["fresh"]}}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let traced = d.trace_of("echo.run", |e| e["policy"] == "deny");
+    assert_eq!(traced["policy_rule"], format!("halt:{id}"), "{traced}");
+
+    // Lifted: the session runs again.
+    assert_eq!(d.delete(&format!("/halts/{id}")).0, 200);
+    let (status, body) = d.post_with(
+        "/tool/echo.run",
+        &[
+            ("Authorization", "Bearer agent:looper"),
+            ("X-Session-Id", "s-1"),
+        ],
+        &json!({"params": {"args": ["after review"]}}).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Calls without a session: the agent is halted.
+    let d = Daemon::start(&format!("loop_detection:\n  halt_after: 1\n{GOVERNED}"));
+    for _ in 0..3 {
+        assert_eq!(d.call("solo", "echo.run", &json!({"args": ["x"]})).0, 200);
+    }
+    let (status, body) = d.call("solo", "echo.run", &json!({"args": ["x"]}));
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("; agent \"solo\" halted (halt:")),
+        "{body}"
+    );
+    assert_eq!(d.call("solo", "echo.run", &json!({"args": ["y"]})).0, 403);
+    assert_eq!(d.call("other", "echo.run", &json!({"args": ["x"]})).0, 200);
 }

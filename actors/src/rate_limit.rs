@@ -8,7 +8,8 @@
 //! - Counters are keyed by agent, shared by all of its tools and policies; session counts by
 //!   (agent, session), kept only for calls under a policy with `max_per_session`.
 //! - Loop detection applies to every call when enabled, whether or not the policy has a
-//!   `rate_limit`.
+//!   `rate_limit`. With `halt_after`, exactly one of an agent's loop refusals inside the window
+//!   (the `halt_after`-th; the count then starts over) says to escalate.
 //! - Memory is bounded whatever the call rate: at most `max_agents` recent windows (the least
 //!   recently seen agent is evicted), each holding at most 61 one-second buckets and a capped loop
 //!   history. Lifetime totals live apart and are never evicted, so `max_total` never resets; at
@@ -44,6 +45,8 @@ pub struct LoopSettings {
     /// Identical calls allowed inside the window; the next one is refused.
     pub max_repeats: u32,
     pub window: Duration,
+    /// Loop refusals of one agent inside the window that escalate to a halt; 0: never.
+    pub halt_after: u32,
 }
 
 impl Default for LoopSettings {
@@ -52,6 +55,7 @@ impl Default for LoopSettings {
             enabled: true,
             max_repeats: 3,
             window: Duration::from_secs(10),
+            halt_after: 0,
         }
     }
 }
@@ -68,6 +72,7 @@ impl LoopSettings {
             enabled: config.enabled,
             max_repeats: config.max_repeats,
             window,
+            halt_after: config.halt_after,
         })
     }
 }
@@ -104,6 +109,8 @@ pub enum Limited {
         tool: Arc<str>,
         count: u32,
         window_secs: u64,
+        /// This refusal is the agent's `halt_after`-th inside the window: the caller halts it.
+        escalate: bool,
     },
     #[error(
         "rate_limit: agent \"{agent}\" exceeded its budget of {max} calls in session \"{session}\""
@@ -120,6 +127,11 @@ pub enum Limited {
 impl Limited {
     pub fn is_loop(&self) -> bool {
         matches!(self, Limited::Loop { .. })
+    }
+
+    /// A loop refusal that should halt the looping agent's session (`halt_after`).
+    pub fn escalates(&self) -> bool {
+        matches!(self, Limited::Loop { escalate: true, .. })
     }
 }
 
@@ -343,6 +355,8 @@ struct Recent {
     /// (second since epoch, calls recorded in that second), oldest first.
     minute: VecDeque<(u64, u64)>,
     loops: VecDeque<LoopEntry>,
+    /// When its calls were refused as loops inside the window (at most `halt_after`).
+    refusals: VecDeque<Instant>,
 }
 
 struct LoopEntry {
@@ -394,6 +408,7 @@ impl Limiter {
                 tool: req.tool.clone(),
                 count: repeats,
                 window_secs: self.loops.window.as_secs(),
+                escalate: self.refused_loop(&req.agent, now),
             });
         }
 
@@ -401,6 +416,21 @@ impl Limiter {
             self.record(req, limits, second, now);
         }
         Ok(())
+    }
+
+    /// Counts a loop refusal of `agent` (whose recent calls are kept: it just repeated one);
+    /// true when it is the `halt_after`-th inside the window, which starts the count over.
+    fn refused_loop(&mut self, agent: &Arc<str>, now: Instant) -> bool {
+        let halt_after = usize::try_from(self.loops.halt_after).unwrap_or(usize::MAX);
+        let Some(recent) = self.recent.peek_mut(agent).filter(|_| halt_after > 0) else {
+            return false;
+        };
+        recent.refusals.push_back(now);
+        if recent.refusals.len() < halt_after {
+            return false;
+        }
+        recent.refusals.clear();
+        true
     }
 
     fn check_total(&self, agent: &Arc<str>, max_total: u64) -> Result<(), Limited> {
@@ -490,6 +520,13 @@ impl Recent {
         {
             self.loops.pop_front();
         }
+        while self
+            .refusals
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= loop_window)
+        {
+            self.refusals.pop_front();
+        }
     }
 
     fn calls_in_minute(&self) -> u64 {
@@ -507,7 +544,7 @@ impl Recent {
 
     #[cfg(test)]
     fn entries(&self) -> usize {
-        self.minute.len() + self.loops.len()
+        self.minute.len() + self.loops.len() + self.refusals.len()
     }
 }
 

@@ -575,6 +575,10 @@ pub struct LoopDetectionConfig {
     /// Go duration, default 10s.
     #[serde(default = "default_window")]
     pub window: String,
+    /// Loop refusals of one agent inside the window after which its session (its calls, when
+    /// they have none) is halted until an operator lifts it. 0 (the default): never.
+    #[serde(default)]
+    pub halt_after: u32,
 }
 
 impl Default for LoopDetectionConfig {
@@ -583,6 +587,7 @@ impl Default for LoopDetectionConfig {
             enabled: true,
             max_repeats: default_repeats(),
             window: default_window(),
+            halt_after: 0,
         }
     }
 }

@@ -277,6 +277,11 @@ fn reports_each_invalid_value_with_its_path_message_and_line() {
             "loop_detection.window: unknown unit \"x\" in duration \"10x\" (line 2)",
         ),
         (
+            "loop halt_after negative",
+            "loop_detection:\n  halt_after: -1\n",
+            "loop_detection.halt_after: invalid value: integer `-1`, expected u32 (line 2)",
+        ),
+        (
             "client timeout negative",
             "server:\n  client_timeout: -1s\n",
             "server.client_timeout: negative duration \"-1s\" is not allowed (line 2)",

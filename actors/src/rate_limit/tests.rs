@@ -254,6 +254,45 @@ fn fourth_identical_call_in_the_window_is_a_loop() {
 }
 
 #[test]
+fn halt_after_escalates_one_refusal_in_so_many_inside_the_window() {
+    let escalations = |f: &mut Fixture, req: &Acquire, n: usize| -> Vec<bool> {
+        (0..n)
+            .map(|_| f.acquire(req).unwrap_err().escalates())
+            .collect()
+    };
+    let mut f = Fixture::default_with(LoopSettings {
+        halt_after: 2,
+        ..LoopSettings::default()
+    });
+    let req = call("a", "fs.read", 7, None);
+    for _ in 0..3 {
+        f.acquire(&req).unwrap();
+    }
+    // The 2nd and 4th refusals escalate: once escalated, the count starts over.
+    assert_eq!(escalations(&mut f, &req, 4), [false, true, false, true]);
+    // Refusals older than the window are forgotten.
+    assert_eq!(escalations(&mut f, &req, 1), [false]);
+    f.advance(5 * SEC);
+    f.acquire(&call("a", "other", 1, None)).unwrap();
+    f.advance(5 * SEC);
+    for _ in 0..3 {
+        f.acquire(&req).unwrap();
+    }
+    assert_eq!(escalations(&mut f, &req, 2), [false, true]);
+    // Another agent has its own count; without halt_after nothing escalates.
+    let other = call("b", "fs.read", 7, None);
+    for _ in 0..3 {
+        f.acquire(&other).unwrap();
+    }
+    assert_eq!(escalations(&mut f, &other, 2), [false, true]);
+    let mut f = Fixture::default_with(LoopSettings::default());
+    for _ in 0..3 {
+        f.acquire(&req).unwrap();
+    }
+    assert_eq!(escalations(&mut f, &req, 5), [false; 5]);
+}
+
+#[test]
 fn loop_detection_lets_through_what_is_not_a_loop() {
     struct Case {
         name: &'static str,
