@@ -350,14 +350,18 @@ fn a_supervisor_agent_halts_and_lifts_over_mcp_and_others_cannot() {
 #[test]
 fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
     let d = Daemon::start(&format!("loop_detection:\n  halt_after: 2\n{GOVERNED}"));
-    let echo = json!({"params": {"args": ["again"]}});
-    let call = |session: &str| {
-        let mut headers = vec![("Authorization", "Bearer agent:looper")];
-        if !session.is_empty() {
-            headers.push(("X-Session-Id", session));
-        }
-        d.post_with("/tool/echo.run", &headers, &echo.to_string())
+    // `looper` echoes `word` in `session`.
+    let echo_in = |session: &str, word: &str| {
+        d.post_with(
+            "/tool/echo.run",
+            &[
+                ("Authorization", "Bearer agent:looper"),
+                ("X-Session-Id", session),
+            ],
+            &json!({"params": {"args": [word]}}).to_string(),
+        )
     };
+    let call = |session: &str| echo_in(session, "again");
     for _ in 0..3 {
         assert_eq!(call("s-1").0, 200);
     }
@@ -395,37 +399,16 @@ fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
     );
 
     // Every call of the session is stopped now, whatever it asks; other sessions go on.
-    let (status, body) = d.post_with(
-        "/tool/echo.run",
-        &[
-            ("Authorization", "Bearer agent:looper"),
-            ("X-Session-Id", "s-1"),
-        ],
-        &json!({"params": {"args": ["something else"]}}).to_string(),
-    );
+    let (status, body) = echo_in("s-1", "something else");
     assert_eq!((status, &body["policy"]), (403, &json!("deny")), "{body}");
-    let (status, body) = d.post_with(
-        "/tool/echo.run",
-        &[
-            ("Authorization", "Bearer agent:looper"),
-            ("X-Session-Id", "s-2"),
-        ],
-        &json!({"params": {"args": ["fresh"]}}).to_string(),
-    );
+    let (status, body) = echo_in("s-2", "fresh");
     assert_eq!(status, 200, "{body}");
     let traced = d.trace_of("echo.run", |e| e["policy"] == "deny");
     assert_eq!(traced["policy_rule"], format!("halt:{id}"), "{traced}");
 
     // Lifted: the session runs again.
     assert_eq!(d.delete(&format!("/halts/{id}")).0, 200);
-    let (status, body) = d.post_with(
-        "/tool/echo.run",
-        &[
-            ("Authorization", "Bearer agent:looper"),
-            ("X-Session-Id", "s-1"),
-        ],
-        &json!({"params": {"args": ["after review"]}}).to_string(),
-    );
+    let (status, body) = echo_in("s-1", "after review");
     assert_eq!(status, 200, "{body}");
 
     // Calls without a session: the agent is halted.
