@@ -156,6 +156,11 @@ fn usage_errors_exit_1_with_usage_on_stderr() {
         &["approve", "0123abcd", "--max-calls", "2"],
         &["approve", "0123abcd", "--grant", "1h", "--max-calls", "0"],
         &["deny", "0123abcd", "--grant", "1h"],
+        &["grant", "--agent", "bot", "--tools", "echo.run"],
+        &["grant", "--tools", "echo.run", "--duration", "1h"],
+        &["grant", "--agent", "bot", "--parent", "../x"],
+        &["revoke"],
+        &["revoke", "../halts"],
     ] {
         let out = mesh(&url, args, &[]);
         assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
@@ -396,6 +401,144 @@ fn approve_with_a_grant_lets_the_agents_next_calls_through() {
         assert_eq!(status, 200, "{word}: {body}");
     }
     ask(&d, "bot", "used-up");
+}
+
+#[test]
+fn grants_are_made_listed_delegated_and_revoked_from_a_terminal() {
+    let d = Daemon::start(GATED);
+    let out = mesh(&d.url, &["grants"], &[]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "no grants\n"));
+    let out = mesh(
+        &d.url,
+        &[
+            "grant",
+            "--agent",
+            "lead",
+            "--tools",
+            "echo.run",
+            "--duration",
+            "1h",
+            "--max-calls",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, list) = d.get("/grants", None);
+    let root = list[0]["id"].as_str().expect("grant id").to_owned();
+    assert_eq!(
+        list[0]["granted_by"]
+            .as_str()
+            .map(|b| b.starts_with("http:")),
+        Some(true)
+    );
+    let line = out.stdout.trim_end();
+    assert!(
+        line.starts_with("Granted lead echo.run for ")
+            && line.ends_with(&format!(" (grant {root}, at most 5 calls)")),
+        "{line}"
+    );
+    let out = mesh(
+        &d.url,
+        &[
+            "grant",
+            "--agent",
+            "sub",
+            "--parent",
+            &root[..6],
+            "--max-calls",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .trim_end()
+            .ends_with(&format!(", at most 2 calls, from {root})")),
+        "{}",
+        out.stdout
+    );
+    let child = d.get("/grants", None).1[1]["id"]
+        .as_str()
+        .expect("child")
+        .to_owned();
+
+    // The delegated grant lets `sub` run the tool; both count it.
+    let (status, body) = d.post_with(
+        "/tool/echo.run",
+        &[
+            ("Authorization", "Bearer agent:sub"),
+            ("Prefer", "respond-async"),
+        ],
+        r#"{"params": {"args": ["delegated"]}}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let out = mesh(&d.url, &["grants"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["ID", "AGENT", "TOOLS", "REMAINING", "CALLS", "FROM", "BY"]
+    );
+    assert_eq!(
+        (rows[1][0], rows[1][1], rows[1][4], rows[1][5]),
+        (root.as_str(), "lead", "1/5", "-")
+    );
+    assert_eq!(
+        (rows[2][0], rows[2][1], rows[2][4], rows[2][5]),
+        (child.as_str(), "sub", "1/2", root.as_str())
+    );
+    let out = mesh(&d.url, &["grants", "--json"], &[]);
+    let listed: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+
+    // Refusals exit 1 with the daemon's reason; nothing is made.
+    for (args, reason) in [
+        (
+            vec![
+                "grant",
+                "--agent",
+                "bot",
+                "--tools",
+                "*",
+                "--duration",
+                "25h",
+            ],
+            "refused: duration exceeds maximum (24h0m0s)",
+        ),
+        (
+            vec!["grant", "--agent", "sub-*", "--parent", root.as_str()],
+            "refused: a delegated grant is for one agent: \"sub-*\" is a pattern",
+        ),
+        (
+            vec!["grant", "--agent", "sub", "--parent", "0123456789abcdef"],
+            "refused: parent grant not found",
+        ),
+        (
+            vec!["revoke", "0123456789abcdef"],
+            "refused: grant not found",
+        ),
+    ] {
+        let out = mesh(&d.url, &args, &[]);
+        assert_eq!((out.code, out.stderr.trim_end()), (1, reason), "{args:?}");
+    }
+    assert_eq!(d.get("/grants", None).1.as_array().map(Vec::len), Some(2));
+
+    let out = mesh(&d.url, &["revoke", &root[..8]], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        format!(
+            "Revoked: {}\n  with the grants delegated from it: {child}\n",
+            &root[..8]
+        )
+    );
+    assert_eq!(d.get("/grants", None).1, Value::Array(Vec::new()));
 }
 
 #[test]

@@ -96,6 +96,36 @@ enum Command {
     },
     /// Poll for new approvals and prompt for each (Ctrl-C or end of input to quit).
     Watch,
+    /// List the active grants, in creation order.
+    Grants {
+        /// Print the API's JSON as is.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let an agent run matching tools without asking, for a while (or delegate a grant with
+    /// --parent: then --tools and --duration default to the parent's).
+    Grant {
+        /// The agent (a glob; one agent id with --parent).
+        #[arg(long)]
+        agent: String,
+        /// The tool glob it covers.
+        #[arg(long, required_unless_present = "parent")]
+        tools: Option<String>,
+        /// How long (e.g. 30m, 2h; at most supervisor.max_grant_duration).
+        #[arg(long, required_unless_present = "parent")]
+        duration: Option<String>,
+        /// The calls it allows before it is used up.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_calls: Option<u64>,
+        /// Delegate from this grant: a narrower copy that goes with it.
+        #[arg(long, value_parser = grant_id)]
+        parent: Option<String>,
+    },
+    /// Revoke a grant (its id or a unique prefix) and the grants delegated from it.
+    Revoke {
+        #[arg(value_parser = grant_id)]
+        id: String,
+    },
     /// Emergency stop: deny every later call of an agent, of a session, or of everyone.
     #[command(group(clap::ArgGroup::new("scope").required(true).args(["agent", "session", "all"])))]
     Halt {
@@ -193,6 +223,11 @@ fn approval_id(s: &str) -> Result<String, String> {
     id_arg(s, "an approval id (hex digits, as `mesh pending` shows)")
 }
 
+/// Grant ids are hex (a unique prefix of 4 or more is fine).
+fn grant_id(s: &str) -> Result<String, String> {
+    id_arg(s, "a grant id (hex digits, as `mesh grants` shows)")
+}
+
 /// Halt ids are hex, whole.
 fn halt_id(s: &str) -> Result<String, String> {
     id_arg(s, "a halt id (hex digits, as `mesh halts` shows)")
@@ -248,6 +283,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             all,
             reason,
         } => halt(&mesh, agent, session, all, reason).await,
+        Command::Grants { json } => grants(&mesh, json).await,
+        Command::Grant {
+            agent,
+            tools,
+            duration,
+            max_calls,
+            parent,
+        } => {
+            let mut body = json!({ "agent": agent });
+            for (key, value) in [("tools", tools), ("duration", duration), ("parent", parent)] {
+                if let Some(value) = value {
+                    body[key] = Value::String(value);
+                }
+            }
+            if let Some(max) = max_calls {
+                body["max_calls"] = json!(max);
+            }
+            grant(&mesh, &body).await
+        }
+        Command::Revoke { id } => revoke(&mesh, &id).await,
         Command::Halts { json } => halts(&mesh, json).await,
         Command::Lift { id } => lift(&mesh, &id).await,
         Command::Taint { agent, json } => taint(&mesh, agent.as_deref(), json).await,
@@ -382,6 +437,92 @@ async fn halts(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
     }));
     out(render_table(&rows).trim_end());
     Ok(())
+}
+
+async fn grants(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
+    let reply = mesh.send(Method::GET, mesh.url(&["grants"]), None).await?;
+    if raw {
+        out(reply.body.trim_end());
+        return Ok(());
+    }
+    let list: Vec<GrantView> = reply.parse()?;
+    if list.is_empty() {
+        out("no grants");
+        return Ok(());
+    }
+    let mut rows =
+        vec![["ID", "AGENT", "TOOLS", "REMAINING", "CALLS", "FROM", "BY"].map(str::to_owned)];
+    rows.extend(list.into_iter().map(|g| {
+        let calls = match (g.calls, g.max_calls) {
+            (calls, Some(max)) => format!("{}/{max}", calls.unwrap_or_default()),
+            (Some(calls), None) => calls.to_string(),
+            (None, None) => "-".to_owned(),
+        };
+        [
+            g.id,
+            g.agent,
+            g.tools,
+            g.remaining,
+            calls,
+            g.parent.unwrap_or_else(|| "-".to_owned()),
+            g.granted_by,
+        ]
+    }));
+    out(render_table(&rows).trim_end());
+    Ok(())
+}
+
+async fn grant(mesh: &Mesh, body: &Value) -> Result<(), CliError> {
+    let reply = mesh
+        .send(Method::POST, mesh.url(&["grants"]), Some(body))
+        .await?;
+    match reply.status {
+        201 => {
+            let g: GrantView =
+                serde_json::from_str(&reply.body).map_err(|e| CliError::BadAnswer {
+                    url: reply.url.clone(),
+                    reason: e.to_string(),
+                })?;
+            let limit = g
+                .max_calls
+                .map(|n| format!(", at most {n} calls"))
+                .unwrap_or_default();
+            let from = g.parent.map(|p| format!(", from {p}")).unwrap_or_default();
+            out(&format!(
+                "Granted {} {} for {} (grant {}{limit}{from})",
+                g.agent, g.tools, g.remaining, g.id
+            ));
+            Ok(())
+        }
+        400 | 403 | 404 => Err(CliError::Refused(
+            reply.error_text().unwrap_or_else(|| reply.body.clone()),
+        )),
+        _ => Err(reply.unexpected()),
+    }
+}
+
+async fn revoke(mesh: &Mesh, id: &str) -> Result<(), CliError> {
+    let reply = mesh
+        .send(Method::DELETE, mesh.url(&["grants", id]), None)
+        .await?;
+    match reply.status {
+        200 => {
+            let answer: Value = reply.parse()?;
+            out(&format!("Revoked: {id}"));
+            if let Some(with) = answer["revoked_with"].as_array() {
+                let ids: Vec<&str> = with.iter().filter_map(Value::as_str).collect();
+                out(&format!(
+                    "  with the grants delegated from it: {}",
+                    ids.join(", ")
+                ));
+            }
+            Ok(())
+        }
+        404 | 409 => Err(CliError::Refused(
+            reply.error_text().unwrap_or_else(|| reply.body.clone()),
+        )),
+        _ => Err(reply.unexpected()),
+    }
 }
 
 async fn lift(mesh: &Mesh, id: &str) -> Result<(), CliError> {
@@ -588,6 +729,20 @@ struct DriftView {
     fields: Vec<String>,
     pinned: Value,
     current: Value,
+}
+
+/// A grant as the control plane shows it; only the fields the CLI uses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct GrantView {
+    id: String,
+    agent: String,
+    tools: String,
+    remaining: String,
+    granted_by: String,
+    max_calls: Option<u64>,
+    calls: Option<u64>,
+    parent: Option<String>,
 }
 
 /// A halt as the control plane lists it; only the fields the CLI shows.
