@@ -15,7 +15,8 @@ use mesh7_actors::clock::Clock;
 use mesh7_actors::grants::{self, Grants};
 use mesh7_actors::halts::Halts;
 use mesh7_actors::memory::{self, DecisionFact, Memory, MemorySettings, WriteEvent};
-use mesh7_actors::pins::Pins;
+use mesh7_actors::notify::Notifier;
+use mesh7_actors::pins::{Announce, Pins};
 use mesh7_actors::policy::{Policy, WatchGuard};
 use mesh7_actors::rate_limit::{LoopSettings, RateLimit};
 use mesh7_actors::store::Store;
@@ -121,7 +122,16 @@ impl App {
         let openapi_ctx = crate::openapi::context_for(&loaded.config_path, store.clone());
         let openapi = crate::openapi::load(&cfg.openapi, &openapi_ctx).await?;
         // Before the upstreams, which report every tool list they receive to it.
-        let pins = Pins::start(
+        let announce = cfg
+            .approval
+            .tools_changed_url
+            .clone()
+            .filter(|url| !url.is_empty())
+            .map(|url| Announce {
+                notifier: Notifier::start(cfg.approval.allow_private_targets),
+                url,
+            });
+        let pins = Pins::start_announcing(
             cfg.mcp_servers
                 .iter()
                 .filter(|server| server.pin_tools)
@@ -130,6 +140,7 @@ impl App {
             store.clone(),
             clock.clone(),
             mailbox,
+            announce,
         )
         .map_err(|e| anyhow::anyhow!("pins: {e}"))?;
         let upstreams = cfg

@@ -11,7 +11,7 @@ mod mcp_support;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, child_of, wait_for};
+use common::{Daemon, child_of, wait_for, webhook_listener};
 use mcp_support::{McpChild, McpHttp};
 use serde_json::{Value, json};
 
@@ -464,4 +464,58 @@ fn a_stdio_client_is_told_when_the_tools_it_can_list_change() {
     announced(&mcp).expect("told of the accepted tool");
     id += 1;
     assert!(mcp.tool_names(id).contains(&"notes.send".to_owned()));
+}
+
+#[test]
+fn a_change_waiting_for_an_operator_is_announced_once_per_definition() {
+    let (hook, received) = webhook_listener();
+    let state = tempfile::tempdir().expect("state dir");
+    let catalogue = state.path().join("catalogue.json");
+    write_catalogue(&catalogue, &json!({"description": "Reads a note."}));
+    let yaml = format!(
+        "approval:\n  tools_changed_url: {hook}/tools-changed\n  allow_private_targets: true\n{}",
+        config(state.path(), &catalogue)
+    );
+    let d = Daemon::start(&yaml);
+    pins_when(&d, |p| p["seen"] == true);
+
+    // A new release: the first announcement is of it (first sight is not announced).
+    write_catalogue(&catalogue, &json!({"description": POISONED, "extra": true}));
+    restart_upstream(&d);
+    let (path, body) = received.recv_timeout(WAIT).expect("an announcement");
+    assert_eq!(path, "/tools-changed");
+    assert_eq!(
+        (&body["event"], &body["server"]),
+        (&json!("tools_changed"), &json!("notes")),
+        "{body}"
+    );
+    assert_eq!(
+        body["changes"],
+        json!([
+            {"tool": "read", "change": "changed", "fields": ["description"]},
+            {"tool": "send", "change": "added", "fields": []},
+        ]),
+        "{body}"
+    );
+    assert!(
+        body["at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("IMPORTANT"),
+        "the new description itself is not sent: {body}"
+    );
+
+    // Another release changes `read` again: only that is new (`send` was announced already).
+    write_catalogue(
+        &catalogue,
+        &json!({"description": "Reads a note, again.", "extra": true}),
+    );
+    restart_upstream(&d);
+    let (_, body) = received.recv_timeout(WAIT).expect("a second announcement");
+    assert_eq!(
+        body["changes"],
+        json!([{"tool": "read", "change": "changed", "fields": ["description"]}]),
+        "{body}"
+    );
 }

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::grants::rfc3339_secs;
+use crate::notify::Notifier;
 use crate::store::{Change, Flush, Row, Store, StoreError};
 use crate::upstream::{McpTool, ToolsListed};
 
@@ -305,6 +306,18 @@ impl Pins {
         clock: Clock,
         mailbox: usize,
     ) -> Result<Pins, PinError> {
+        Pins::start_announcing(servers, store, clock, mailbox, None)
+    }
+
+    /// As [`Pins::start`], and each tool definition that newly waits for an operator (a changed
+    /// or added tool, once per definition) is posted to `announce`'s URL.
+    pub fn start_announcing(
+        servers: HashSet<String>,
+        store: Option<Store>,
+        clock: Clock,
+        mailbox: usize,
+        announce: Option<Announce>,
+    ) -> Result<Pins, PinError> {
         let rows: Vec<Row<Pin>> = match &store {
             Some(store) if !servers.is_empty() => store.load_pins()?,
             _ => Vec::new(),
@@ -330,6 +343,7 @@ impl Pins {
             clock,
             mailbox: mailbox.max(1),
             warned: HashSet::new(),
+            announce,
         };
         let addr = actor.start();
         Ok(Pins {
@@ -490,6 +504,14 @@ struct PinsActor {
     mailbox: usize,
     /// (tool id, fingerprint) already reported as a change, so a refresh does not log it again.
     warned: HashSet<(String, String)>,
+    announce: Option<Announce>,
+}
+
+/// Where tool changes that wait for an operator are posted (`approval.tools_changed_url`).
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub notifier: Notifier,
+    pub url: String,
 }
 
 impl Actor for PinsActor {
@@ -544,6 +566,7 @@ impl Handler<ToolsListed> for PinsActor {
                 },
             )));
         };
+        let mut news = Vec::new();
         for change in drift(pins, &listed.tools) {
             let Some(current) = &change.current else {
                 continue;
@@ -563,7 +586,21 @@ impl Handler<ToolsListed> for PinsActor {
                     fields = ?change.fields,
                     "MCP tool differs from its pin: refused until an operator accepts it"
                 );
+                news.push(json!({
+                    "tool": change.tool,
+                    "change": change.change,
+                    "fields": change.fields,
+                }));
             }
+        }
+        if let Some(announce) = self.announce.as_ref().filter(|_| !news.is_empty()) {
+            let payload = json!({
+                "event": "tools_changed",
+                "server": listed.server,
+                "changes": news,
+                "at": rfc3339_secs(self.clock.wall()),
+            });
+            announce.notifier.post(&announce.url, payload);
         }
         AtomicResponse::new(Box::pin(actix::fut::ready(())))
     }

@@ -287,6 +287,9 @@ pub struct ApprovalConfig {
     /// mesh7: let notification targets be loopback/private addresses.
     #[serde(default)]
     pub allow_private_targets: bool,
+    /// mesh7: where a `pin_tools` server's changed or added tools are announced (POST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools_changed_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -1,7 +1,8 @@
 //! Test harness: the real `mesh7` binary on 127.0.0.1 with a free port, from inline YAML.
 #![allow(dead_code, unreachable_pub, clippy::disallowed_types)] // each test file uses part of it; tests drive real processes synchronously
 
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -414,4 +415,41 @@ pub fn process_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
         stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z'))
     })
+}
+
+/// A loopback HTTP listener that answers 200 and reports each request's path and JSON body.
+pub fn webhook_listener() -> (String, mpsc::Receiver<(String, Value)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).expect("request line");
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("header");
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().expect("length");
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).expect("body");
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if tx.send((path, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
 }
