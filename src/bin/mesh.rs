@@ -373,9 +373,7 @@ async fn resolve(
         }
         Resolution::NotFound => Err(CliError::NotFound(id.to_owned())),
         Resolution::AlreadyResolved => Err(CliError::AlreadyResolved(id.to_owned())),
-        Resolution::Unexpected(reply) if matches!(reply.status, 400 | 403) => Err(
-            CliError::Refused(reply.error_text().unwrap_or_else(|| reply.body.clone())),
-        ),
+        Resolution::Unexpected(reply) if matches!(reply.status, 400 | 403) => Err(reply.refused()),
         Resolution::Unexpected(reply) => Err(reply.unexpected()),
     }
 }
@@ -406,9 +404,7 @@ async fn halt(
             out(&format!("Halted {what}: {id}"));
             Ok(())
         }
-        400 => Err(CliError::Refused(
-            reply.error_text().unwrap_or_else(|| reply.body.clone()),
-        )),
+        400 => Err(reply.refused()),
         _ => Err(reply.unexpected()),
     }
 }
@@ -494,9 +490,7 @@ async fn grant(mesh: &Mesh, body: &Value) -> Result<(), CliError> {
             ));
             Ok(())
         }
-        400 | 403 | 404 => Err(CliError::Refused(
-            reply.error_text().unwrap_or_else(|| reply.body.clone()),
-        )),
+        400 | 403 | 404 => Err(reply.refused()),
         _ => Err(reply.unexpected()),
     }
 }
@@ -518,9 +512,7 @@ async fn revoke(mesh: &Mesh, id: &str) -> Result<(), CliError> {
             }
             Ok(())
         }
-        404 | 409 => Err(CliError::Refused(
-            reply.error_text().unwrap_or_else(|| reply.body.clone()),
-        )),
+        404 | 409 => Err(reply.refused()),
         _ => Err(reply.unexpected()),
     }
 }
@@ -585,9 +577,7 @@ async fn untaint(mesh: &Mesh, agent: &str, session: &str) -> Result<(), CliError
         404 => Err(CliError::Refused(format!(
             "session {session:?} of {agent} has no labels"
         ))),
-        400 => Err(CliError::Refused(
-            reply.error_text().unwrap_or_else(|| reply.body.clone()),
-        )),
+        400 => Err(reply.refused()),
         _ => Err(reply.unexpected()),
     }
 }
@@ -703,9 +693,7 @@ async fn accept_tools(mesh: &Mesh, server: &str, tools: Vec<String>) -> Result<(
             }
             Ok(())
         }
-        400 | 404 | 409 => Err(CliError::Refused(
-            reply.error_text().unwrap_or_else(|| reply.body.clone()),
-        )),
+        400 | 404 | 409 => Err(reply.refused()),
         _ => Err(reply.unexpected()),
     }
 }
@@ -989,6 +977,11 @@ impl Reply {
         serde_json::from_str::<Value>(&self.body)
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+    }
+
+    /// The daemon refused the request as it stands: its reason (the body when it gave none).
+    fn refused(&self) -> CliError {
+        CliError::Refused(self.error_text().unwrap_or_else(|| self.body.clone()))
     }
 
     fn unexpected(&self) -> CliError {
