@@ -532,6 +532,15 @@ fn grant_durations_and_max_calls_are_validated() {
             json!({"error": "max_calls must be at least 1 (leave it out for no limit)"})
         )
     );
+    let (status, body) = d.post(
+        "/grants",
+        None,
+        &json!({"agent": "a".repeat(1025), "tools": "*", "duration": "1h"}).to_string(),
+    );
+    assert_eq!(
+        (status, body),
+        (400, json!({"error": "agent is limited to 1024 characters"}))
+    );
     let (_, list) = d.get("/grants", None);
     assert_eq!(list, json!([]));
 }

@@ -17,7 +17,8 @@
 //!   grant removes its descendants with it. Chains are at most `MAX_DEPTH` grants long.
 //! - Expired grants are removed on every read and at start-up; revoking by prefix needs a
 //!   unique match of at least 4 characters.
-//! - At most `MAX_GRANTS` grants exist at once.
+//! - At most `MAX_GRANTS` grants exist at once, each with texts of at most `MAX_TEXT`
+//!   characters and a condition of at most `MAX_CONDITION_BYTES`.
 //! - All time comes from the injected `Clock`.
 
 use std::future::Future;
@@ -47,6 +48,10 @@ pub const MAX_GRANTS: usize = 10_000;
 const MIN_PREFIX: usize = 4;
 /// Grants in a delegation chain, the root included.
 pub const MAX_DEPTH: usize = 4;
+/// The longest agent, tools or granted_by text of a grant, in characters.
+pub const MAX_TEXT: usize = 1024;
+/// The largest condition of a grant, as JSON.
+pub const MAX_CONDITION_BYTES: usize = 16 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -155,6 +160,8 @@ pub enum GrantError {
     InvalidCondition(String),
     #[error("max_calls must be at least 1 (leave it out for no limit)")]
     NoCalls,
+    #[error("{0}")]
+    TooLarge(String),
     #[error("an agent cannot grant itself a call it is waiting approval for")]
     SelfGrant,
     #[error("grant {id} does not cover agent {agent}: only its holder may delegate it")]
@@ -678,6 +685,7 @@ impl Book {
         if g.max_calls == Some(0) {
             return Err(GrantError::NoCalls);
         }
+        check_size(&g)?;
         if let Some(p) = &parent {
             if duration > p.remaining {
                 return Err(GrantError::OutlivesParent {
@@ -867,6 +875,31 @@ impl Book {
             }
         }
     }
+}
+
+/// A grant's texts and condition within their bounds.
+fn check_size(g: &NewGrant) -> Outcome<()> {
+    for (name, text) in [
+        ("agent", &g.agent),
+        ("tools", &g.tools),
+        ("granted_by", &g.granted_by),
+    ] {
+        if text.chars().count() > MAX_TEXT {
+            return Err(GrantError::TooLarge(format!(
+                "{name} is limited to {MAX_TEXT} characters"
+            )));
+        }
+    }
+    let condition = g
+        .condition
+        .as_ref()
+        .map_or(0, |c| serde_json::to_vec(c).map_or(usize::MAX, |v| v.len()));
+    if condition > MAX_CONDITION_BYTES {
+        return Err(GrantError::TooLarge(format!(
+            "condition is limited to {MAX_CONDITION_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(())
 }
 
 /// What a delegation needs of its parent.

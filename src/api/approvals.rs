@@ -17,8 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    ApiError, ApiState, author, body, header_str, json_response, peer, query_map,
-    require_control_plane,
+    ApiError, ApiState, author, body, header_str, json_response, query_map, require_control_plane,
 };
 use crate::error::PipelineError;
 use crate::identity::IdentityKind;
@@ -247,6 +246,9 @@ struct GrantBody {
     max_calls: Option<u64>,
     #[serde(default)]
     parent: Option<String>,
+    /// mesh7: who grants (e.g. `cli:<user>`); the peer address when absent.
+    #[serde(default)]
+    granted_by: String,
 }
 
 /// `POST /grants` `{"agent","tools","duration"}` (+ mesh7's optional `condition`, `max_calls`),
@@ -284,7 +286,7 @@ pub(super) async fn create_grant(
             agent: body.agent,
             tools: body.tools,
             duration,
-            granted_by: format!("http:{}", peer(&req)),
+            granted_by: author(&req, body.granted_by),
             condition: body.condition,
             max_calls: body.max_calls,
             creator_agent: resolver_agent(&state, &req),
@@ -392,6 +394,7 @@ fn grant_error(e: GrantError) -> ApiError {
         | GrantError::TooLong { .. }
         | GrantError::InvalidCondition(_)
         | GrantError::NoCalls
+        | GrantError::TooLarge(_)
         | GrantError::DelegateToPattern(_)
         | GrantError::TooDeep
         | GrantError::OutlivesParent { .. }

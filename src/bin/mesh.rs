@@ -291,7 +291,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             max_calls,
             parent,
         } => {
-            let mut body = json!({ "agent": agent });
+            let mut body = json!({ "agent": agent, "granted_by": resolved_by() });
             for (key, value) in [("tools", tools), ("duration", duration), ("parent", parent)] {
                 if let Some(value) = value {
                     body[key] = Value::String(value);

@@ -1054,6 +1054,7 @@ fn grant_rpc_error(e: GrantError, id: &str) -> RpcError {
         | GrantError::TooLong { .. }
         | GrantError::InvalidCondition(_)
         | GrantError::NoCalls
+        | GrantError::TooLarge(_)
         | GrantError::SelfGrant
         | GrantError::NotHolder { .. }
         | GrantError::DelegateToPattern(_)

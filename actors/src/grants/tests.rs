@@ -282,6 +282,46 @@ async fn a_condition_limits_the_grant_to_matching_arguments() {
 }
 
 #[actix::test]
+async fn oversized_texts_and_conditions_are_refused() {
+    let f = Fixture::new();
+    let long = "a".repeat(MAX_TEXT + 1);
+    let cases = [
+        (
+            new_grant(&long, "*", HOUR),
+            "agent is limited to 1024 characters",
+        ),
+        (
+            new_grant("bot", &long, HOUR),
+            "tools is limited to 1024 characters",
+        ),
+        (
+            NewGrant {
+                granted_by: long.clone(),
+                ..new_grant("bot", "*", HOUR)
+            },
+            "granted_by is limited to 1024 characters",
+        ),
+        (
+            NewGrant {
+                condition: Some(condition(json!({
+                    "field": "path", "operator": "in", "value": vec!["x".repeat(100); 200],
+                }))),
+                ..new_grant("bot", "*", HOUR)
+            },
+            "condition is limited to 16384 bytes of JSON",
+        ),
+    ];
+    for (g, message) in cases {
+        let err = f.grants.create(g).await.unwrap_err();
+        assert_eq!(err, GrantError::TooLarge(message.into()));
+    }
+    assert!(f.ids().await.is_empty());
+    // At the bounds they are accepted.
+    let at = "a".repeat(MAX_TEXT);
+    f.create(new_grant(&at, &at, HOUR)).await;
+}
+
+#[actix::test]
 async fn an_invalid_condition_is_refused() {
     let f = Fixture::new();
     let bad = NewGrant {
