@@ -13,7 +13,7 @@ use std::time::Instant;
 use mesh7_actors::approvals::{ApprovalRecord, ApprovalStatus, Approvals, Gate, Submit};
 use mesh7_actors::cli::Cli;
 use mesh7_actors::grants::{Grant, Grants, rfc3339_secs};
-use mesh7_actors::halts::{Halt, Halts, NewHalt, Scope};
+use mesh7_actors::halts::{self, Halt, Halts, NewHalt, Scope};
 use mesh7_actors::memory::{self, DecisionFact, Memory, Recall};
 use mesh7_actors::policy::Policy;
 use mesh7_actors::rate_limit::{self, Acquire, RateLimit, RateLimitError};
@@ -705,7 +705,8 @@ impl Pipeline {
         if !l.escalates() {
             return verdict;
         }
-        let (scope, what) = if session.is_empty() {
+        // A session id too long to be a halt's target halts its agent instead.
+        let (scope, what) = if session.is_empty() || session.chars().count() > halts::MAX_TEXT {
             (Scope::Agent(agent.to_owned()), format!("agent \"{agent}\""))
         } else {
             (
@@ -713,9 +714,10 @@ impl Pipeline {
                 format!("session \"{session}\""),
             )
         };
+        let reason = format!("{l} (loop_detection.halt_after)");
         let halt = NewHalt {
             scope,
-            reason: format!("{l} (loop_detection.halt_after)"),
+            reason: reason.chars().take(halts::MAX_TEXT).collect(),
             created_by: LOOP_HALTER.to_owned(),
         };
         match self.inner.halts.add(halt).await {

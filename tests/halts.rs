@@ -426,4 +426,29 @@ fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
     );
     assert_eq!(d.call("solo", "echo.run", &json!({"args": ["y"]})).0, 403);
     assert_eq!(d.call("other", "echo.run", &json!({"args": ["x"]})).0, 200);
+
+    // A session id too long to be a halt's target: its agent is halted instead.
+    let long = "s".repeat(1100);
+    let in_long = || {
+        d.post_with(
+            "/tool/echo.run",
+            &[
+                ("Authorization", "Bearer agent:wordy"),
+                ("X-Session-Id", &long),
+            ],
+            &json!({"params": {"args": ["z"]}}).to_string(),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(in_long().0, 200);
+    }
+    let (status, body) = in_long();
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("; agent \"wordy\" halted (halt:")),
+        "{body}"
+    );
+    assert_eq!(d.call("wordy", "echo.run", &json!({"args": ["w"]})).0, 403);
 }
