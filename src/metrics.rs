@@ -105,6 +105,7 @@ pub struct Metrics {
     by_source: [[AtomicU64; 5]; 4],
     steps: [Histogram; Step::ALL.len()],
     loop_hits: AtomicU64,
+    loop_halts: AtomicU64,
     rate_limit_hits: AtomicU64,
     trace_records_lost: AtomicU64,
     advisory_disagreements: AtomicU64,
@@ -159,6 +160,11 @@ impl Metrics {
     /// A call the advisory policies would have decided otherwise.
     pub fn advisory_disagreement(&self) {
         self.advisory_disagreements.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A halt made by loop detection (`loop_detection.halt_after`).
+    pub fn loop_halt(&self) {
+        self.loop_halts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A trace entry the trace writer never took (it was gone).
@@ -248,6 +254,11 @@ impl Metrics {
                 "mesh7_loop_hits_total",
                 "Calls refused by loop detection.",
                 self.loop_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "mesh7_loop_halts_total",
+                "Sessions (or agents) halted by loop detection (loop_detection.halt_after).",
+                self.loop_halts.load(Ordering::Relaxed),
             ),
             (
                 "mesh7_policy_reloads_total",

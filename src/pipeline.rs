@@ -722,6 +722,7 @@ impl Pipeline {
         };
         match self.inner.halts.add(halt).await {
             Ok(halt) => {
+                self.inner.metrics.loop_halt();
                 if let Verdict::RateLimited { message, .. } = &mut verdict {
                     message.push_str(&format!(
                         "; {what} halted (halt:{}) until an operator lifts it",

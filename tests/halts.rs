@@ -380,6 +380,7 @@ fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
         .and_then(|rest| rest.strip_suffix(") until an operator lifts it"))
         .unwrap_or_else(|| panic!("{body}"))
         .to_owned();
+    assert_eq!(d.metric("mesh7_loop_halts_total"), 1);
     let (_, halts) = d.get("/halts", None);
     let made = &halts[0];
     assert_eq!(
@@ -451,4 +452,5 @@ fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
         "{body}"
     );
     assert_eq!(d.call("wordy", "echo.run", &json!({"args": ["w"]})).0, 403);
+    assert_eq!(d.metric("mesh7_loop_halts_total"), 2);
 }
