@@ -414,16 +414,9 @@ fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
 
     // Calls without a session: the agent is halted.
     let d = Daemon::start(&format!("loop_detection:\n  halt_after: 1\n{GOVERNED}"));
-    for _ in 0..3 {
-        assert_eq!(d.call("solo", "echo.run", &json!({"args": ["x"]})).0, 200);
-    }
-    let (status, body) = d.call("solo", "echo.run", &json!({"args": ["x"]}));
-    assert_eq!(status, 429, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("; agent \"solo\" halted (halt:")),
-        "{body}"
+    halted_by_looping(
+        || d.call("solo", "echo.run", &json!({"args": ["x"]})),
+        "agent \"solo\"",
     );
     assert_eq!(d.call("solo", "echo.run", &json!({"args": ["y"]})).0, 403);
     assert_eq!(d.call("other", "echo.run", &json!({"args": ["x"]})).0, 200);
@@ -440,17 +433,22 @@ fn a_session_that_keeps_looping_is_halted_until_an_operator_lifts_it() {
             &json!({"params": {"args": ["z"]}}).to_string(),
         )
     };
+    halted_by_looping(in_long, "agent \"wordy\"");
+    assert_eq!(d.call("wordy", "echo.run", &json!({"args": ["w"]})).0, 403);
+    assert_eq!(d.metric("mesh7_loop_halts_total"), 2);
+}
+
+/// Three identical calls run; the fourth is refused as a loop and halts `who` (`halt_after: 1`).
+fn halted_by_looping(call: impl Fn() -> (u16, Value), who: &str) {
     for _ in 0..3 {
-        assert_eq!(in_long().0, 200);
+        assert_eq!(call().0, 200);
     }
-    let (status, body) = in_long();
+    let (status, body) = call();
     assert_eq!(status, 429, "{body}");
     assert!(
         body["error"]
             .as_str()
-            .is_some_and(|e| e.contains("; agent \"wordy\" halted (halt:")),
+            .is_some_and(|e| e.contains(&format!("; {who} halted (halt:"))),
         "{body}"
     );
-    assert_eq!(d.call("wordy", "echo.run", &json!({"args": ["w"]})).0, 403);
-    assert_eq!(d.metric("mesh7_loop_halts_total"), 2);
 }

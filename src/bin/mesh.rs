@@ -409,17 +409,32 @@ async fn halt(
     }
 }
 
-async fn halts(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
-    let reply = mesh.send(Method::GET, mesh.url(&["halts"]), None).await?;
+/// `GET url`: the API's JSON printed as is with `raw`, else the list, or `none` printed when it
+/// is empty; `None` when there is nothing left to print.
+async fn listing<T: serde::de::DeserializeOwned>(
+    mesh: &Mesh,
+    url: Url,
+    raw: bool,
+    none: &str,
+) -> Result<Option<Vec<T>>, CliError> {
+    let reply = mesh.send(Method::GET, url, None).await?;
     if raw {
         out(reply.body.trim_end());
-        return Ok(());
+        return Ok(None);
     }
-    let list: Vec<HaltView> = reply.parse()?;
+    let list: Vec<T> = reply.parse()?;
     if list.is_empty() {
-        out("no halts");
-        return Ok(());
+        out(none);
+        return Ok(None);
     }
+    Ok(Some(list))
+}
+
+async fn halts(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
+    let url = mesh.url(&["halts"]);
+    let Some(list) = listing::<HaltView>(mesh, url, raw, "no halts").await? else {
+        return Ok(());
+    };
     let mut rows = vec![["ID", "SCOPE", "TARGET", "SINCE", "BY", "REASON"].map(str::to_owned)];
     rows.extend(list.into_iter().map(|h| {
         [
@@ -436,16 +451,10 @@ async fn halts(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
 }
 
 async fn grants(mesh: &Mesh, raw: bool) -> Result<(), CliError> {
-    let reply = mesh.send(Method::GET, mesh.url(&["grants"]), None).await?;
-    if raw {
-        out(reply.body.trim_end());
+    let url = mesh.url(&["grants"]);
+    let Some(list) = listing::<GrantView>(mesh, url, raw, "no grants").await? else {
         return Ok(());
-    }
-    let list: Vec<GrantView> = reply.parse()?;
-    if list.is_empty() {
-        out("no grants");
-        return Ok(());
-    }
+    };
     let mut rows =
         vec![["ID", "AGENT", "TOOLS", "REMAINING", "CALLS", "FROM", "BY"].map(str::to_owned)];
     rows.extend(list.into_iter().map(|g| {
@@ -537,16 +546,9 @@ async fn taint(mesh: &Mesh, agent: Option<&str>, raw: bool) -> Result<(), CliErr
         url.query_pairs_mut().append_pair("agent", agent);
     }
     url.query_pairs_mut().append_pair("limit", "10000");
-    let reply = mesh.send(Method::GET, url, None).await?;
-    if raw {
-        out(reply.body.trim_end());
+    let Some(list) = listing::<TaintedView>(mesh, url, raw, "no labelled sessions").await? else {
         return Ok(());
-    }
-    let list: Vec<TaintedView> = reply.parse()?;
-    if list.is_empty() {
-        out("no labelled sessions");
-        return Ok(());
-    }
+    };
     let mut rows = vec![["AGENT", "SESSION", "LABEL", "BY TOOL", "SINCE"].map(str::to_owned)];
     for session in list {
         for label in session.labels {
